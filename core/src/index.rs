@@ -1,0 +1,72 @@
+//! The search index seam. The index answers which annotation ids match; the store
+//! answers what they are. Visibility is decided at query time from a [`Scope`], never
+//! by rewriting documents.
+
+use crate::model::{Annotation, SearchFilter, SortKey};
+use crate::visibility::Visibility;
+use async_trait::async_trait;
+use std::sync::Arc;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index unavailable: {0}")]
+    Unavailable(String),
+    #[error("index rejected the request: {0}")]
+    Rejected(String),
+}
+
+/// Which operations' annotations a search may return.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// The active operations of a snapshot.
+    Visible(Arc<Visibility>),
+    /// One operation only (a preview of a STARTED run, or one active run).
+    Operation(Uuid),
+}
+
+impl Scope {
+    /// True when an annotation of `operation_id` may be returned.
+    pub fn allows(&self, operation_id: &Uuid) -> bool {
+        match self {
+            Scope::Visible(v) => v.is_active(operation_id),
+            Scope::Operation(id) => id == operation_id,
+        }
+    }
+
+    /// The same test on an operation's 64-bit key (what index documents carry).
+    pub fn allows_key(&self, key: u64) -> bool {
+        match self {
+            Scope::Visible(v) => v.is_active_key(key),
+            Scope::Operation(id) => crate::visibility::op_key(id) == key,
+        }
+    }
+}
+
+/// One search against the index: filters, scope, the position to continue after
+/// (exclusive), and how many hits at most, in (media_id, start_ms, id) order.
+#[derive(Debug, Clone)]
+pub struct IndexQuery {
+    pub filter: SearchFilter,
+    pub scope: Scope,
+    pub after: Option<SortKey>,
+    pub limit: usize,
+}
+
+/// A matching annotation: its id and position in search order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub id: Uuid,
+    pub key: SortKey,
+}
+
+#[async_trait]
+pub trait Index: Send + Sync + 'static {
+    /// Adds or replaces these annotations (by id). Once this returns Ok they are
+    /// searchable and survive a restart of the index.
+    async fn upsert(&self, annotations: &[Annotation]) -> Result<(), IndexError>;
+    /// Matching annotations in scope, in search order.
+    async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError>;
+    /// How many annotations of an operation the index holds.
+    async fn count_operation(&self, operation_id: Uuid) -> Result<u64, IndexError>;
+}

@@ -1,0 +1,307 @@
+//! The data model: operation keys and operations, annotation types, annotations and searches.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// What identifies a family of runs: only the newest finished run of a key is visible.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OperationKey {
+    pub annotation_type: String,
+    pub annotation_type_version: u32,
+    pub pivot_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OperationStatus {
+    Started,
+    Finished,
+    Cancelled,
+    Expired,
+}
+
+impl OperationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "STARTED",
+            Self::Finished => "FINISHED",
+            Self::Cancelled => "CANCELLED",
+            Self::Expired => "EXPIRED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_uppercase().as_str() {
+            "STARTED" => Some(Self::Started),
+            "FINISHED" => Some(Self::Finished),
+            "CANCELLED" => Some(Self::Cancelled),
+            "EXPIRED" => Some(Self::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// One run of an algorithm for one key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    pub id: Uuid,
+    pub annotation_type: String,
+    pub annotation_type_version: u32,
+    pub pivot_id: String,
+    pub operation_number: u64,
+    pub status: OperationStatus,
+    pub active: bool,
+    pub annotation_count: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    pub lease_seconds: u32,
+    /// Set while the operation is STARTED.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub lease_expires_at: Option<OffsetDateTime>,
+    /// The operation that made this one inactive (a newer finished run of the key).
+    pub superseded_by: Option<Uuid>,
+    pub metadata: Map<String, Value>,
+}
+
+impl Operation {
+    pub fn key(&self) -> OperationKey {
+        OperationKey {
+            annotation_type: self.annotation_type.clone(),
+            annotation_type_version: self.annotation_type_version,
+            pivot_id: self.pivot_id.clone(),
+        }
+    }
+}
+
+/// What a producer asks for when it starts an operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartOperation {
+    pub annotation_type: String,
+    pub annotation_type_version: u32,
+    pub pivot_id: String,
+    #[serde(default)]
+    pub lease_seconds: Option<u32>,
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// A registered annotation type version. Immutable once registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnnotationType {
+    pub name: String,
+    pub version: u32,
+    /// JSON Schema that every annotation's `data` must satisfy.
+    pub schema: Value,
+    pub embedding_dim: Option<u32>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl AnnotationType {
+    /// Two registrations are the same when schema and embedding_dim agree.
+    pub fn same_definition(&self, other: &AnnotationType) -> bool {
+        self.name == other.name
+            && self.version == other.version
+            && self.schema == other.schema
+            && self.embedding_dim == other.embedding_dim
+    }
+}
+
+/// The body of `PUT /v1/types/{type}/versions/{version}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeDefinition {
+    #[serde(default = "empty_schema")]
+    pub schema: Value,
+    #[serde(default)]
+    pub embedding_dim: Option<u32>,
+}
+
+fn empty_schema() -> Value {
+    Value::Object(Map::new())
+}
+
+/// A box in normalised frame coordinates: (x, y) is the top-left corner.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BBox {
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+}
+
+/// An annotation as a producer writes it (after validation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnnotationInput {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    pub media_id: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<BBox>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Vec<f32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+/// A stored annotation: the input plus the operation it belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Annotation {
+    pub id: Uuid,
+    pub media_id: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<BBox>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Vec<f32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    pub annotation_type: String,
+    pub annotation_type_version: u32,
+    pub pivot_id: String,
+    pub operation_id: Uuid,
+}
+
+impl Annotation {
+    /// Binds a validated input to its operation. The id is the producer's, or else
+    /// a UUIDv5 of the operation id and the input's canonical JSON, so a retried
+    /// batch maps onto the same ids.
+    pub fn from_input(input: AnnotationInput, op: &Operation) -> Annotation {
+        let id = input.id.unwrap_or_else(|| derived_id(op.id, &input));
+        Annotation {
+            id,
+            media_id: input.media_id,
+            start_ms: input.start_ms,
+            end_ms: input.end_ms,
+            label: input.label,
+            confidence: input.confidence,
+            bbox: input.bbox,
+            embedding: input.embedding,
+            data: input.data,
+            annotation_type: op.annotation_type.clone(),
+            annotation_type_version: op.annotation_type_version,
+            pivot_id: op.pivot_id.clone(),
+            operation_id: op.id,
+        }
+    }
+}
+
+/// UUIDv5 in the operation's namespace over the input's canonical JSON
+/// (serde_json's maps are ordered, so equal inputs serialise equally).
+pub fn derived_id(operation_id: Uuid, input: &AnnotationInput) -> Uuid {
+    debug_assert!(input.id.is_none());
+    let bytes = serde_json::to_vec(input).unwrap_or_default();
+    Uuid::new_v5(&operation_id, &bytes)
+}
+
+/// A time range in milliseconds; annotations match when they intersect it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeRange {
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+/// The filters of a search. Every one is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotation_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotation_type_version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pivot_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_range: Option<TimeRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_confidence: Option<f32>,
+    /// Restricts the search to one operation: allowed when it is active, or
+    /// STARTED (a producer previewing its own run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<Uuid>,
+}
+
+/// A search request: filters plus paging.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    #[serde(flatten)]
+    pub filter: SearchFilter,
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub page_token: Option<String>,
+}
+
+/// A page of search results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchPage {
+    pub annotations: Vec<Annotation>,
+    pub next_page_token: Option<String>,
+}
+
+/// The position of an annotation in search order: (media_id, start_ms, id).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SortKey {
+    pub media_id: String,
+    pub start_ms: i64,
+    pub id: Uuid,
+}
+
+impl SortKey {
+    pub fn of(a: &Annotation) -> SortKey {
+        SortKey {
+            media_id: a.media_id.clone(),
+            start_ms: a.start_ms,
+            id: a.id,
+        }
+    }
+}
+
+/// Filters of `GET /v1/operations`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OperationFilter {
+    pub status: Option<OperationStatus>,
+    pub annotation_type: Option<String>,
+    pub annotation_type_version: Option<u32>,
+    pub pivot_id: Option<String>,
+    pub started_before: Option<OffsetDateTime>,
+}
+
+impl OperationFilter {
+    pub fn matches(&self, op: &Operation) -> bool {
+        self.status.is_none_or(|s| s == op.status)
+            && self
+                .annotation_type
+                .as_ref()
+                .is_none_or(|t| *t == op.annotation_type)
+            && self
+                .annotation_type_version
+                .is_none_or(|v| v == op.annotation_type_version)
+            && self.pivot_id.as_ref().is_none_or(|p| *p == op.pivot_id)
+            && self.started_before.is_none_or(|t| op.created_at < t)
+    }
+}

@@ -1,0 +1,39 @@
+//! The queue of index work to retry. Work goes here when the index failed it; the
+//! reconciler receives it, applies it and acknowledges it. A received item stays
+//! invisible for a backoff that doubles with every receive, and after too many receives
+//! it moves to the dead letters. The pending record in the store stays the authority:
+//! losing a message delays work, it never loses it.
+
+use crate::store::IndexWork;
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("retry queue unavailable: {0}")]
+    Unavailable(String),
+    #[error("corrupt retry queue message: {0}")]
+    Corrupt(String),
+}
+
+/// A received message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub work: IndexWork,
+    /// Opaque handle for [`RetryQueue::ack`].
+    pub receipt: String,
+    /// How many times it has been received, this time included.
+    pub receive_count: u32,
+}
+
+#[async_trait]
+pub trait RetryQueue: Send + Sync + 'static {
+    async fn enqueue(&self, work: &IndexWork) -> Result<(), QueueError>;
+    /// Up to `max` items that are due; each becomes invisible for its backoff.
+    async fn receive(&self, max: usize) -> Result<Vec<Delivery>, QueueError>;
+    /// Removes a received item for good.
+    async fn ack(&self, receipt: &str) -> Result<(), QueueError>;
+    /// Items waiting (due or backing off), not counting dead letters.
+    async fn depth(&self) -> Result<u64, QueueError>;
+    /// Items moved aside after too many receives.
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<Delivery>, QueueError>;
+}

@@ -1,0 +1,119 @@
+//! Replays index work until the index agrees with the store.
+//!
+//! Work reaches the index three ways: directly after an upsert (the fast path, in the
+//! service), from the retry queue when that failed, and from the store's pending records
+//! when a message was lost or a process died between store write and index write (the
+//! sweep). Applying work is idempotent: it re-reads the annotations from the store and
+//! upserts them by id.
+
+use crate::Error;
+use crate::index::Index;
+use crate::queue::RetryQueue;
+use crate::store::{IndexWork, IndexWorkKind, Store};
+use std::collections::HashSet;
+use std::sync::Arc;
+use time::OffsetDateTime;
+use tracing::{debug, warn};
+
+#[derive(Clone)]
+pub struct Reconciler {
+    store: Arc<dyn Store>,
+    index: Arc<dyn Index>,
+    queue: Arc<dyn RetryQueue>,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    pub applied: usize,
+    pub failed: usize,
+}
+
+impl Reconciler {
+    pub fn new(store: Arc<dyn Store>, index: Arc<dyn Index>, queue: Arc<dyn RetryQueue>) -> Self {
+        Reconciler {
+            store,
+            index,
+            queue,
+        }
+    }
+
+    /// Puts one piece of work into the index and clears its pending record.
+    pub async fn apply(&self, work: &IndexWork) -> Result<(), Error> {
+        match &work.kind {
+            IndexWorkKind::Upsert { annotation_ids } => {
+                let found = self.store.get_annotations(annotation_ids).await?;
+                // An annotation missing from the store was never acknowledged (or was
+                // collected); there is nothing of it to index.
+                let annotations: Vec<_> = found
+                    .into_iter()
+                    .flatten()
+                    .filter(|a| a.operation_id == work.operation_id)
+                    .collect();
+                self.index.upsert(&annotations).await?;
+            }
+        }
+        self.store.complete_work(std::slice::from_ref(work)).await?;
+        Ok(())
+    }
+
+    /// Applies every pending piece of work of one operation (what a finish waits for).
+    pub async fn flush_operation(&self, operation_id: uuid::Uuid) -> Result<usize, Error> {
+        let mut done = 0;
+        loop {
+            let pending = self.store.pending_work(Some(operation_id), 64).await?;
+            if pending.is_empty() {
+                return Ok(done);
+            }
+            for work in &pending {
+                self.apply(work).await?;
+                done += 1;
+            }
+        }
+    }
+
+    /// Receives due messages from the retry queue and applies them. A failed item is
+    /// left unacknowledged: the queue makes it visible again after its backoff.
+    pub async fn run_queue_once(&self, max: usize) -> Result<Pass, Error> {
+        let deliveries = self.queue.receive(max).await.map_err(queue_err)?;
+        let mut pass = Pass::default();
+        for d in deliveries {
+            match self.apply(&d.work).await {
+                Ok(()) => {
+                    pass.applied += 1;
+                    if let Err(e) = self.queue.ack(&d.receipt).await {
+                        warn!(error = %e, "ack failed; the message will be applied again");
+                    }
+                }
+                Err(e) => {
+                    pass.failed += 1;
+                    debug!(work = %d.work.id, attempt = d.receive_count, error = %e, "index work failed; backing off");
+                }
+            }
+        }
+        Ok(pass)
+    }
+
+    /// Re-enqueues pending records older than `cutoff` (anti-entropy for lost messages
+    /// and for processes that died between the store write and the enqueue).
+    pub async fn sweep(&self, cutoff: OffsetDateTime, limit: usize) -> Result<usize, Error> {
+        let pending = self.store.pending_work(None, limit).await?;
+        let mut queued = 0;
+        let mut seen = HashSet::new();
+        for work in pending {
+            if work.created_at().is_some_and(|t| t > cutoff) || !seen.insert(work.id) {
+                continue;
+            }
+            self.queue.enqueue(&work).await.map_err(queue_err)?;
+            queued += 1;
+        }
+        Ok(queued)
+    }
+}
+
+fn queue_err(e: crate::queue::QueueError) -> Error {
+    Error::Unavailable {
+        what: "retry queue",
+        detail: e.to_string(),
+    }
+}

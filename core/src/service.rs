@@ -1,0 +1,515 @@
+//! The service: every API call, engine-agnostic. It orders the writes so that the
+//! invariants in ARCHITECTURE.md hold whatever engines sit behind the traits:
+//! store first (the truth), then index, then cache; visibility moves only after the store
+//! says so, and only once the index holds the whole run.
+
+use crate::cache::OperationCache;
+use crate::clock::Clock;
+use crate::error::{Error, FieldError};
+use crate::index::{Index, IndexQuery, Scope};
+use crate::lifecycle;
+use crate::model::{
+    Annotation, AnnotationType, Operation, OperationFilter, OperationStatus, SearchPage,
+    SearchRequest, SortKey, StartOperation, TypeDefinition,
+};
+use crate::page;
+use crate::queue::RetryQueue;
+use crate::reconcile::Reconciler;
+use crate::store::{PutType, Store, StoreError};
+use crate::validate::{self, CompiledType, Limits};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+/// The engines behind the seams.
+#[derive(Clone)]
+pub struct Engines {
+    pub store: Arc<dyn Store>,
+    pub index: Arc<dyn Index>,
+    pub queue: Arc<dyn RetryQueue>,
+    pub cache: Arc<dyn OperationCache>,
+}
+
+pub struct Service {
+    engines: Engines,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+    reconciler: Reconciler,
+    /// Compiled schemas by (type, version); versions are immutable, so entries never go stale.
+    types: moka::sync::Cache<(String, u32), Arc<CompiledType>>,
+}
+
+/// How many times a finish flushes pending index work before giving up with a 503.
+const FINISH_ATTEMPTS: usize = 5;
+
+impl Service {
+    pub fn new(engines: Engines, limits: Limits, clock: Arc<dyn Clock>) -> Service {
+        let reconciler = Reconciler::new(
+            engines.store.clone(),
+            engines.index.clone(),
+            engines.queue.clone(),
+        );
+        Service {
+            engines,
+            limits,
+            clock,
+            reconciler,
+            types: moka::sync::Cache::new(10_000),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn reconciler(&self) -> &Reconciler {
+        &self.reconciler
+    }
+
+    pub fn engines(&self) -> &Engines {
+        &self.engines
+    }
+
+    /// Loads the active set from the store into the cache. Call before serving.
+    pub async fn warm_up(&self) -> Result<usize, Error> {
+        let active = self.engines.store.active_operations().await?;
+        self.engines.cache.reset(&active);
+        Ok(active.len())
+    }
+
+    // ---- types ----
+
+    /// Registers a type version. Returns it and whether it was new.
+    pub async fn put_type(
+        &self,
+        name: &str,
+        version: u32,
+        def: TypeDefinition,
+    ) -> Result<(AnnotationType, bool), Error> {
+        let errors = validate::type_definition(name, version, &def, &self.limits);
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        let ty = AnnotationType {
+            name: name.to_owned(),
+            version,
+            schema: def.schema,
+            embedding_dim: def.embedding_dim,
+            created_at: self.clock.now(),
+        };
+        match self.engines.store.put_type(ty).await? {
+            PutType::Created(t) => Ok((t, true)),
+            PutType::Unchanged(t) => Ok((t, false)),
+        }
+    }
+
+    pub async fn list_types(&self) -> Result<Vec<AnnotationType>, Error> {
+        Ok(self.engines.store.list_types().await?)
+    }
+
+    async fn compiled_type(&self, name: &str, version: u32) -> Result<Arc<CompiledType>, Error> {
+        let key = (name.to_owned(), version);
+        if let Some(t) = self.types.get(&key) {
+            return Ok(t);
+        }
+        let def = self
+            .engines
+            .store
+            .get_type(name, version)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "annotation type",
+                id: format!("{name} version {version}"),
+            })?;
+        let compiled = Arc::new(CompiledType::compile(def).map_err(|e| Error::Invalid(vec![e]))?);
+        self.types.insert(key, compiled.clone());
+        Ok(compiled)
+    }
+
+    // ---- operations ----
+
+    pub async fn start(&self, req: StartOperation) -> Result<Operation, Error> {
+        let lease = validate::start_operation(&req, &self.limits).map_err(Error::Invalid)?;
+        if let Err(Error::NotFound { id, .. }) = self
+            .compiled_type(&req.annotation_type, req.annotation_type_version)
+            .await
+        {
+            return Err(Error::Invalid(vec![FieldError::new(
+                "annotation_type_version",
+                format!("annotation type {id} is not registered"),
+            )]));
+        }
+        let op = self
+            .engines
+            .store
+            .start_operation(req, lease, self.clock.now())
+            .await?;
+        self.engines.cache.put(std::slice::from_ref(&op));
+        metrics::counter!("annostore_operations_started_total").increment(1);
+        Ok(op)
+    }
+
+    /// The operation as it stands now: a lapsed lease is recorded as EXPIRED on access.
+    pub async fn operation(&self, id: Uuid) -> Result<Operation, Error> {
+        let op = match self.engines.cache.get(&id) {
+            Some(op) => op,
+            None => {
+                let op = self
+                    .engines
+                    .store
+                    .get_operation(id)
+                    .await?
+                    .ok_or_else(|| Error::operation_not_found(id))?;
+                self.engines.cache.put(std::slice::from_ref(&op));
+                op
+            }
+        };
+        if lifecycle::lease_lapsed(&op, self.clock.now()) {
+            return self.expire(id).await;
+        }
+        Ok(op)
+    }
+
+    async fn expire(&self, id: Uuid) -> Result<Operation, Error> {
+        let changed = self
+            .engines
+            .store
+            .expire_operation(id, self.clock.now())
+            .await?;
+        let op = match changed {
+            Some(op) => {
+                metrics::counter!("annostore_operations_expired_total").increment(1);
+                op
+            }
+            None => self
+                .engines
+                .store
+                .get_operation(id)
+                .await?
+                .ok_or_else(|| Error::operation_not_found(id))?,
+        };
+        self.engines.cache.put(std::slice::from_ref(&op));
+        Ok(op)
+    }
+
+    /// Expires every STARTED operation whose lease lapsed (the background sweep).
+    pub async fn expire_lapsed(&self) -> Result<usize, Error> {
+        let ids = self
+            .engines
+            .store
+            .lapsed_operations(self.clock.now(), 1_000)
+            .await?;
+        for id in &ids {
+            self.expire(*id).await?;
+        }
+        Ok(ids.len())
+    }
+
+    pub async fn list_operations(
+        &self,
+        filter: &OperationFilter,
+        limit: Option<u32>,
+        page_token: Option<&str>,
+    ) -> Result<(Vec<Operation>, Option<String>), Error> {
+        let limit = self.page_size(limit)?;
+        let before = page_token.map(page::decode_operations).transpose()?;
+        let mut ops = self
+            .engines
+            .store
+            .list_operations(filter, before, limit + 1)
+            .await?;
+        let next = if ops.len() > limit {
+            ops.truncate(limit);
+            ops.last().map(|o| page::encode_operations(o.id))
+        } else {
+            None
+        };
+        let now = self.clock.now();
+        for op in &mut ops {
+            if let Some(expired) = lifecycle::expire_if_lapsed(op, now) {
+                *op = expired;
+            }
+        }
+        Ok((ops, next))
+    }
+
+    /// Upserts a batch into a STARTED operation, all or nothing. Returns how many
+    /// annotations the batch carried.
+    pub async fn upsert(&self, operation_id: Uuid, items: &[Value]) -> Result<usize, Error> {
+        if items.len() > self.limits.max_batch {
+            return Err(Error::TooLarge(format!(
+                "{} annotations in one call; at most {}",
+                items.len(),
+                self.limits.max_batch
+            )));
+        }
+        let op = self.operation(operation_id).await?;
+        if op.status != OperationStatus::Started {
+            return Err(lifecycle::LifecycleError::NotStarted {
+                id: op.id,
+                status: op.status,
+            }
+            .into());
+        }
+        let ty = self
+            .compiled_type(&op.annotation_type, op.annotation_type_version)
+            .await?;
+        let inputs =
+            validate::annotation_batch(items, &ty, &self.limits).map_err(Error::Invalid)?;
+        // A given id twice in one batch keeps the last version, as across batches.
+        let mut by_id: HashMap<Uuid, usize> = HashMap::with_capacity(inputs.len());
+        let mut annotations: Vec<Annotation> = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let a = Annotation::from_input(input, &op);
+            match by_id.get(&a.id) {
+                Some(&i) => annotations[i] = a,
+                None => {
+                    by_id.insert(a.id, annotations.len());
+                    annotations.push(a);
+                }
+            }
+        }
+        let count = items.len();
+        let upserted = match self
+            .engines
+            .store
+            .upsert_annotations(operation_id, annotations.clone(), self.clock.now())
+            .await
+        {
+            Ok(u) => u,
+            Err(StoreError::Lifecycle(e)) => {
+                // The store may have recorded an expiry: refresh the cache from it.
+                self.engines.cache.put(&[self.expire(operation_id).await?]);
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.engines
+            .cache
+            .put(std::slice::from_ref(&upserted.operation));
+        metrics::counter!("annostore_annotations_upserted_total").increment(count as u64);
+        // The batch is durable. Indexing now is the fast path; when it fails, the pending
+        // record and the retry queue make sure it happens later (and before a finish).
+        match self.engines.index.upsert(&annotations).await {
+            Ok(()) => {
+                if let Err(e) = self
+                    .engines
+                    .store
+                    .complete_work(std::slice::from_ref(&upserted.work))
+                    .await
+                {
+                    warn!(error = %e, "could not clear pending index work; it will be replayed");
+                }
+            }
+            Err(e) => {
+                metrics::counter!("annostore_index_failures_total").increment(1);
+                warn!(operation = %operation_id, error = %e, "indexing failed; queued for retry");
+                if let Err(qe) = self.engines.queue.enqueue(&upserted.work).await {
+                    warn!(error = %qe, "retry queue unavailable; the sweep will pick the work up");
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    /// Finishes an operation. Its index work is flushed first, so the run becomes
+    /// visible whole or not at all.
+    pub async fn finish(&self, id: Uuid) -> Result<Operation, Error> {
+        self.operation(id).await?;
+        for _ in 0..FINISH_ATTEMPTS {
+            match self
+                .engines
+                .store
+                .finish_operation(id, self.clock.now())
+                .await
+            {
+                Ok(plan) => {
+                    let mut changed = vec![plan.operation.clone()];
+                    changed.extend(plan.deactivated.clone());
+                    self.engines.cache.put(&changed);
+                    if plan.changed {
+                        metrics::counter!("annostore_operations_finished_total").increment(1);
+                        info!(operation = %id, active = plan.operation.active, "operation finished");
+                    }
+                    return Ok(plan.operation);
+                }
+                Err(StoreError::PendingIndexWork(_)) => {
+                    self.reconciler.flush_operation(id).await?;
+                }
+                Err(StoreError::Lifecycle(e)) => {
+                    self.expire(id).await?;
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Unavailable {
+            what: "index",
+            detail: format!("operation {id} keeps receiving index work; retry the finish"),
+        })
+    }
+
+    pub async fn cancel(&self, id: Uuid) -> Result<Operation, Error> {
+        self.operation(id).await?;
+        match self
+            .engines
+            .store
+            .cancel_operation(id, self.clock.now())
+            .await
+        {
+            Ok(op) => {
+                self.engines.cache.put(std::slice::from_ref(&op));
+                Ok(op)
+            }
+            Err(StoreError::Lifecycle(e)) => {
+                self.expire(id).await?;
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    // ---- search ----
+
+    pub async fn search(&self, req: &SearchRequest) -> Result<SearchPage, Error> {
+        let started = Instant::now();
+        let limit = self.page_size(req.limit)?;
+        let filter = &req.filter;
+        if let Some(r) = &filter.time_range
+            && r.end_ms < r.start_ms
+        {
+            return Err(Error::invalid(
+                "time_range",
+                "end_ms must not be before start_ms",
+            ));
+        }
+        if let Some(c) = filter.min_confidence
+            && !(0.0..=1.0).contains(&c)
+        {
+            return Err(Error::invalid("min_confidence", "must be between 0 and 1"));
+        }
+        let after = req
+            .page_token
+            .as_deref()
+            .map(|t| page::decode_search(filter, t))
+            .transpose()?;
+        let scope = match filter.operation_id {
+            None => Scope::Visible(self.engines.cache.visibility()),
+            Some(id) => {
+                let vis = self.engines.cache.visibility();
+                let previewable = vis.is_active(&id)
+                    || match self.operation(id).await {
+                        Ok(op) => op.status == OperationStatus::Started,
+                        Err(Error::NotFound { .. }) => false,
+                        Err(e) => return Err(e),
+                    };
+                if !previewable {
+                    return Ok(SearchPage {
+                        annotations: vec![],
+                        next_page_token: None,
+                    });
+                }
+                Scope::Operation(id)
+            }
+        };
+        let mut query = IndexQuery {
+            filter: filter.clone(),
+            scope,
+            after,
+            limit: limit + 1,
+        };
+        let mut out: Vec<Annotation> = Vec::with_capacity(limit + 1);
+        // Fill the page: hits whose store record disagrees with the scope are dropped
+        // (a 64-bit operation key collision), and the index asked again past them.
+        loop {
+            let hits = self.engines.index.search(&query).await?;
+            let exhausted = hits.len() < query.limit;
+            let last = hits.last().map(|h| h.key.clone());
+            let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
+            let found = self.engines.store.get_annotations(&ids).await?;
+            out.extend(
+                found
+                    .into_iter()
+                    .flatten()
+                    .filter(|a| query.scope.allows(&a.operation_id) && matches(filter, a)),
+            );
+            if out.len() > limit || exhausted {
+                break;
+            }
+            query.after = last;
+        }
+        let next_page_token = if out.len() > limit {
+            out.truncate(limit);
+            out.last()
+                .map(|a| page::encode_search(filter, &SortKey::of(a)))
+        } else {
+            None
+        };
+        metrics::histogram!("annostore_search_seconds").record(started.elapsed().as_secs_f64());
+        Ok(SearchPage {
+            annotations: out,
+            next_page_token,
+        })
+    }
+
+    /// One annotation, if it is visible.
+    pub async fn annotation(&self, id: Uuid) -> Result<Annotation, Error> {
+        let not_found = || Error::NotFound {
+            what: "annotation",
+            id: id.to_string(),
+        };
+        let a = self
+            .engines
+            .store
+            .get_annotations(&[id])
+            .await?
+            .pop()
+            .flatten()
+            .ok_or_else(not_found)?;
+        if self.engines.cache.visibility().is_active(&a.operation_id) {
+            Ok(a)
+        } else {
+            Err(not_found())
+        }
+    }
+
+    fn page_size(&self, limit: Option<u32>) -> Result<usize, Error> {
+        match limit {
+            None => Ok(self.limits.default_page_size as usize),
+            Some(0) => Err(Error::invalid("limit", "must be at least 1")),
+            Some(n) if n > self.limits.max_page_size => Err(Error::invalid(
+                "limit",
+                format!("at most {}", self.limits.max_page_size),
+            )),
+            Some(n) => Ok(n as usize),
+        }
+    }
+}
+
+/// The filters applied to a stored annotation: what the index must have matched. Used to
+/// drop stale hits and, in tests, as the brute-force model of search.
+pub fn matches(filter: &crate::model::SearchFilter, a: &Annotation) -> bool {
+    filter.media_id.as_ref().is_none_or(|m| *m == a.media_id)
+        && filter
+            .annotation_type
+            .as_ref()
+            .is_none_or(|t| *t == a.annotation_type)
+        && filter
+            .annotation_type_version
+            .is_none_or(|v| v == a.annotation_type_version)
+        && filter.pivot_id.as_ref().is_none_or(|p| *p == a.pivot_id)
+        && filter
+            .label
+            .as_ref()
+            .is_none_or(|l| a.label.as_ref() == Some(l))
+        && filter
+            .time_range
+            .is_none_or(|r| a.start_ms <= r.end_ms && a.end_ms >= r.start_ms)
+        && filter
+            .min_confidence
+            .is_none_or(|c| a.confidence.is_some_and(|x| x >= c))
+        && filter.operation_id.is_none_or(|o| o == a.operation_id)
+}
