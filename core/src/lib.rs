@@ -23,3 +23,5 @@ pub mod validate;
 pub mod visibility;
 
 pub use error::{Error, FieldError};
+#[cfg(feature = "testkit")]
+pub mod testkit;
