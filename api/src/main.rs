@@ -1,1 +1,42 @@
-fn main() {}
+//! The `annostore` command.
+
+use annostore_api::cli::{Cli, Command};
+use annostore_api::config::Config;
+use annostore_api::{client, server};
+use anyhow::Context;
+use clap::Parser;
+use figment::Figment;
+use figment::providers::Serialized;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("ANNOSTORE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => {
+                let mut flags = Figment::new();
+                if let Some(listen) = args.listen {
+                    flags = flags.merge(Serialized::default("listen", listen));
+                }
+                if let Some(dir) = args.data_dir {
+                    flags = flags.merge(Serialized::default("data_dir", dir));
+                }
+                let config = Config::load(args.config.as_deref(), flags)
+                    .context("reading the configuration")?;
+                server::run(config).await
+            }
+            Command::Types(cmd) => client::types(cmd).await,
+            Command::Ops(cmd) => client::ops(cmd).await,
+        }
+    })
+}

@@ -1,1 +1,574 @@
 //! Conformance suite for the `index` seam.
+//!
+//! Every check uses fresh operation ids and searches within a scope of its own
+//! operations, so the checks can share one index (and run against a shared server).
+//! Call [`run_all`] with an empty or shared index; each check is public too.
+
+use crate::index::{Hit, Index, IndexQuery, Scope};
+use crate::model::{Annotation, SearchFilter, SortKey, TimeRange};
+use crate::visibility::Visibility;
+use std::collections::HashSet;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Runs every check of the suite.
+pub async fn run_all(index: Arc<dyn Index>) {
+    upsert_then_search(index.clone()).await;
+    replace_by_id(index.clone()).await;
+    filters(index.clone()).await;
+    time_range_intersects(index.clone()).await;
+    scope(index.clone()).await;
+    ordering_across_media_and_commits(index.clone()).await;
+    paging_returns_each_once(index.clone()).await;
+    count_operation(index.clone()).await;
+}
+
+/// An annotation of `op` with the suite's defaults: type "shot" v1, pivot "p".
+pub fn annotation(op: Uuid, media_id: &str, start_ms: i64, end_ms: i64) -> Annotation {
+    Annotation {
+        id: Uuid::new_v4(),
+        media_id: media_id.to_owned(),
+        start_ms,
+        end_ms,
+        label: None,
+        confidence: None,
+        bbox: None,
+        embedding: None,
+        data: None,
+        annotation_type: "shot".into(),
+        annotation_type_version: 1,
+        pivot_id: "p".into(),
+        operation_id: op,
+    }
+}
+
+/// A scope showing exactly these operations.
+pub fn visible(ops: &[Uuid]) -> Scope {
+    Scope::Visible(Arc::new(Visibility::from_active(ops.iter().copied())))
+}
+
+/// One page.
+pub async fn search(
+    index: &Arc<dyn Index>,
+    filter: &SearchFilter,
+    scope: &Scope,
+    after: Option<SortKey>,
+    limit: usize,
+) -> Vec<Hit> {
+    let hits = index
+        .search(&IndexQuery {
+            filter: filter.clone(),
+            scope: scope.clone(),
+            after,
+            limit,
+        })
+        .await
+        .expect("search");
+    assert!(hits.len() <= limit, "more hits than the limit");
+    for h in &hits {
+        assert_eq!(h.id, h.key.id, "a hit's id is its key's id");
+    }
+    hits
+}
+
+/// Every hit, following `after` page by page.
+pub async fn search_all(
+    index: &Arc<dyn Index>,
+    filter: &SearchFilter,
+    scope: &Scope,
+    page: usize,
+) -> Vec<Hit> {
+    let mut out: Vec<Hit> = Vec::new();
+    let mut after = None;
+    loop {
+        let hits = search(index, filter, scope, after, page).await;
+        let n = hits.len();
+        after = hits.last().map(|h| h.key.clone());
+        out.extend(hits);
+        if n < page {
+            return out;
+        }
+        assert!(out.len() < 1_000_000, "paging does not end");
+    }
+}
+
+fn ids(hits: &[Hit]) -> Vec<Uuid> {
+    hits.iter().map(|h| h.id).collect()
+}
+
+/// The expected order of `annotations`: (media_id, start_ms, id).
+pub fn sorted_keys<'a>(annotations: impl IntoIterator<Item = &'a Annotation>) -> Vec<SortKey> {
+    let mut keys: Vec<SortKey> = annotations.into_iter().map(SortKey::of).collect();
+    keys.sort();
+    keys
+}
+
+fn keys(hits: &[Hit]) -> Vec<SortKey> {
+    hits.iter().map(|h| h.key.clone()).collect()
+}
+
+async fn upsert(index: &Arc<dyn Index>, annotations: &[Annotation]) {
+    index.upsert(annotations).await.expect("upsert");
+}
+
+/// Once upsert returns, the annotations are searchable with their keys.
+pub async fn upsert_then_search(index: Arc<dyn Index>) {
+    let op = Uuid::new_v4();
+    let batch: Vec<Annotation> = (0..10)
+        .map(|i| annotation(op, "m1", i * 100, i * 100 + 50))
+        .collect();
+    upsert(&index, &batch).await;
+    let hits = search(
+        &index,
+        &SearchFilter::default(),
+        &Scope::Operation(op),
+        None,
+        100,
+    )
+    .await;
+    assert_eq!(keys(&hits), sorted_keys(&batch));
+    let hits = search(&index, &SearchFilter::default(), &visible(&[op]), None, 100).await;
+    assert_eq!(keys(&hits), sorted_keys(&batch));
+    // An empty upsert is fine.
+    upsert(&index, &[]).await;
+}
+
+/// Upserting an id again replaces the document: no duplicate, new values searched.
+pub async fn replace_by_id(index: Arc<dyn Index>) {
+    let op = Uuid::new_v4();
+    let mut a = annotation(op, "m-old", 0, 10);
+    a.label = Some("cat".into());
+    let b = annotation(op, "m-old", 5, 10);
+    upsert(&index, &[a.clone(), b.clone()]).await;
+    let mut a2 = a.clone();
+    a2.media_id = "m-new".into();
+    a2.start_ms = 1_000;
+    a2.end_ms = 2_000;
+    a2.label = Some("dog".into());
+    upsert(&index, std::slice::from_ref(&a2)).await;
+    let scope = Scope::Operation(op);
+    let all = search(&index, &SearchFilter::default(), &scope, None, 100).await;
+    assert_eq!(
+        keys(&all),
+        sorted_keys([&b, &a2]),
+        "replaced, not duplicated"
+    );
+    let by_label = |l: &str| SearchFilter {
+        label: Some(l.into()),
+        ..Default::default()
+    };
+    assert!(
+        search(&index, &by_label("cat"), &scope, None, 10)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        ids(&search(&index, &by_label("dog"), &scope, None, 10).await),
+        vec![a.id]
+    );
+    let old_media = SearchFilter {
+        media_id: Some("m-old".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&search(&index, &old_media, &scope, None, 10).await),
+        vec![b.id]
+    );
+    // Replacing twice in one batch keeps the last version.
+    let mut a3 = a2.clone();
+    a3.start_ms = 3_000;
+    let mut a4 = a2.clone();
+    a4.start_ms = 4_000;
+    upsert(&index, &[a3, a4.clone()]).await;
+    let all = search(&index, &SearchFilter::default(), &scope, None, 100).await;
+    assert_eq!(keys(&all), sorted_keys([&b, &a4]));
+    assert_eq!(index.count_operation(op).await.expect("count"), 2);
+}
+
+/// Every filter, alone and combined, matches exactly.
+pub async fn filters(index: Arc<dyn Index>) {
+    let op1 = Uuid::new_v4();
+    let op2 = Uuid::new_v4();
+    let mut all: Vec<Annotation> = Vec::new();
+    for (i, media) in ["ma", "mb", "ma-x"].iter().enumerate() {
+        for j in 0..4i64 {
+            let op = if j % 2 == 0 { op1 } else { op2 };
+            let mut a = annotation(op, media, j * 10 + i as i64, j * 10 + i as i64 + 5);
+            a.annotation_type = if j < 2 { "shot".into() } else { "face".into() };
+            a.annotation_type_version = if j == 3 { 2 } else { 1 };
+            a.pivot_id = if i == 0 { "p".into() } else { "q".into() };
+            a.label = match j {
+                0 => Some("cat".into()),
+                1 => Some("cats".into()),
+                2 => Some("ca".into()),
+                _ => None,
+            };
+            a.confidence = match j {
+                0 => Some(0.25),
+                1 => Some(0.5),
+                2 => Some(0.75),
+                _ => None,
+            };
+            all.push(a);
+        }
+    }
+    // Two commits, so filters work across segments.
+    upsert(&index, &all[..5]).await;
+    upsert(&index, &all[5..]).await;
+    let scope = visible(&[op1, op2]);
+    let check = |filter: SearchFilter| {
+        let index = index.clone();
+        let scope = scope.clone();
+        let all = all.clone();
+        async move {
+            let expected = sorted_keys(all.iter().filter(|a| crate::service::matches(&filter, a)));
+            let hits = search(&index, &filter, &scope, None, 1_000).await;
+            assert_eq!(keys(&hits), expected, "filter {filter:?}");
+            expected.len()
+        }
+    };
+    let f = SearchFilter::default;
+    assert_eq!(check(f()).await, 12);
+    assert_eq!(
+        check(SearchFilter {
+            media_id: Some("ma".into()),
+            ..f()
+        })
+        .await,
+        4,
+        "media_id is exact, not a prefix"
+    );
+    assert_eq!(
+        check(SearchFilter {
+            annotation_type: Some("face".into()),
+            ..f()
+        })
+        .await,
+        6
+    );
+    assert_eq!(
+        check(SearchFilter {
+            annotation_type_version: Some(2),
+            ..f()
+        })
+        .await,
+        3
+    );
+    assert_eq!(
+        check(SearchFilter {
+            pivot_id: Some("q".into()),
+            ..f()
+        })
+        .await,
+        8
+    );
+    assert_eq!(
+        check(SearchFilter {
+            label: Some("cat".into()),
+            ..f()
+        })
+        .await,
+        3,
+        "label is exact, not a prefix"
+    );
+    assert_eq!(
+        check(SearchFilter {
+            label: Some("c".into()),
+            ..f()
+        })
+        .await,
+        0
+    );
+    assert_eq!(
+        check(SearchFilter {
+            min_confidence: Some(0.5),
+            ..f()
+        })
+        .await,
+        6,
+        "min_confidence is inclusive and skips annotations without one"
+    );
+    assert_eq!(
+        check(SearchFilter {
+            min_confidence: Some(0.0),
+            ..f()
+        })
+        .await,
+        9
+    );
+    assert_eq!(
+        check(SearchFilter {
+            min_confidence: Some(0.76),
+            ..f()
+        })
+        .await,
+        0
+    );
+    assert_eq!(
+        check(SearchFilter {
+            operation_id: Some(op2),
+            ..f()
+        })
+        .await,
+        6
+    );
+    assert_eq!(
+        check(SearchFilter {
+            media_id: Some("mb".into()),
+            annotation_type: Some("shot".into()),
+            annotation_type_version: Some(1),
+            pivot_id: Some("q".into()),
+            label: Some("cats".into()),
+            min_confidence: Some(0.5),
+            operation_id: Some(op2),
+            time_range: Some(TimeRange {
+                start_ms: 0,
+                end_ms: 100,
+            }),
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        check(SearchFilter {
+            media_id: Some("nope".into()),
+            ..f()
+        })
+        .await,
+        0
+    );
+}
+
+/// A time range matches the annotations that intersect it; touching ends match.
+pub async fn time_range_intersects(index: Arc<dyn Index>) {
+    let op = Uuid::new_v4();
+    let a = annotation(op, "t", 100, 200);
+    let point = annotation(op, "t", 300, 300);
+    let negative = annotation(op, "t", -50, -10);
+    upsert(&index, &[a.clone(), point.clone(), negative.clone()]).await;
+    let scope = Scope::Operation(op);
+    let cases: &[(i64, i64, &[&Annotation])] = &[
+        (0, 99, &[]),
+        (0, 100, &[&a]),
+        (150, 160, &[&a]),
+        (50, 250, &[&a]),
+        (200, 299, &[&a]),
+        (201, 299, &[]),
+        (300, 300, &[&point]),
+        (299, 301, &[&point]),
+        (301, 400, &[]),
+        (-10, -10, &[&negative]),
+        (-100, 100, &[&negative, &a]),
+        (i64::MIN, i64::MAX, &[&negative, &a, &point]),
+    ];
+    for (start_ms, end_ms, expected) in cases {
+        let filter = SearchFilter {
+            time_range: Some(TimeRange {
+                start_ms: *start_ms,
+                end_ms: *end_ms,
+            }),
+            ..Default::default()
+        };
+        let hits = search(&index, &filter, &scope, None, 10).await;
+        assert_eq!(
+            keys(&hits),
+            sorted_keys(expected.iter().copied()),
+            "time range {start_ms}..={end_ms}"
+        );
+    }
+}
+
+/// A Visible snapshot hides the operations not in it; Operation(id) shows only that one.
+pub async fn scope(index: Arc<dyn Index>) {
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let of =
+        |op: Uuid| -> Vec<Annotation> { (0..3).map(|i| annotation(op, "s", i, i + 1)).collect() };
+    let (xa, xb, xc) = (of(a), of(b), of(c));
+    upsert(&index, &xa).await;
+    upsert(&index, &[xb.clone(), xc.clone()].concat()).await;
+    let f = SearchFilter::default();
+    assert_eq!(
+        keys(&search(&index, &f, &visible(&[a]), None, 100).await),
+        sorted_keys(&xa)
+    );
+    assert_eq!(
+        keys(&search(&index, &f, &visible(&[a, c]), None, 100).await),
+        sorted_keys(xa.iter().chain(&xc))
+    );
+    assert!(
+        search(&index, &f, &visible(&[]), None, 100)
+            .await
+            .is_empty()
+    );
+    assert!(
+        search(&index, &f, &visible(&[Uuid::new_v4()]), None, 100)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        keys(&search(&index, &f, &Scope::Operation(b), None, 100).await),
+        sorted_keys(&xb)
+    );
+    // A later snapshot moves visibility without touching documents.
+    let v1 = Visibility::from_active([a]);
+    let v2 = v1.with_change(&[b], &[a]);
+    assert_eq!(
+        keys(&search(&index, &f, &Scope::Visible(Arc::new(v2)), None, 100).await),
+        sorted_keys(&xb)
+    );
+    // The operation filter and the scope both apply.
+    let only_c = SearchFilter {
+        operation_id: Some(c),
+        ..Default::default()
+    };
+    assert!(
+        search(&index, &only_c, &visible(&[a]), None, 100)
+            .await
+            .is_empty()
+    );
+}
+
+/// Order is (media_id, start_ms, id) across media, equal starts and commits.
+pub async fn ordering_across_media_and_commits(index: Arc<dyn Index>) {
+    let op = Uuid::new_v4();
+    let media = [
+        "b", "a", "ab", "a0", "B", "z", "aa", "a-1", "é", "m10", "m9",
+    ];
+    let mut all: Vec<Annotation> = Vec::new();
+    for round in 0..4i64 {
+        let mut batch = Vec::new();
+        for (i, m) in media.iter().enumerate() {
+            // Equal start_ms across rounds for some, so ids break ties.
+            let start = if i % 2 == 0 {
+                7
+            } else {
+                (round * 31 + i as i64) % 17 - 5
+            };
+            batch.push(annotation(op, m, start, start + 3));
+        }
+        upsert(&index, &batch).await;
+        all.extend(batch);
+    }
+    let expected = sorted_keys(&all);
+    let hits = search(
+        &index,
+        &SearchFilter::default(),
+        &Scope::Operation(op),
+        None,
+        1_000,
+    )
+    .await;
+    assert_eq!(keys(&hits), expected);
+    // A limit keeps the first ones.
+    let hits = search(
+        &index,
+        &SearchFilter::default(),
+        &Scope::Operation(op),
+        None,
+        5,
+    )
+    .await;
+    assert_eq!(keys(&hits), expected[..5].to_vec());
+    // Ids compare as u128, not as strings or random bytes.
+    let mut same: Vec<Annotation> = Vec::new();
+    for hi in [0u64, 1, u64::MAX, 1 << 63] {
+        for lo in [0u64, u64::MAX, 42] {
+            let mut a = annotation(op, "same", 0, 1);
+            a.id = Uuid::from_u64_pair(hi, lo);
+            same.push(a);
+        }
+    }
+    upsert(&index, &same).await;
+    let filter = SearchFilter {
+        media_id: Some("same".into()),
+        ..Default::default()
+    };
+    let hits = search(&index, &filter, &Scope::Operation(op), None, 100).await;
+    assert_eq!(keys(&hits), sorted_keys(&same));
+}
+
+/// Paging with `after` returns every matching annotation exactly once, in order.
+pub async fn paging_returns_each_once(index: Arc<dyn Index>) {
+    let op = Uuid::new_v4();
+    let other = Uuid::new_v4();
+    let mut all: Vec<Annotation> = Vec::new();
+    for batch in 0..3i64 {
+        let mut xs = Vec::new();
+        for i in 0..40i64 {
+            let media = format!("page-{}", (i * 7 + batch) % 5);
+            xs.push(annotation(op, &media, (i % 6) * 10, (i % 6) * 10 + 5));
+        }
+        // Invisible documents interleaved must not disturb paging.
+        xs.push(annotation(other, "page-1", 0, 5));
+        upsert(&index, &xs).await;
+        all.extend(xs.into_iter().filter(|a| a.operation_id == op));
+    }
+    let expected = sorted_keys(&all);
+    for page in [1usize, 2, 7, 50, 120, 121, 500] {
+        let hits = search_all(&index, &SearchFilter::default(), &visible(&[op]), page).await;
+        assert_eq!(keys(&hits), expected, "page size {page}");
+        let unique: HashSet<Uuid> = hits.iter().map(|h| h.id).collect();
+        assert_eq!(unique.len(), all.len());
+    }
+    // A cursor on a media id no document has continues at the next one.
+    let after = SortKey {
+        media_id: "page-2x".into(),
+        start_ms: i64::MIN,
+        id: Uuid::nil(),
+    };
+    let hits = search(
+        &index,
+        &SearchFilter::default(),
+        &visible(&[op]),
+        Some(after.clone()),
+        500,
+    )
+    .await;
+    let rest: Vec<SortKey> = expected.iter().filter(|k| **k > after).cloned().collect();
+    assert_eq!(keys(&hits), rest);
+    // A cursor after everything returns nothing; before everything, everything.
+    let end = SortKey {
+        media_id: "zzz".into(),
+        start_ms: 0,
+        id: Uuid::nil(),
+    };
+    assert!(
+        search(
+            &index,
+            &SearchFilter::default(),
+            &visible(&[op]),
+            Some(end),
+            10
+        )
+        .await
+        .is_empty()
+    );
+    let start = SortKey {
+        media_id: String::new(),
+        start_ms: i64::MIN,
+        id: Uuid::nil(),
+    };
+    let hits = search(
+        &index,
+        &SearchFilter::default(),
+        &visible(&[op]),
+        Some(start),
+        500,
+    )
+    .await;
+    assert_eq!(keys(&hits), expected);
+}
+
+/// count_operation counts the live documents of one operation.
+pub async fn count_operation(index: Arc<dyn Index>) {
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(index.count_operation(a).await.expect("count"), 0);
+    let xs: Vec<Annotation> = (0..25).map(|i| annotation(a, "c", i, i)).collect();
+    upsert(&index, &xs).await;
+    upsert(&index, &[annotation(b, "c", 0, 0)]).await;
+    assert_eq!(index.count_operation(a).await.expect("count"), 25);
+    assert_eq!(index.count_operation(b).await.expect("count"), 1);
+    // Replacing does not double count.
+    upsert(&index, &xs[..10]).await;
+    assert_eq!(index.count_operation(a).await.expect("count"), 25);
+}

@@ -1,0 +1,120 @@
+//! Configuration: defaults, then `annostore.toml` (or `--config FILE`), then
+//! `ANNOSTORE_*` environment variables (`__` separates sections, as in
+//! `ANNOSTORE_LIMITS__MAX_BATCH=500`), then command-line flags.
+
+use annostore_core::validate::Limits;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// Where the embedded engines keep their files.
+    pub data_dir: PathBuf,
+    /// Seconds between sweeps that expire operations whose lease lapsed.
+    pub expiry_sweep_seconds: u64,
+    /// Seconds between passes of the in-process reconciler over the retry queue.
+    pub reconcile_interval_ms: u64,
+    /// Seconds after which pending index work with no queue message is re-enqueued.
+    pub pending_sweep_seconds: u64,
+    pub limits: Limits,
+    pub store: EngineConfig,
+    pub index: EngineConfig,
+    pub queue: EngineConfig,
+}
+
+/// Which engine serves a seam. Only `embedded` exists yet; the distributed engines
+/// come as further kinds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    pub kind: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            kind: "embedded".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./annostore-data"),
+            expiry_sweep_seconds: 5,
+            reconcile_interval_ms: 500,
+            pending_sweep_seconds: 60,
+            limits: Limits::default(),
+            store: EngineConfig::default(),
+            index: EngineConfig::default(),
+            queue: EngineConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the layered configuration. `file` is the `--config` flag: when given it
+    /// must exist; when absent, `./annostore.toml` is read if it exists.
+    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Config, figment::Error> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(figment::Error::from(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
+                }
+                fig = fig.merge(Toml::file(path));
+            }
+            None => fig = fig.merge(Toml::file("annostore.toml")),
+        }
+        fig.merge(
+            Env::prefixed("ANNOSTORE_")
+                .split("__")
+                .ignore(&["server", "config"]),
+        )
+        .merge(overrides)
+        .extract()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "annostore.toml",
+                "listen = \"127.0.0.1:9000\"\n[limits]\nmax_batch = 50\n",
+            )?;
+            jail.set_env("ANNOSTORE_LIMITS__MAX_PAGE_SIZE", "20");
+            let c = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen, "127.0.0.1:9000");
+            assert_eq!(c.limits.max_batch, 50);
+            assert_eq!(c.limits.max_page_size, 20);
+            let flags = Figment::from(Serialized::default("listen", "127.0.0.1:1"));
+            let c = Config::load(None, flags).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen, "127.0.0.1:1");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("annostore.toml", "lisen = \"x\"\n")?;
+            assert!(Config::load(None, Figment::new()).is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,66 @@
+//! Reading annotations: search, one by id, and the media-centred listing.
+
+use super::AppState;
+use crate::problem::{ApiResult, Json, Query, parse_id};
+use annostore_core::Error;
+use annostore_core::model::{Annotation, SearchFilter, SearchPage, SearchRequest, TimeRange};
+use axum::extract::{Path, State};
+use serde::Deserialize;
+
+pub async fn search(
+    State(state): State<AppState>,
+    Json(req): Json<SearchRequest>,
+) -> ApiResult<Json<SearchPage>> {
+    Ok(Json(state.service.search(&req).await?))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Annotation>> {
+    let id = parse_id(&id, "annotation")?;
+    Ok(Json(state.service.annotation(id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaParams {
+    #[serde(rename = "type")]
+    annotation_type: Option<String>,
+    version: Option<u32>,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    label: Option<String>,
+    limit: Option<u32>,
+    page_token: Option<String>,
+}
+
+pub async fn of_media(
+    State(state): State<AppState>,
+    Path(media_id): Path<String>,
+    Query(p): Query<MediaParams>,
+) -> ApiResult<Json<SearchPage>> {
+    let time_range = match (p.from_ms, p.to_ms) {
+        (None, None) => None,
+        (from, to) => Some(TimeRange {
+            start_ms: from.unwrap_or(0),
+            end_ms: to.unwrap_or(i64::MAX),
+        }),
+    };
+    if time_range.is_some_and(|r| r.start_ms < 0) {
+        return Err(Error::invalid("from_ms", "must not be negative").into());
+    }
+    let req = SearchRequest {
+        filter: SearchFilter {
+            media_id: Some(media_id),
+            annotation_type: p.annotation_type,
+            annotation_type_version: p.version,
+            label: p.label,
+            time_range,
+            ..Default::default()
+        },
+        limit: p.limit,
+        page_token: p.page_token,
+    };
+    Ok(Json(state.service.search(&req).await?))
+}

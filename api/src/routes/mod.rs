@@ -1,0 +1,62 @@
+//! The HTTP API v1 (contract: `openapi.yaml` at the repository root, served at
+//! `GET /openapi.yaml`). Handlers only translate HTTP to service calls.
+
+mod annotations;
+mod operations;
+mod system;
+mod types;
+
+use crate::problem::Problem;
+use annostore_core::service::Service;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<Service>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.service.limits().max_body_bytes;
+    Router::new()
+        .route("/v1/types", get(types::list))
+        .route("/v1/types/{type}/versions/{version}", put(types::put))
+        .route(
+            "/v1/operations",
+            post(operations::start).get(operations::list),
+        )
+        .route("/v1/operations/{id}", get(operations::show))
+        .route("/v1/operations/{id}/annotations", post(operations::upsert))
+        .route("/v1/operations/{id}/finish", post(operations::finish))
+        .route("/v1/operations/{id}/cancel", post(operations::cancel))
+        .route("/v1/annotations/search", post(annotations::search))
+        .route("/v1/annotations/{id}", get(annotations::show))
+        .route(
+            "/v1/media/{media_id}/annotations",
+            get(annotations::of_media),
+        )
+        .route("/healthz", get(system::healthz))
+        .route("/metrics", get(system::metrics))
+        .route("/openapi.yaml", get(system::openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(system::record_request))
+        .with_state(state)
+}
+
+async fn not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "no such route")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route",
+    )
+}
