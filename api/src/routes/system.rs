@@ -1,6 +1,7 @@
 //! Health, Prometheus metrics, the OpenAPI contract, and per-request metrics.
 
 use super::AppState;
+use crate::problem::Problem;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
@@ -21,7 +22,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             handle.render(),
         )
             .into_response(),
-        None => (StatusCode::NOT_FOUND, "metrics are disabled\n").into_response(),
+        None => Problem::new(StatusCode::NOT_FOUND, "metrics are disabled").into_response(),
     }
 }
 
