@@ -10,7 +10,6 @@
 //! here does I/O, so every rule is tested here once for all engines.
 
 use crate::model::{Operation, OperationStatus, StartOperation};
-use serde_json::Map;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
@@ -47,7 +46,7 @@ pub fn start(
         lease_seconds,
         lease_expires_at: Some(now + Duration::seconds(i64::from(lease_seconds))),
         superseded_by: None,
-        metadata: req.metadata.clone().unwrap_or_else(Map::new),
+        metadata: req.metadata.clone().unwrap_or_default(),
     }
 }
 

@@ -1,1 +1,819 @@
-//! TODO
+//! The source of truth on fjall, with a single writer thread and group commit.
+//!
+//! # Writes
+//!
+//! Every mutation (of the store and of the retry queue, which lives in the same
+//! [`Database`]) is sent to ONE dedicated std thread. The thread takes the first request
+//! waiting, then drains whatever else is already queued (up to [`StoreOptions::max_group`]),
+//! applies each request as its own check-then-write batch (reads first; a failed check
+//! writes nothing), calls `persist(SyncAll)` once for the whole group, and only then
+//! answers every request of the group. An `Ok` therefore means durable. As the writer is
+//! alone, check-then-write is atomic. Reads run on the caller (scans on the blocking pool);
+//! they may see a write of the current group a few microseconds before its fsync returns.
+//!
+//! # Keyspaces
+//!
+//! `KEY` below is the encoded [`OperationKey`]:
+//! `u16 BE len(type) | type | u32 BE version | u16 BE len(pivot) | pivot` (length
+//! prefixes, so no separator byte can be ambiguous and prefix scans are exact).
+//! Uuids are their 16 raw bytes; ops, index work and annotations ids from the store are
+//! UUIDv7, so byte order is time order.
+//!
+//! | keyspace        | key                                   | value                          |
+//! |-----------------|---------------------------------------|--------------------------------|
+//! | `types`         | u16 len + name + u32 BE version       | `AnnotationType` JSON          |
+//! | `ops`           | op id                                 | `Operation` JSON               |
+//! | `key_ops`       | KEY + u64 BE operation_number         | op id (last under KEY = newest)|
+//! | `active`        | KEY                                   | op id of the key's active run  |
+//! | `anns`          | annotation id                         | owner op id (16) + `Annotation` JSON |
+//! | `op_anns`       | op id + annotation id                 | empty                          |
+//! | `pending`       | work id                               | `IndexWork` JSON               |
+//! | `pending_by_op` | op id + work id                       | empty                          |
+//! | `started`       | lease expiry (i64 ms, sign-flipped BE) + op id | empty (STARTED ops by expiry) |
+//! | `queue`, `queue_ids`, `dead_letters` | see [`crate::queue`] |                            |
+//!
+//! The owner prefix of `anns` values lets the upsert check ownership without decoding
+//! JSON; `started` is kept in step with `ops` by [`write_op`] on every operation write.
+
+use crate::queue::{FjallRetryQueue, QueueOptions};
+use annostore_core::clock::unix_ms;
+use annostore_core::lifecycle::{self, FinishPlan};
+use annostore_core::model::{
+    Annotation, AnnotationType, Operation, OperationFilter, OperationKey, OperationStatus,
+    StartOperation,
+};
+use annostore_core::store::{
+    IndexWork, IndexWorkKind, PutType, Store, StoreError, StoreResult, Upserted,
+};
+use async_trait::async_trait;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
+use std::ops::Bound;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+use tracing::error;
+use uuid::Uuid;
+
+/// Tuning of the embedded store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// At most this many requests share one fsync.
+    pub max_group: usize,
+    /// fjall block cache, in bytes.
+    pub cache_size: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_group: 256,
+            cache_size: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The keyspaces of the database (store and retry queue).
+pub(crate) struct Tables {
+    pub(crate) db: Database,
+    types: Keyspace,
+    ops: Keyspace,
+    key_ops: Keyspace,
+    active: Keyspace,
+    anns: Keyspace,
+    op_anns: Keyspace,
+    pending: Keyspace,
+    pending_by_op: Keyspace,
+    started: Keyspace,
+    pub(crate) queue: Keyspace,
+    pub(crate) queue_ids: Keyspace,
+    pub(crate) dead_letters: Keyspace,
+}
+
+impl Tables {
+    fn open(db: Database) -> fjall::Result<Tables> {
+        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        Ok(Tables {
+            types: ks("types")?,
+            ops: ks("ops")?,
+            key_ops: ks("key_ops")?,
+            active: ks("active")?,
+            anns: ks("anns")?,
+            op_anns: ks("op_anns")?,
+            pending: ks("pending")?,
+            pending_by_op: ks("pending_by_op")?,
+            started: ks("started")?,
+            queue: ks("queue")?,
+            queue_ids: ks("queue_ids")?,
+            dead_letters: ks("dead_letters")?,
+            db,
+        })
+    }
+}
+
+// ---- the single writer ----
+
+/// Called once the group is persisted, with the persist error if any.
+type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+type Job = Box<dyn FnOnce(&Tables) -> Reply + Send>;
+
+pub(crate) struct Writer {
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    fn spawn(tables: Arc<Tables>, max_group: usize) -> std::io::Result<Writer> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("annostore-writer".into())
+            .spawn(move || write_loop(&tables, &rx, max_group.max(1)))?;
+        Ok(Writer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `f` on the writer thread and answers once its group is durable.
+    /// `io` turns a dead writer or a failed persist into the caller's error type.
+    pub(crate) async fn submit<T, E>(
+        &self,
+        io: fn(String) -> E,
+        f: impl FnOnce(&Tables) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(move |tables: &Tables| {
+            let result = f(tables);
+            Box::new(move |persist_error: Option<&str>| {
+                let result = match (result, persist_error) {
+                    (Ok(_), Some(e)) => Err(io(format!("persist failed: {e}"))),
+                    (r, _) => r,
+                };
+                let _ = tx.send(result);
+            })
+        });
+        let sender = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| io("the store writer has stopped".into()))?;
+        sender
+            .send(job)
+            .map_err(|_| io("the store writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| io("the store writer dropped the request".into()))?
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the channel ends the loop once the queued requests are done.
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn write_loop(tables: &Tables, rx: &mpsc::Receiver<Job>, max_group: usize) {
+    let mut replies: Vec<Reply> = Vec::with_capacity(max_group);
+    while let Ok(first) = rx.recv() {
+        let seqno_before = tables.db.seqno();
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(job) = next {
+            taken += 1;
+            match catch_unwind(AssertUnwindSafe(|| job(tables))) {
+                Ok(reply) => replies.push(reply),
+                // The request's answer channel is dropped: its caller gets an Io error.
+                Err(_) => error!("a store write panicked; the request failed"),
+            }
+            next = if taken < max_group {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        let persisted = if tables.db.seqno() != seqno_before {
+            tables
+                .db
+                .persist(PersistMode::SyncAll)
+                .map_err(|e| e.to_string())
+        } else {
+            Ok(())
+        };
+        if let Err(e) = &persisted {
+            error!(error = %e, "persisting a write group failed");
+        }
+        let persist_error = persisted.err();
+        for reply in replies.drain(..) {
+            reply(persist_error.as_deref());
+        }
+    }
+}
+
+// ---- encoding ----
+
+trait IoExt<T> {
+    fn io(self) -> StoreResult<T>;
+}
+
+impl<T> IoExt<T> for fjall::Result<T> {
+    fn io(self) -> StoreResult<T> {
+        self.map_err(|e| StoreError::Io(e.to_string()))
+    }
+}
+
+fn io_error(e: String) -> StoreError {
+    StoreError::Io(e)
+}
+
+fn join_error(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Io(format!("store read task failed: {e}"))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(format!("cannot encode: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn uuid_of(what: &str, bytes: &[u8]) -> StoreResult<Uuid> {
+    Uuid::from_slice(bytes).map_err(|_| StoreError::Corrupt(format!("{what}: not a uuid")))
+}
+
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Names longer than u16::MAX are rejected by validation long before; truncating the
+    // length would only make such keys collide, never corrupt others.
+    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn type_key(name: &str, version: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(6 + name.len());
+    push_str(&mut k, name);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+fn op_key_bytes(key: &OperationKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16 + key.annotation_type.len() + key.pivot_id.len());
+    push_str(&mut k, &key.annotation_type);
+    k.extend_from_slice(&key.annotation_type_version.to_be_bytes());
+    push_str(&mut k, &key.pivot_id);
+    k
+}
+
+fn key_op_key(key: &OperationKey, number: u64) -> Vec<u8> {
+    let mut k = op_key_bytes(key);
+    k.extend_from_slice(&number.to_be_bytes());
+    k
+}
+
+fn pair(a: Uuid, b: Uuid) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(a.as_bytes());
+    k[16..].copy_from_slice(b.as_bytes());
+    k
+}
+
+/// i64 milliseconds as big-endian bytes that sort like the numbers (sign bit flipped).
+pub(crate) fn ms_key(ms: i64) -> [u8; 8] {
+    ((ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn started_key(expires: OffsetDateTime, id: Uuid) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&ms_key(unix_ms(expires)));
+    k[8..].copy_from_slice(id.as_bytes());
+    k
+}
+
+fn lease_entry(op: &Operation) -> Option<[u8; 24]> {
+    match (op.status, op.lease_expires_at) {
+        (OperationStatus::Started, Some(t)) => Some(started_key(t, op.id)),
+        _ => None,
+    }
+}
+
+/// Writes an operation and keeps the `started` index in step with it.
+fn write_op(
+    t: &Tables,
+    b: &mut OwnedWriteBatch,
+    old: Option<&Operation>,
+    new: &Operation,
+) -> StoreResult<()> {
+    let old_entry = old.and_then(lease_entry);
+    let new_entry = lease_entry(new);
+    if old_entry != new_entry {
+        if let Some(k) = old_entry {
+            b.remove(&t.started, k.to_vec());
+        }
+        if let Some(k) = new_entry {
+            b.insert(&t.started, k.to_vec(), Vec::new());
+        }
+    }
+    b.insert(&t.ops, new.id.as_bytes().to_vec(), to_json(new)?);
+    Ok(())
+}
+
+fn load_op(t: &Tables, id: Uuid) -> StoreResult<Option<Operation>> {
+    match t.ops.get(id.as_bytes()).io()? {
+        Some(v) => Ok(Some(from_json("operation", &v)?)),
+        None => Ok(None),
+    }
+}
+
+fn require_op(t: &Tables, id: Uuid) -> StoreResult<Operation> {
+    load_op(t, id)?.ok_or_else(|| StoreError::NotFound {
+        what: "operation",
+        id: id.to_string(),
+    })
+}
+
+fn decode_annotation(v: &[u8]) -> StoreResult<Annotation> {
+    if v.len() < 16 {
+        return Err(StoreError::Corrupt("annotation record too short".into()));
+    }
+    from_json("annotation", &v[16..])
+}
+
+fn load_work(t: &Tables, id: &[u8]) -> StoreResult<Option<IndexWork>> {
+    match t.pending.get(id).io()? {
+        Some(v) => Ok(Some(from_json("index work", &v)?)),
+        None => Ok(None),
+    }
+}
+
+/// Records the expiry of a lapsed operation (its own batch); true if it wrote.
+fn record_expiry(t: &Tables, op: &Operation, now: OffsetDateTime) -> StoreResult<bool> {
+    match lifecycle::expire_if_lapsed(op, now) {
+        Some(expired) => {
+            let mut b = t.db.batch();
+            write_op(t, &mut b, Some(op), &expired)?;
+            b.commit().io()?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+// ---- the store ----
+
+pub(crate) struct Shared {
+    // Field order matters: the writer (and its thread) goes before the tables.
+    pub(crate) writer: Writer,
+    pub(crate) tables: Arc<Tables>,
+}
+
+/// The embedded [`Store`] on fjall. Cheap to clone; the database closes (after finishing
+/// the queued writes) when the last clone, and the last queue built on it, is dropped.
+#[derive(Clone)]
+pub struct FjallStore {
+    shared: Arc<Shared>,
+}
+
+impl FjallStore {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<FjallStore> {
+        Self::open_with(path, StoreOptions::default())
+    }
+
+    pub fn open_with(path: impl AsRef<Path>, opts: StoreOptions) -> StoreResult<FjallStore> {
+        let db = Database::builder(path.as_ref())
+            .manual_journal_persist(true)
+            .cache_size(opts.cache_size)
+            .open()
+            .io()?;
+        let tables = Arc::new(Tables::open(db).io()?);
+        let writer = Writer::spawn(tables.clone(), opts.max_group)
+            .map_err(|e| StoreError::Io(format!("cannot start the store writer: {e}")))?;
+        Ok(FjallStore {
+            shared: Arc::new(Shared { writer, tables }),
+        })
+    }
+
+    /// The retry queue, in the same database and behind the same writer.
+    pub fn retry_queue(&self, opts: QueueOptions) -> FjallRetryQueue {
+        FjallRetryQueue::new(self.shared.clone(), opts)
+    }
+
+    fn tables(&self) -> Arc<Tables> {
+        self.shared.tables.clone()
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Tables) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.shared.writer.submit(io_error, f).await
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Tables) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let tables = self.tables();
+        tokio::task::spawn_blocking(move || f(&tables))
+            .await
+            .map_err(join_error)?
+    }
+}
+
+#[async_trait]
+impl Store for FjallStore {
+    async fn put_type(&self, def: AnnotationType) -> StoreResult<PutType> {
+        let value = to_json(&def)?;
+        self.write(move |t| {
+            let key = type_key(&def.name, def.version);
+            if let Some(v) = t.types.get(&key).io()? {
+                let existing: AnnotationType = from_json("annotation type", &v)?;
+                return if existing.same_definition(&def) {
+                    Ok(PutType::Unchanged(existing))
+                } else {
+                    Err(StoreError::TypeConflict(format!(
+                        "{} version {}",
+                        def.name, def.version
+                    )))
+                };
+            }
+            t.types.insert(key, value).io()?;
+            Ok(PutType::Created(def))
+        })
+        .await
+    }
+
+    async fn get_type(&self, name: &str, version: u32) -> StoreResult<Option<AnnotationType>> {
+        match self.shared.tables.types.get(type_key(name, version)).io()? {
+            Some(v) => Ok(Some(from_json("annotation type", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_types(&self) -> StoreResult<Vec<AnnotationType>> {
+        self.read(|t| {
+            t.types
+                .iter()
+                .map(|g| {
+                    let (_, v) = g.into_inner().io()?;
+                    from_json("annotation type", &v)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn start_operation(
+        &self,
+        req: StartOperation,
+        lease_seconds: u32,
+        now: OffsetDateTime,
+    ) -> StoreResult<Operation> {
+        self.write(move |t| {
+            let key = OperationKey {
+                annotation_type: req.annotation_type.clone(),
+                annotation_type_version: req.annotation_type_version,
+                pivot_id: req.pivot_id.clone(),
+            };
+            let prefix = op_key_bytes(&key);
+            let previous = match t.key_ops.prefix(&prefix).next_back() {
+                Some(g) => {
+                    let k = g.key().io()?;
+                    let tail = k
+                        .get(prefix.len()..)
+                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                        .ok_or_else(|| StoreError::Corrupt("key_ops key".into()))?;
+                    Some(u64::from_be_bytes(tail))
+                }
+                None => None,
+            };
+            let op = lifecycle::start(&req, Uuid::now_v7(), previous, lease_seconds, now);
+            let mut b = t.db.batch();
+            write_op(t, &mut b, None, &op)?;
+            b.insert(
+                &t.key_ops,
+                key_op_key(&key, op.operation_number),
+                op.id.as_bytes().to_vec(),
+            );
+            b.commit().io()?;
+            Ok(op)
+        })
+        .await
+    }
+
+    async fn get_operation(&self, id: Uuid) -> StoreResult<Option<Operation>> {
+        load_op(&self.shared.tables, id)
+    }
+
+    async fn list_operations(
+        &self,
+        filter: &OperationFilter,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<Operation>> {
+        let filter = filter.clone();
+        self.read(move |t| {
+            let iter = match before {
+                Some(b) => t.ops.range(..*b.as_bytes()),
+                None => t.ops.iter(),
+            };
+            let mut out = Vec::new();
+            for g in iter.rev() {
+                if out.len() >= limit {
+                    break;
+                }
+                let (_, v) = g.into_inner().io()?;
+                let op: Operation = from_json("operation", &v)?;
+                if filter.matches(&op) {
+                    out.push(op);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn active_operations(&self) -> StoreResult<Vec<Operation>> {
+        self.read(|t| {
+            let mut out = Vec::new();
+            for g in t.active.iter() {
+                let (_, v) = g.into_inner().io()?;
+                let id = uuid_of("active pointer", &v)?;
+                out.push(require_op(t, id)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn upsert_annotations(
+        &self,
+        operation_id: Uuid,
+        annotations: Vec<Annotation>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Upserted> {
+        // Encoding happens here, on the caller, so the single writer only checks and writes.
+        let mut ids = Vec::with_capacity(annotations.len());
+        let mut encoded = Vec::with_capacity(annotations.len());
+        for a in &annotations {
+            let mut v = Vec::with_capacity(256);
+            v.extend_from_slice(operation_id.as_bytes());
+            serde_json::to_writer(&mut v, a)
+                .map_err(|e| StoreError::Corrupt(format!("cannot encode annotation: {e}")))?;
+            ids.push(a.id);
+            encoded.push(v);
+        }
+        drop(annotations);
+        // So is the index work (its id is a UUIDv7 from this process: time-ordered still).
+        let work = IndexWork {
+            id: Uuid::now_v7(),
+            operation_id,
+            kind: IndexWorkKind::Upsert {
+                annotation_ids: ids.clone(),
+            },
+        };
+        let work_json = to_json(&work)?;
+        // Reads and writes go in key order, so a batch's memtable searches stay close.
+        let mut sorted: Vec<(Uuid, Vec<u8>)> = ids.into_iter().zip(encoded).collect();
+        sorted.sort_unstable_by_key(|(id, _)| *id);
+        self.write(move |t| {
+            let op = require_op(t, operation_id)?;
+            if record_expiry(t, &op, now)? {
+                return Err(lifecycle::LifecycleError::NotStarted {
+                    id: op.id,
+                    status: OperationStatus::Expired,
+                }
+                .into());
+            }
+            let mut new = 0u64;
+            for (id, _) in &sorted {
+                match t.anns.get(id.as_bytes()).io()? {
+                    Some(v) => {
+                        let owner = v.get(..16).map(Uuid::from_slice).and_then(Result::ok);
+                        match owner {
+                            Some(owner) if owner == operation_id => {}
+                            Some(owner) => return Err(StoreError::IdConflict { id: *id, owner }),
+                            None => return Err(StoreError::Corrupt("annotation record".into())),
+                        }
+                    }
+                    None => new += 1,
+                }
+            }
+            let updated = lifecycle::accept_upsert(&op, new, now)?;
+            let mut b = t.db.batch();
+            for (id, v) in sorted {
+                b.insert(&t.anns, id.as_bytes().to_vec(), v);
+                b.insert(&t.op_anns, pair(operation_id, id).to_vec(), Vec::new());
+            }
+            write_op(t, &mut b, Some(&op), &updated)?;
+            b.insert(&t.pending, work.id.as_bytes().to_vec(), work_json);
+            b.insert(
+                &t.pending_by_op,
+                pair(operation_id, work.id).to_vec(),
+                Vec::new(),
+            );
+            b.commit().io()?;
+            Ok(Upserted {
+                operation: updated,
+                work,
+            })
+        })
+        .await
+    }
+
+    async fn finish_operation(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<FinishPlan> {
+        self.write(move |t| {
+            let op = require_op(t, id)?;
+            if op.status == OperationStatus::Started
+                && !lifecycle::lease_lapsed(&op, now)
+                && t.pending_by_op.prefix(id.as_bytes()).next().is_some()
+            {
+                return Err(StoreError::PendingIndexWork(id));
+            }
+            let key = op_key_bytes(&op.key());
+            let active = match t.active.get(&key).io()? {
+                Some(v) => load_op(t, uuid_of("active pointer", &v)?)?,
+                None => None,
+            };
+            let plan = match lifecycle::finish(&op, active.as_ref(), now) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    record_expiry(t, &op, now)?;
+                    return Err(e.into());
+                }
+            };
+            if !plan.changed {
+                return Ok(plan);
+            }
+            let mut b = t.db.batch();
+            write_op(t, &mut b, Some(&op), &plan.operation)?;
+            if let Some(d) = &plan.deactivated {
+                write_op(t, &mut b, active.as_ref(), d)?;
+            }
+            if let Some(new_active) = plan.new_active() {
+                b.insert(&t.active, key, new_active.as_bytes().to_vec());
+            }
+            b.commit().io()?;
+            Ok(plan)
+        })
+        .await
+    }
+
+    async fn cancel_operation(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<Operation> {
+        self.write(move |t| {
+            let op = require_op(t, id)?;
+            match lifecycle::cancel(&op, now) {
+                Ok((cancelled, changed)) => {
+                    if changed {
+                        let mut b = t.db.batch();
+                        write_op(t, &mut b, Some(&op), &cancelled)?;
+                        b.commit().io()?;
+                    }
+                    Ok(cancelled)
+                }
+                Err(e) => {
+                    record_expiry(t, &op, now)?;
+                    Err(e.into())
+                }
+            }
+        })
+        .await
+    }
+
+    async fn expire_operation(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<Operation>> {
+        self.write(move |t| {
+            let op = require_op(t, id)?;
+            match lifecycle::expire_if_lapsed(&op, now) {
+                Some(expired) => {
+                    let mut b = t.db.batch();
+                    write_op(t, &mut b, Some(&op), &expired)?;
+                    b.commit().io()?;
+                    Ok(Some(expired))
+                }
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn lapsed_operations(&self, now: OffsetDateTime, limit: usize) -> StoreResult<Vec<Uuid>> {
+        self.read(move |t| {
+            // lease_lapsed: expiry <= now.
+            let mut upper = [0xffu8; 24];
+            upper[..8].copy_from_slice(&ms_key(unix_ms(now)));
+            let mut out = Vec::new();
+            for g in t.started.range(..=upper).take(limit) {
+                let k = g.key().io()?;
+                out.push(uuid_of("started key", k.get(8..).unwrap_or_default())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_annotations(&self, ids: &[Uuid]) -> StoreResult<Vec<Option<Annotation>>> {
+        let ids = ids.to_vec();
+        self.read(move |t| {
+            ids.iter()
+                .map(|id| match t.anns.get(id.as_bytes()).io()? {
+                    Some(v) => Ok(Some(decode_annotation(&v)?)),
+                    None => Ok(None),
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn annotations_of_operation(
+        &self,
+        operation_id: Uuid,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<Annotation>> {
+        self.read(move |t| {
+            let prefix = *operation_id.as_bytes();
+            let iter = match after {
+                Some(a) => t.op_anns.range::<[u8; 32], _>((
+                    Bound::Excluded(pair(operation_id, a)),
+                    Bound::Unbounded,
+                )),
+                None => t.op_anns.prefix(prefix),
+            };
+            let mut out = Vec::new();
+            for g in iter {
+                if out.len() >= limit {
+                    break;
+                }
+                let k = g.key().io()?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                let id = uuid_of("op_anns key", k.get(16..).unwrap_or_default())?;
+                if let Some(v) = t.anns.get(id.as_bytes()).io()? {
+                    out.push(decode_annotation(&v)?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn pending_work(
+        &self,
+        operation_id: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<IndexWork>> {
+        self.read(move |t| {
+            let mut out = Vec::new();
+            match operation_id {
+                Some(op) => {
+                    for g in t.pending_by_op.prefix(op.as_bytes()) {
+                        if out.len() >= limit {
+                            break;
+                        }
+                        let k = g.key().io()?;
+                        if let Some(w) = load_work(t, k.get(16..).unwrap_or_default())? {
+                            out.push(w);
+                        }
+                    }
+                }
+                None => {
+                    for g in t.pending.iter().take(limit) {
+                        let (_, v) = g.into_inner().io()?;
+                        out.push(from_json("index work", &v)?);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn complete_work(&self, work: &[IndexWork]) -> StoreResult<()> {
+        let keys: Vec<(Uuid, Uuid)> = work.iter().map(|w| (w.id, w.operation_id)).collect();
+        self.write(move |t| {
+            let mut b = t.db.batch();
+            for (id, op) in keys {
+                if t.pending.contains_key(id.as_bytes()).io()? {
+                    b.remove(&t.pending, id.as_bytes().to_vec());
+                    b.remove(&t.pending_by_op, pair(op, id).to_vec());
+                }
+            }
+            b.commit().io()
+        })
+        .await
+    }
+}

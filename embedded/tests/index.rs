@@ -1,0 +1,414 @@
+//! The tantivy index: the conformance suite, persistence, concurrency, and a property
+//! test against a brute-force model of search.
+
+use annostore_core::index::{Index, IndexQuery, Scope};
+use annostore_core::model::{Annotation, SearchFilter, SortKey, TimeRange};
+use annostore_core::service::matches;
+use annostore_core::testkit::index as suite;
+use annostore_core::visibility::Visibility;
+use annostore_embedded::index::{IndexOptions, TantivyIndex};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+use uuid::Uuid;
+
+fn small() -> IndexOptions {
+    IndexOptions {
+        memory_budget_bytes: 32 << 20,
+        indexing_threads: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = TantivyIndex::open(dir.path(), IndexOptions::default()).unwrap();
+    suite::run_all(Arc::new(index)).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn conformance_suite_on_current_thread_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = TantivyIndex::open(dir.path(), small()).unwrap();
+    suite::run_all(Arc::new(index)).await;
+}
+
+#[tokio::test]
+async fn reopen_keeps_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let op = Uuid::new_v4();
+    let xs: Vec<Annotation> = (0..50)
+        .map(|i| suite::annotation(op, &format!("m{}", i % 3), i, i + 1))
+        .collect();
+    {
+        let index = TantivyIndex::open(dir.path(), small()).unwrap();
+        index.upsert(&xs).await.unwrap();
+        assert_eq!(index.num_docs(), 50);
+    }
+    let index: Arc<dyn Index> = Arc::new(TantivyIndex::open(dir.path(), small()).unwrap());
+    assert_eq!(index.count_operation(op).await.unwrap(), 50);
+    let hits = suite::search_all(&index, &SearchFilter::default(), &Scope::Operation(op), 7).await;
+    let got: Vec<SortKey> = hits.into_iter().map(|h| h.key).collect();
+    assert_eq!(got, suite::sorted_keys(&xs));
+}
+
+#[tokio::test]
+async fn delete_operation_removes_its_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = TantivyIndex::open(dir.path(), small()).unwrap();
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let xa: Vec<Annotation> = (0..20).map(|i| suite::annotation(a, "m", i, i)).collect();
+    let xb: Vec<Annotation> = (0..5).map(|i| suite::annotation(b, "m", i, i)).collect();
+    index.upsert(&xa).await.unwrap();
+    index.upsert(&xb).await.unwrap();
+    assert_eq!(index.num_docs(), 25);
+    index.delete_operation(a).await.unwrap();
+    assert_eq!(index.count_operation(a).await.unwrap(), 0);
+    assert_eq!(index.count_operation(b).await.unwrap(), 5);
+    assert_eq!(index.num_docs(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_upserts_share_commits_and_are_searchable() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Arc::new(TantivyIndex::open(dir.path(), IndexOptions::default()).unwrap());
+    let ops: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    let batches = 10;
+    let per_batch = 1_000;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (t, op) in ops.iter().copied().enumerate() {
+        let index = index.clone();
+        tasks.push(tokio::spawn(async move {
+            for b in 0..batches {
+                let xs: Vec<Annotation> = (0..per_batch)
+                    .map(|i| {
+                        let mut a =
+                            suite::annotation(op, &format!("media-{t}-{}", i % 50), i, i + 40);
+                        a.label = Some(format!("l{}", i % 7));
+                        a.confidence = Some((i % 100) as f32 / 100.0);
+                        a.start_ms += b * 10_000;
+                        a.end_ms += b * 10_000;
+                        a
+                    })
+                    .collect();
+                index.upsert(&xs).await.unwrap();
+                // Searchable as soon as upsert returns.
+                let n = index.count_operation(op).await.unwrap();
+                assert!(n >= ((b + 1) * per_batch) as u64, "{n} after batch {b}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let total = ops.len() as i64 * batches * per_batch;
+    eprintln!(
+        "indexed {total} annotations in {elapsed:?}: {:.0}/s",
+        total as f64 / elapsed.as_secs_f64()
+    );
+    let dyn_index: Arc<dyn Index> = index.clone();
+    for op in &ops {
+        assert_eq!(
+            index.count_operation(*op).await.unwrap(),
+            (batches * per_batch) as u64
+        );
+    }
+    let scope = suite::visible(&ops);
+    let filter = SearchFilter {
+        media_id: Some("media-2-7".into()),
+        ..Default::default()
+    };
+    let hits = suite::search_all(&dyn_index, &filter, &scope, 64).await;
+    assert_eq!(hits.len() as i64, batches * per_batch / 50);
+    assert_eq!(index.num_docs(), total as u64);
+}
+
+/// Indexes 1M annotations and times a scoped search. Run with `--ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn scoped_search_at_one_million() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Arc::new(TantivyIndex::open(dir.path(), IndexOptions::default()).unwrap());
+    let ops: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (t, op) in ops.iter().copied().enumerate() {
+        let index = index.clone();
+        tasks.push(tokio::spawn(async move {
+            for b in 0..250i64 {
+                let xs: Vec<Annotation> = (0..1_000i64)
+                    .map(|i| {
+                        let n = b * 1_000 + i;
+                        let mut a = suite::annotation(
+                            op,
+                            &format!("media-{}", (n * 4 + t as i64) % 2_000),
+                            (n / 2_000) * 1_000,
+                            (n / 2_000) * 1_000 + 2_000,
+                        );
+                        a.annotation_type = if n % 2 == 0 {
+                            "shot".into()
+                        } else {
+                            "face".into()
+                        };
+                        a.confidence = Some((n % 100) as f32 / 100.0);
+                        a
+                    })
+                    .collect();
+                index.upsert(&xs).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "indexed 1M in {elapsed:?}: {:.0}/s; {} docs",
+        1e6 / elapsed.as_secs_f64(),
+        index.num_docs()
+    );
+    let vis = Scope::Visible(Arc::new(Visibility::from_active(ops.clone())));
+    let query = IndexQuery {
+        filter: SearchFilter {
+            media_id: Some("media-1234".into()),
+            annotation_type: Some("shot".into()),
+            time_range: Some(TimeRange {
+                start_ms: 20_000,
+                end_ms: 60_000,
+            }),
+            ..Default::default()
+        },
+        scope: vis.clone(),
+        after: None,
+        limit: 101,
+    };
+    let runs = 200;
+    let mut best = std::time::Duration::MAX;
+    let t0 = Instant::now();
+    let mut n = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        n = index.search(&query).await.unwrap().len();
+        best = best.min(t.elapsed());
+    }
+    eprintln!(
+        "scoped search: {n} hits, mean {:?}, best {best:?}",
+        t0.elapsed() / runs
+    );
+    let all = IndexQuery {
+        filter: SearchFilter::default(),
+        scope: vis,
+        after: None,
+        limit: 101,
+    };
+    let t = Instant::now();
+    let n = index.search(&all).await.unwrap().len();
+    eprintln!("unfiltered search over 1M: {n} hits in {:?}", t.elapsed());
+}
+
+// ---- property test: paged search equals brute force ----
+
+#[derive(Debug, Clone)]
+struct Gen {
+    media: usize,
+    start: i64,
+    len: i64,
+    label: Option<usize>,
+    confidence: Option<u8>,
+    op: usize,
+    ty: usize,
+    version: u32,
+    pivot: usize,
+    /// Replace an earlier annotation's id instead of a fresh one.
+    reuse: Option<usize>,
+}
+
+const MEDIA: &[&str] = &["a", "ab", "b", "a0", "B", "b-1", "zz"];
+const LABELS: &[&str] = &["cat", "ca", "cats", "dog"];
+const TYPES: &[&str] = &["shot", "face"];
+const PIVOTS: &[&str] = &["p", "q"];
+
+fn gen_annotation() -> impl Strategy<Value = Gen> {
+    (
+        (
+            0..MEDIA.len(),
+            -20i64..40,
+            0i64..15,
+            proptest::option::of(0..LABELS.len()),
+        ),
+        (
+            proptest::option::of(0u8..=10),
+            0usize..3,
+            0..TYPES.len(),
+            1u32..=2,
+            0..PIVOTS.len(),
+            proptest::option::weighted(0.2, 0usize..1_000),
+        ),
+    )
+        .prop_map(
+            |((media, start, len, label), (confidence, op, ty, version, pivot, reuse))| Gen {
+                media,
+                start,
+                len,
+                label,
+                confidence,
+                op,
+                ty,
+                version,
+                pivot,
+                reuse,
+            },
+        )
+}
+
+#[derive(Debug, Clone)]
+struct GenFilter {
+    media: Option<usize>,
+    ty: Option<usize>,
+    version: Option<u32>,
+    pivot: Option<usize>,
+    label: Option<usize>,
+    time: Option<(i64, i64)>,
+    confidence: Option<u8>,
+    op: Option<usize>,
+}
+
+fn gen_filter() -> impl Strategy<Value = GenFilter> {
+    use proptest::option::weighted;
+    (
+        weighted(0.3, 0..MEDIA.len()),
+        weighted(0.3, 0..TYPES.len()),
+        weighted(0.2, 1u32..=2),
+        weighted(0.2, 0..PIVOTS.len()),
+        weighted(0.2, 0..LABELS.len()),
+        weighted(0.4, (-25i64..60, 0i64..20)),
+        weighted(0.3, 0u8..=10),
+        weighted(0.2, 0usize..3),
+    )
+        .prop_map(
+            |(media, ty, version, pivot, label, time, confidence, op)| GenFilter {
+                media,
+                ty,
+                version,
+                pivot,
+                label,
+                time,
+                confidence,
+                op,
+            },
+        )
+}
+
+#[derive(Debug, Clone)]
+enum GenScope {
+    Visible(Vec<bool>),
+    Operation(usize),
+}
+
+fn gen_scope() -> impl Strategy<Value = GenScope> {
+    prop_oneof![
+        3 => proptest::collection::vec(any::<bool>(), 3).prop_map(GenScope::Visible),
+        1 => (0usize..3).prop_map(GenScope::Operation),
+    ]
+}
+
+fn run_case(
+    items: Vec<Gen>,
+    batch_sizes: Vec<usize>,
+    filter: GenFilter,
+    scope: GenScope,
+    page: usize,
+) -> Result<(), TestCaseError> {
+    let ops: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let mut ids: Vec<Uuid> = Vec::new();
+    let annotations: Vec<Annotation> = items
+        .iter()
+        .map(|g| {
+            let id = match g.reuse {
+                Some(i) if !ids.is_empty() => ids[i % ids.len()],
+                _ => {
+                    let id = Uuid::new_v4();
+                    ids.push(id);
+                    id
+                }
+            };
+            let mut a = suite::annotation(ops[g.op], MEDIA[g.media], g.start, g.start + g.len);
+            a.id = id;
+            a.label = g.label.map(|l| LABELS[l].to_owned());
+            a.confidence = g.confidence.map(|c| f32::from(c) / 10.0);
+            a.annotation_type = TYPES[g.ty].into();
+            a.annotation_type_version = g.version;
+            a.pivot_id = PIVOTS[g.pivot].into();
+            a
+        })
+        .collect();
+    let filter = SearchFilter {
+        media_id: filter.media.map(|m| MEDIA[m].to_owned()),
+        annotation_type: filter.ty.map(|t| TYPES[t].to_owned()),
+        annotation_type_version: filter.version,
+        pivot_id: filter.pivot.map(|p| PIVOTS[p].to_owned()),
+        label: filter.label.map(|l| LABELS[l].to_owned()),
+        time_range: filter.time.map(|(s, l)| TimeRange {
+            start_ms: s,
+            end_ms: s + l,
+        }),
+        min_confidence: filter.confidence.map(|c| f32::from(c) / 10.0),
+        operation_id: filter.op.map(|o| ops[o]),
+    };
+    let scope = match scope {
+        GenScope::Visible(v) => Scope::Visible(Arc::new(Visibility::from_active(
+            ops.iter().zip(v).filter(|(_, on)| *on).map(|(op, _)| *op),
+        ))),
+        GenScope::Operation(o) => Scope::Operation(ops[o]),
+    };
+    // The model: last write per id wins.
+    let mut model: BTreeMap<Uuid, Annotation> = BTreeMap::new();
+    for a in &annotations {
+        model.insert(a.id, a.clone());
+    }
+    let expected = suite::sorted_keys(
+        model
+            .values()
+            .filter(|a| scope.allows(&a.operation_id) && matches(&filter, a)),
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got = rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let index: Arc<dyn Index> = Arc::new(TantivyIndex::open(dir.path(), small()).unwrap());
+        let mut rest = &annotations[..];
+        for n in batch_sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let n = (*n).clamp(1, rest.len());
+            index.upsert(&rest[..n]).await.unwrap();
+            rest = &rest[n..];
+        }
+        suite::search_all(&index, &filter, &scope, page).await
+    });
+    let got: Vec<SortKey> = got.into_iter().map(|h| h.key).collect();
+    prop_assert_eq!(got, expected);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn paged_search_equals_brute_force(
+        items in proptest::collection::vec(gen_annotation(), 0..120),
+        batch_sizes in proptest::collection::vec(1usize..60, 1..4),
+        filter in gen_filter(),
+        scope in gen_scope(),
+        page in 1usize..9,
+    ) {
+        run_case(items, batch_sizes, filter, scope, page)?;
+    }
+}

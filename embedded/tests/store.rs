@@ -1,0 +1,312 @@
+//! The store conformance suite on fjall, plus what only an embedded engine can show:
+//! durability across reopen and across a crash, and group commit under concurrency.
+
+use annostore_core::model::{AnnotationType, Operation};
+use annostore_core::store::{PutType, Store};
+use annostore_core::testkit::store::{self as suite, annotation, at, start_request};
+use annostore_embedded::store::FjallStore;
+use std::sync::Arc;
+use tempfile::TempDir;
+use uuid::Uuid;
+
+fn fresh() -> (TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FjallStore::open(dir.path()).expect("open");
+    (dir, Arc::new(store))
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (dir, store) = fresh();
+                suite::$name(store).await;
+                drop(dir);
+            }
+        )*
+    };
+}
+
+conformance!(
+    types,
+    numbering_per_key,
+    upsert_counts_replaces_and_renews,
+    upsert_id_conflict_writes_nothing,
+    upsert_rejections,
+    lapsed_lease_is_recorded_expired,
+    finish_refused_while_work_pending,
+    finish_activates_and_supersedes,
+    finish_out_of_order_stays_inactive,
+    finish_is_idempotent,
+    finish_rejections,
+    cancel_rules,
+    list_operations_pages_and_filters,
+    active_operations_one_per_key,
+    pending_and_complete_work,
+    annotations_of_operation_pages,
+);
+
+/// `run_all` itself (what other engines call) runs through on fjall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_all_on_fjall() {
+    let dirs = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    suite::run_all(|| {
+        let dirs = dirs.clone();
+        async move {
+            let (dir, store) = fresh();
+            dirs.lock().push(dir);
+            store
+        }
+    })
+    .await;
+}
+
+fn objects_type() -> AnnotationType {
+    AnnotationType {
+        name: "objects".into(),
+        version: 1,
+        schema: serde_json::json!({"type": "object"}),
+        embedding_dim: None,
+        created_at: at(0),
+    }
+}
+
+#[tokio::test]
+async fn data_and_pending_work_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (op, done, batch, work) = {
+        let store = FjallStore::open(dir.path()).unwrap();
+        store.put_type(objects_type()).await.unwrap();
+        let op = store
+            .start_operation(start_request("objects", 1, "p"), 600, at(0))
+            .await
+            .unwrap();
+        let batch: Vec<_> = (0..10)
+            .map(|_| annotation(&op, Uuid::new_v4(), "x"))
+            .collect();
+        let up = store
+            .upsert_annotations(op.id, batch.clone(), at(1_000))
+            .await
+            .unwrap();
+        let done = store
+            .start_operation(start_request("objects", 1, "q"), 600, at(0))
+            .await
+            .unwrap();
+        let done = store
+            .finish_operation(done.id, at(2_000))
+            .await
+            .unwrap()
+            .operation;
+        (up.operation, done, batch, up.work)
+        // The store drops here: its writer finishes and the database closes.
+    };
+
+    let store = FjallStore::open(dir.path()).unwrap();
+    assert!(matches!(
+        store.put_type(objects_type()).await.unwrap(),
+        PutType::Unchanged(_)
+    ));
+    assert_eq!(store.get_operation(op.id).await.unwrap(), Some(op.clone()));
+    let ids: Vec<Uuid> = batch.iter().map(|a| a.id).collect();
+    let got: Vec<_> = store
+        .get_annotations(&ids)
+        .await
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(got, batch);
+    assert_eq!(
+        store.pending_work(Some(op.id), 10).await.unwrap(),
+        vec![work.clone()]
+    );
+    assert_eq!(store.pending_work(None, 10).await.unwrap(), vec![work]);
+    assert_eq!(store.active_operations().await.unwrap(), vec![done]);
+    assert_eq!(
+        store.lapsed_operations(at(10_000_000), 10).await.unwrap(),
+        vec![op.id]
+    );
+    // Numbering continues where it was.
+    let next = store
+        .start_operation(start_request("objects", 1, "p"), 600, at(3_000))
+        .await
+        .unwrap();
+    assert_eq!(next.operation_number, 2);
+}
+
+const CRASH_DIR: &str = "ANNOSTORE_CRASH_TEST_DIR";
+
+/// The child half of `acknowledged_writes_survive_a_crash`: writes, prints what was
+/// acknowledged, then aborts without running any destructor.
+#[tokio::test]
+#[ignore = "run by acknowledged_writes_survive_a_crash in a child process"]
+async fn crash_child() {
+    let Ok(dir) = std::env::var(CRASH_DIR) else {
+        return;
+    };
+    let store = FjallStore::open(&dir).unwrap();
+    let op = store
+        .start_operation(start_request("objects", 1, "p"), 600, at(0))
+        .await
+        .unwrap();
+    // On a line of its own: libtest has printed "test crash_child ... " before.
+    println!("\nop {}", op.id);
+    for _ in 0..20 {
+        let batch: Vec<_> = (0..50)
+            .map(|_| annotation(&op, Uuid::new_v4(), "x"))
+            .collect();
+        store
+            .upsert_annotations(op.id, batch.clone(), at(1_000))
+            .await
+            .unwrap();
+        for a in &batch {
+            println!("ack {}", a.id);
+        }
+    }
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    std::process::abort();
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_DIR, dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the child aborts");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut op = None;
+    let mut acked = Vec::new();
+    for line in stdout.lines() {
+        if let Some(id) = line.strip_prefix("op ") {
+            op = Some(Uuid::parse_str(id).unwrap());
+        } else if let Some(id) = line.strip_prefix("ack ") {
+            acked.push(Uuid::parse_str(id).unwrap());
+        }
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let op = op.unwrap_or_else(|| panic!("no operation in the child's output: {stdout}{stderr}"));
+    assert_eq!(acked.len(), 1_000, "child output: {stdout}");
+
+    let store = FjallStore::open(dir.path()).unwrap();
+    let got = store.get_annotations(&acked).await.unwrap();
+    assert!(
+        got.iter().all(Option::is_some),
+        "every acknowledged annotation is there"
+    );
+    let op: Operation = store.get_operation(op).await.unwrap().unwrap();
+    assert_eq!(op.annotation_count, 1_000);
+    assert_eq!(
+        store.pending_work(Some(op.id), 100).await.unwrap().len(),
+        20
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_upserts_all_land() {
+    const TASKS: usize = 8;
+    const BATCHES: usize = 10;
+    const PER_BATCH: usize = 100;
+    let (_dir, store) = fresh();
+    let shared = store
+        .start_operation(start_request("objects", 1, "shared"), 600, at(0))
+        .await
+        .unwrap();
+    let mut handles = Vec::new();
+    for i in 0..TASKS {
+        let store = store.clone();
+        let shared = shared.clone();
+        handles.push(tokio::spawn(async move {
+            // Each task writes into the shared operation and into one of its own.
+            let own = store
+                .start_operation(start_request("objects", 1, &format!("own-{i}")), 600, at(0))
+                .await
+                .unwrap();
+            for _ in 0..BATCHES {
+                for op in [&shared, &own] {
+                    let batch: Vec<_> = (0..PER_BATCH)
+                        .map(|_| annotation(op, Uuid::new_v4(), "x"))
+                        .collect();
+                    store
+                        .upsert_annotations(op.id, batch, at(1_000))
+                        .await
+                        .unwrap();
+                }
+            }
+            own.id
+        }));
+    }
+    let mut own_ids = Vec::new();
+    for h in handles {
+        own_ids.push(h.await.unwrap());
+    }
+    let shared = store.get_operation(shared.id).await.unwrap().unwrap();
+    assert_eq!(
+        shared.annotation_count,
+        (TASKS * BATCHES * PER_BATCH) as u64
+    );
+    for id in own_ids {
+        let own = store.get_operation(id).await.unwrap().unwrap();
+        assert_eq!(own.annotation_count, (BATCHES * PER_BATCH) as u64);
+    }
+    assert_eq!(
+        store.pending_work(None, 10_000).await.unwrap().len(),
+        TASKS * BATCHES * 2
+    );
+    assert_eq!(
+        store
+            .annotations_of_operation(shared.id, None, 100_000)
+            .await
+            .unwrap()
+            .len(),
+        TASKS * BATCHES * PER_BATCH
+    );
+}
+
+/// Rough throughput: 4 producers writing 1,000-annotation batches. Ignored by default
+/// (timing); run with `cargo test --release -p annostore-embedded --test store
+/// throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "timing, run by hand"]
+async fn throughput() {
+    const PRODUCERS: usize = 4;
+    const BATCHES: usize = 50;
+    const PER_BATCH: usize = 1_000;
+    let (_dir, store) = fresh();
+    let started = std::time::Instant::now();
+    let mut handles = Vec::new();
+    for i in 0..PRODUCERS {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let op = store
+                .start_operation(start_request("objects", 1, &format!("p{i}")), 600, at(0))
+                .await
+                .unwrap();
+            for _ in 0..BATCHES {
+                let batch: Vec<_> = (0..PER_BATCH)
+                    .map(|_| annotation(&op, Uuid::new_v4(), "x"))
+                    .collect();
+                store
+                    .upsert_annotations(op.id, batch, at(1_000))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let n = PRODUCERS * BATCHES * PER_BATCH;
+    let secs = started.elapsed().as_secs_f64();
+    println!("{n} annotations in {secs:.2}s: {:.0}/s", n as f64 / secs);
+}
