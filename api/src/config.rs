@@ -62,15 +62,15 @@ impl Default for Config {
 impl Config {
     /// Loads the layered configuration. `file` is the `--config` flag: when given it
     /// must exist; when absent, `./annostore.toml` is read if it exists.
-    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Config, figment::Error> {
+    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Config, Box<figment::Error>> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         match file {
             Some(path) => {
                 if !path.exists() {
-                    return Err(figment::Error::from(format!(
+                    return Err(Box::new(figment::Error::from(format!(
                         "config file {} does not exist",
                         path.display()
-                    )));
+                    ))));
                 }
                 fig = fig.merge(Toml::file(path));
             }
@@ -79,14 +79,16 @@ impl Config {
         fig.merge(
             Env::prefixed("ANNOSTORE_")
                 .split("__")
-                .ignore(&["server", "config"]),
+                .ignore(&["server", "config", "log"]),
         )
         .merge(overrides)
         .extract()
+        .map_err(Box::new)
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error by design.
 mod tests {
     use super::*;
 
