@@ -47,15 +47,24 @@ const PER_MEDIA: usize = 1_000;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let dir = args.data_dir.clone().unwrap_or_else(|| tmp.path().to_owned());
+    let dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_owned());
     let engines = annostore_embedded::open(&dir).context("opening engines")?;
-    let service = Arc::new(Service::new(engines, Limits::default(), Arc::new(SystemClock)));
+    let service = Arc::new(Service::new(
+        engines,
+        Limits::default(),
+        Arc::new(SystemClock),
+    ));
     service
         .put_type(
             "objects",
@@ -110,10 +119,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     // 2. Finish latency for small and large runs.
-    for (size, runs) in [(500, args.finish_runs), (50_000, (args.finish_runs / 10).max(5))] {
+    for (size, runs) in [
+        (500, args.finish_runs),
+        (50_000, (args.finish_runs / 10).max(5)),
+    ] {
         let mut h = Histogram::<u64>::new(3)?;
         for r in 0..runs {
-            let op = service.start(start_req(&format!("finish-{size}-{r}"))).await?;
+            let op = service
+                .start(start_req(&format!("finish-{size}-{r}")))
+                .await?;
             for chunk in (0..size).collect::<Vec<_>>().chunks(args.batch) {
                 let items: Vec<Value> = chunk.iter().map(|i| item(1_000_000 + r, *i)).collect();
                 service.upsert(op.id, &items).await?;
@@ -179,7 +193,9 @@ fn start_req(pivot: &str) -> StartOperation {
     }
 }
 
-const LABELS: &[&str] = &["person", "car", "dog", "cat", "bicycle", "chair", "tree", "cup"];
+const LABELS: &[&str] = &[
+    "person", "car", "dog", "cat", "bicycle", "chair", "tree", "cup",
+];
 
 /// Annotation `i` of media `m`: one per second, with a box and a label.
 fn item(m: usize, i: usize) -> Value {

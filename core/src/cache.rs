@@ -1,6 +1,10 @@
 //! The cache of operation state: recent operations by id, and the visibility snapshot.
 //! The store stays the authority; entries expire after a short TTL so a node that missed
-//! a change (issue 3's multi-node case) converges on the store.
+//! a change converges on the store.
+//!
+//! Writers may race (an upsert's answer can arrive after a finish's), so operation entries
+//! only ever move to a higher `version`, and visibility moves only by explicit activation,
+//! which the service serialises per operation key.
 
 use crate::model::Operation;
 use crate::visibility::Visibility;
@@ -12,9 +16,10 @@ use uuid::Uuid;
 
 pub trait OperationCache: Send + Sync + 'static {
     fn get(&self, id: &Uuid) -> Option<Operation>;
-    /// Records the new state of these operations, and moves visibility for all of them
-    /// in one step (a finish activates one run and deactivates another at once).
+    /// Records these operation states, ignoring any older than what is cached.
     fn put(&self, ops: &[Operation]);
+    /// Makes `activated` visible and `deactivated` invisible, in one step.
+    fn activate(&self, activated: Uuid, deactivated: Option<Uuid>);
     /// The current visibility snapshot.
     fn visibility(&self) -> Arc<Visibility>;
     /// Replaces the visibility snapshot with the store's active set.
@@ -25,7 +30,7 @@ pub trait OperationCache: Send + Sync + 'static {
 pub struct MokaOperationCache {
     ops: moka::sync::Cache<Uuid, Operation>,
     visibility: ArcSwap<Visibility>,
-    /// Serialises snapshot updates (read-modify-write of the ArcSwap).
+    /// Serialises read-modify-write of the entries and of the snapshot.
     writer: Mutex<()>,
 }
 
@@ -55,20 +60,20 @@ impl OperationCache for MokaOperationCache {
 
     fn put(&self, ops: &[Operation]) {
         let _guard = self.writer.lock();
-        let current = self.visibility.load();
-        let activate: Vec<Uuid> = ops.iter().filter(|o| o.active).map(|o| o.id).collect();
-        let deactivate: Vec<Uuid> = ops
-            .iter()
-            .filter(|o| !o.active && current.is_active(&o.id))
-            .map(|o| o.id)
-            .collect();
-        if !activate.iter().all(|id| current.is_active(id)) || !deactivate.is_empty() {
-            self.visibility
-                .store(Arc::new(current.with_change(&activate, &deactivate)));
-        }
         for op in ops {
-            self.ops.insert(op.id, op.clone());
+            if self.ops.get(&op.id).is_none_or(|c| c.version <= op.version) {
+                self.ops.insert(op.id, op.clone());
+            }
         }
+    }
+
+    fn activate(&self, activated: Uuid, deactivated: Option<Uuid>) {
+        let _guard = self.writer.lock();
+        let next = self
+            .visibility
+            .load()
+            .with_change(&[activated], deactivated.as_slice());
+        self.visibility.store(Arc::new(next));
     }
 
     fn visibility(&self) -> Arc<Visibility> {
@@ -80,5 +85,48 @@ impl OperationCache for MokaOperationCache {
         self.visibility.store(Arc::new(Visibility::from_active(
             active.iter().map(|o| o.id),
         )));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::from_unix_ms;
+    use crate::lifecycle;
+    use crate::model::StartOperation;
+
+    fn op() -> Operation {
+        let req = StartOperation {
+            annotation_type: "t".into(),
+            annotation_type_version: 1,
+            pivot_id: "p".into(),
+            lease_seconds: None,
+            metadata: None,
+        };
+        lifecycle::start(&req, Uuid::now_v7(), None, 60, from_unix_ms(0))
+    }
+
+    #[test]
+    fn older_states_never_replace_newer_ones() {
+        let cache = MokaOperationCache::default();
+        let started = op();
+        let finished = lifecycle::finish(&started, None, from_unix_ms(1))
+            .unwrap()
+            .operation;
+        cache.put(std::slice::from_ref(&finished));
+        cache.put(std::slice::from_ref(&started));
+        assert_eq!(cache.get(&started.id), Some(finished));
+    }
+
+    #[test]
+    fn activation_swaps_in_one_step() {
+        let cache = MokaOperationCache::default();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        cache.activate(a, None);
+        let before = cache.visibility();
+        cache.activate(b, Some(a));
+        let after = cache.visibility();
+        assert!(before.is_active(&a) && !before.is_active(&b));
+        assert!(after.is_active(&b) && !after.is_active(&a));
     }
 }

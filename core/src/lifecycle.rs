@@ -47,6 +47,7 @@ pub fn start(
         lease_expires_at: Some(now + Duration::seconds(i64::from(lease_seconds))),
         superseded_by: None,
         metadata: req.metadata.clone().unwrap_or_default(),
+        version: 1,
     }
 }
 
@@ -62,6 +63,7 @@ pub fn expire_if_lapsed(op: &Operation, now: OffsetDateTime) -> Option<Operation
         status: OperationStatus::Expired,
         lease_expires_at: None,
         updated_at: now,
+        version: op.version + 1,
         ..op.clone()
     })
 }
@@ -84,6 +86,7 @@ pub fn accept_upsert(
     Ok(Operation {
         annotation_count: op.annotation_count + new_annotations,
         updated_at: now,
+        version: op.version + 1,
         lease_expires_at: Some(now + Duration::seconds(i64::from(op.lease_seconds))),
         ..op.clone()
     })
@@ -138,6 +141,7 @@ pub fn finish(
         finished_at: Some(now),
         updated_at: now,
         lease_expires_at: None,
+        version: op.version + 1,
         ..op.clone()
     };
     match active {
@@ -157,6 +161,7 @@ pub fn finish(
                 active: false,
                 superseded_by: Some(op.id),
                 updated_at: now,
+                version: c.version + 1,
                 ..c.clone()
             }),
             operation: Operation {
@@ -177,6 +182,7 @@ pub fn cancel(op: &Operation, now: OffsetDateTime) -> Result<(Operation, bool), 
                 status: OperationStatus::Cancelled,
                 updated_at: now,
                 lease_expires_at: None,
+                version: op.version + 1,
                 ..op.clone()
             },
             true,
@@ -292,6 +298,7 @@ mod tests {
         let later = from_unix_ms(30_000);
         let renewed = accept_upsert(&op, 5, later).unwrap();
         assert_eq!(renewed.annotation_count, 5);
+        assert_eq!(renewed.version, op.version + 1);
         assert_eq!(
             renewed.lease_expires_at,
             Some(later + Duration::seconds(60))

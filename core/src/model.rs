@@ -67,6 +67,9 @@ pub struct Operation {
     /// The operation that made this one inactive (a newer finished run of the key).
     pub superseded_by: Option<Uuid>,
     pub metadata: Map<String, Value>,
+    /// Grows by one with every change the store records; caches keep the highest seen,
+    /// and distributed stores compare-and-set on it.
+    pub version: u64,
 }
 
 impl Operation {

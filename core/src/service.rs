@@ -40,6 +40,17 @@ pub struct Service {
     reconciler: Reconciler,
     /// Compiled schemas by (type, version); versions are immutable, so entries never go stale.
     types: moka::sync::Cache<(String, u32), Arc<CompiledType>>,
+    /// Striped locks that order activations per operation key (see `finish`).
+    key_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+const KEY_STRIPES: usize = 256;
+
+fn key_stripe(key: &crate::model::OperationKey) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % KEY_STRIPES as u64) as usize
 }
 
 /// How many times a finish flushes pending index work before giving up with a 503.
@@ -58,6 +69,9 @@ impl Service {
             clock,
             reconciler,
             types: moka::sync::Cache::new(10_000),
+            key_locks: (0..KEY_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }
     }
 
@@ -318,7 +332,10 @@ impl Service {
     /// Finishes an operation. Its index work is flushed first, so the run becomes
     /// visible whole or not at all.
     pub async fn finish(&self, id: Uuid) -> Result<Operation, Error> {
-        self.operation(id).await?;
+        let op = self.operation(id).await?;
+        // Store write and visibility change happen under the key's lock, so two finishes
+        // of one key reach the snapshot in the order the store applied them.
+        let _key = self.key_locks[key_stripe(&op.key())].lock().await;
         for _ in 0..FINISH_ATTEMPTS {
             match self
                 .engines
@@ -330,6 +347,11 @@ impl Service {
                     let mut changed = vec![plan.operation.clone()];
                     changed.extend(plan.deactivated.clone());
                     self.engines.cache.put(&changed);
+                    if let Some(active) = plan.new_active() {
+                        self.engines
+                            .cache
+                            .activate(active, plan.deactivated.as_ref().map(|d| d.id));
+                    }
                     if plan.changed {
                         metrics::counter!("annostore_operations_finished_total").increment(1);
                         info!(operation = %id, active = plan.operation.active, "operation finished");
