@@ -2,10 +2,11 @@
 //! every body rejection into one: malformed JSON 400, wrong shape 422, too large 413.
 
 use annostore_core::{Error, FieldError};
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -93,7 +94,9 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// `axum::Json` whose rejections are problems.
+/// A JSON body whose rejections are problems. The body is parsed in two steps so that
+/// malformed JSON is always a 400 and well-formed JSON of the wrong shape always a 422,
+/// whichever the parser meets first.
 pub struct Json<T>(pub T);
 
 impl<T, S> FromRequest<S> for Json<T>
@@ -104,21 +107,38 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        if !is_json(req.headers()) {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "expected a body with content-type application/json",
+            ));
         }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|r| Problem::new(r.status(), r.body_text()))?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))?;
+        serde_json::from_value(value)
+            .map(Json)
+            .map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
     }
 }
 
-fn json_rejection(r: JsonRejection) -> Problem {
-    let status = match &r {
-        JsonRejection::JsonDataError(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        JsonRejection::JsonSyntaxError(_) => StatusCode::BAD_REQUEST,
-        JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        other => other.status(),
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
     };
-    Problem::new(status, r.body_text())
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 impl<T> IntoResponse for Json<T>

@@ -36,9 +36,18 @@ async fn malformed_and_misshapen_bodies() {
     let op = s(&srv.start_op("objects", 1, "p").await, "id");
     let upsert = format!("/v1/operations/{op}/annotations");
     for path in ["/v1/operations", upsert.as_str(), "/v1/annotations/search"] {
-        // (No keys before the error: the deserializer streams, so an unknown key would be
-        // reported first, as a 422.)
-        for body in ["{", "{,}", "not json", "{\"", ""] {
+        // Malformed JSON is a 400 even when a key or value comes before the error.
+        for body in [
+            "{",
+            "{,}",
+            "not json",
+            "{\"",
+            "",
+            "{\"a\": }",
+            "{} trailing",
+            "[",
+            "{\"annotations\": [1,}",
+        ] {
             srv.post_raw(path, body.to_owned()).await.problem(400);
         }
         // Well-formed JSON of the wrong shape: 422.
