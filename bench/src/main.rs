@@ -129,7 +129,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .start(start_req(&format!("finish-{size}-{r}")))
                 .await?;
             for chunk in (0..size).collect::<Vec<_>>().chunks(args.batch) {
-                let items: Vec<Value> = chunk.iter().map(|i| item(1_000_000 + r, *i)).collect();
+                let items: Vec<Value> = chunk
+                    .iter()
+                    .map(|i| item(if size == 500 { 1_000_000 } else { 2_000_000 } + r, *i))
+                    .collect();
                 service.upsert(op.id, &items).await?;
             }
             let t = Instant::now();

@@ -60,11 +60,35 @@ pub struct Hit {
     pub key: SortKey,
 }
 
+/// Which annotations of an upsert the index may already hold. Engines that replace by
+/// id natively ignore it; engines where replacing costs (tantivy: a delete) use it to
+/// skip that cost for ids the store knows are new.
+#[derive(Debug, Clone, Copy)]
+pub enum Existing<'a> {
+    /// Any of them may be indexed (replays of index work).
+    Unknown,
+    /// Only these ids may be indexed; the rest are new.
+    Only(&'a [Uuid]),
+}
+
+impl Existing<'_> {
+    pub fn may_exist(&self, id: &Uuid) -> bool {
+        match self {
+            Existing::Unknown => true,
+            Existing::Only(ids) => ids.contains(id),
+        }
+    }
+}
+
 #[async_trait]
 pub trait Index: Send + Sync + 'static {
     /// Adds or replaces these annotations (by id). Once this returns Ok they are
     /// searchable and survive a restart of the index.
-    async fn upsert(&self, annotations: &[Annotation]) -> Result<(), IndexError>;
+    async fn upsert(
+        &self,
+        annotations: &[Annotation],
+        existing: Existing<'_>,
+    ) -> Result<(), IndexError>;
     /// Matching annotations in scope, in search order.
     async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError>;
     /// How many annotations of an operation the index holds.

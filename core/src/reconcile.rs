@@ -7,7 +7,7 @@
 //! upserts them by id.
 
 use crate::Error;
-use crate::index::Index;
+use crate::index::{Existing, Index};
 use crate::queue::RetryQueue;
 use crate::store::{IndexWork, IndexWorkKind, Store};
 use std::collections::HashSet;
@@ -50,7 +50,7 @@ impl Reconciler {
                     .flatten()
                     .filter(|a| a.operation_id == work.operation_id)
                     .collect();
-                self.index.upsert(&annotations).await?;
+                self.index.upsert(&annotations, Existing::Unknown).await?;
             }
         }
         self.store.complete_work(std::slice::from_ref(work)).await?;

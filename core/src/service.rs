@@ -6,7 +6,7 @@
 use crate::cache::OperationCache;
 use crate::clock::Clock;
 use crate::error::{Error, FieldError};
-use crate::index::{Index, IndexQuery, Scope};
+use crate::index::{Existing, Index, IndexQuery, Scope};
 use crate::lifecycle;
 use crate::model::{
     Annotation, AnnotationType, Operation, OperationFilter, OperationStatus, SearchPage,
@@ -307,7 +307,12 @@ impl Service {
         metrics::counter!("annostore_annotations_upserted_total").increment(count as u64);
         // The batch is durable. Indexing now is the fast path; when it fails, the pending
         // record and the retry queue make sure it happens later (and before a finish).
-        match self.engines.index.upsert(&annotations).await {
+        match self
+            .engines
+            .index
+            .upsert(&annotations, Existing::Only(&upserted.replaced))
+            .await
+        {
             Ok(()) => {
                 if let Err(e) = self
                     .engines

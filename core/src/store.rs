@@ -74,6 +74,8 @@ pub struct Upserted {
     pub operation: Operation,
     /// The index work recorded for the batch.
     pub work: IndexWork,
+    /// Ids of the batch the operation already held (rewritten, not new).
+    pub replaced: Vec<Uuid>,
 }
 
 #[async_trait]

@@ -18,13 +18,13 @@
 mod collector;
 mod query;
 
-use annostore_core::index::{Hit, Index, IndexError, IndexQuery};
+use annostore_core::index::{Existing, Hit, Index, IndexError, IndexQuery};
 use annostore_core::model::Annotation;
 use annostore_core::visibility::op_key;
 use async_trait::async_trait;
 use collector::SortedCollector;
 use parking_lot::{Condvar, Mutex};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -34,6 +34,7 @@ use tantivy::collector::Count;
 use tantivy::directory::MmapDirectory;
 use tantivy::indexer::UserOperation;
 use tantivy::query::TermQuery;
+use tantivy::query::doc_predicate_query::{DocPredicateQuery, FunctionPredicate};
 use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, SchemaBuilder};
 use tantivy::{IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use tokio::sync::watch;
@@ -61,7 +62,6 @@ impl Default for IndexOptions {
 /// The schema's fields.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Fields {
-    pub id: Field,
     pub id_hi: Field,
     pub id_lo: Field,
     pub op: Field,
@@ -86,7 +86,9 @@ impl Fields {
     fn schema() -> (Schema, Fields) {
         let mut b = SchemaBuilder::new();
         let fields = Fields {
-            id: b.add_text_field("id", STRING),
+            // No field is indexed per document (no id term, no numeric terms): every
+            // unique term costs FST work at each flush and merge. Ids and times are fast
+            // fields only; tantivy answers range filters from the columns.
             id_hi: b.add_u64_field(ID_HI, FAST),
             id_lo: b.add_u64_field(ID_LO, FAST),
             op: b.add_u64_field(OP, FAST),
@@ -95,9 +97,9 @@ impl Fields {
             annotation_type_version: b.add_u64_field("annotation_type_version", INDEXED),
             pivot_id: b.add_text_field("pivot_id", STRING),
             label: b.add_text_field("label", STRING | FAST),
-            start_ms: b.add_i64_field(START_MS, INDEXED | FAST),
-            end_ms: b.add_i64_field("end_ms", INDEXED | FAST),
-            confidence: b.add_f64_field("confidence", INDEXED | FAST),
+            start_ms: b.add_i64_field(START_MS, FAST),
+            end_ms: b.add_i64_field("end_ms", FAST),
+            confidence: b.add_f64_field("confidence", FAST),
             operation_id: b.add_text_field("operation_id", STRING),
         };
         (b.build(), fields)
@@ -106,7 +108,6 @@ impl Fields {
     fn document(&self, a: &Annotation) -> TantivyDocument {
         let mut doc = TantivyDocument::new();
         let (hi, lo) = a.id.as_u64_pair();
-        doc.add_text(self.id, uuid_text(&a.id));
         doc.add_u64(self.id_hi, hi);
         doc.add_u64(self.id_lo, lo);
         doc.add_u64(self.op, op_key(&a.operation_id));
@@ -288,7 +289,8 @@ impl TantivyIndex {
             uuid_text(&operation_id).as_ref(),
         );
         let adding = Adding::start(&self.inner);
-        self.write(adding, vec![UserOperation::Delete(term)]).await
+        self.write(adding, None, vec![UserOperation::Delete(term)])
+            .await
     }
 
     /// Live documents in the current snapshot.
@@ -297,11 +299,16 @@ impl TantivyIndex {
     }
 
     /// Applies `ops` and waits until a commit holding them is searchable.
-    async fn write(&self, adding: Adding<'_>, ops: Vec<UserOperation>) -> Result<(), IndexError> {
+    async fn write(
+        &self,
+        adding: Adding<'_>,
+        delete: Option<DocPredicateQuery>,
+        ops: Vec<UserOperation>,
+    ) -> Result<(), IndexError> {
         let mut committed = self.inner.committed.clone();
         let inner = self.inner.clone();
         // Adding may wait for a commit in progress (the writer lock): off the runtime.
-        let batch = tokio::task::spawn_blocking(move || inner.add(ops))
+        let batch = tokio::task::spawn_blocking(move || inner.add(delete, ops))
             .await
             .map_err(unavailable)??;
         self.inner.requests.lock().requested_batch(batch);
@@ -316,12 +323,40 @@ impl TantivyIndex {
     }
 }
 
+/// Matches the documents whose id is in `ids`, from the id fast fields. Replacing by id
+/// is rare (a producer rewriting an annotation, or a replay), so ids carry no term of
+/// their own; a delete scans the id columns instead.
+fn ids_query(ids: HashSet<(u64, u64)>) -> DocPredicateQuery {
+    let ids = Arc::new(ids);
+    DocPredicateQuery::from(FunctionPredicate::from(
+        move |segment: &tantivy::SegmentReader| {
+            let hi = segment.fast_fields().u64(ID_HI)?;
+            let lo = segment.fast_fields().u64(ID_LO)?;
+            let ids = ids.clone();
+            Ok(move |doc: tantivy::DocId| {
+                hi.first(doc)
+                    .zip(lo.first(doc))
+                    .is_some_and(|pair| ids.contains(&pair))
+            })
+        },
+    ))
+}
+
 impl Inner {
     /// Adds operations to the open batch; returns the batch.
-    fn add(&self, ops: Vec<UserOperation>) -> Result<u64, IndexError> {
+    fn add(
+        &self,
+        delete: Option<DocPredicateQuery>,
+        ops: Vec<UserOperation>,
+    ) -> Result<u64, IndexError> {
         let writer = self.writer.lock();
         let batch = self.open_batch.load(Ordering::Acquire);
-        match writer.run(ops) {
+        // The delete takes an opstamp before the adds, so it removes only older copies.
+        let deleted = match delete {
+            Some(q) => writer.delete_query(Box::new(q)).map(|_| ()),
+            None => Ok(()),
+        };
+        match deleted.and_then(|()| writer.run(ops).map(|_| ())) {
             Ok(_) => Ok(batch),
             Err(e) => {
                 drop(writer);
@@ -404,21 +439,35 @@ impl Drop for TantivyIndex {
 
 #[async_trait]
 impl Index for TantivyIndex {
-    async fn upsert(&self, annotations: &[Annotation]) -> Result<(), IndexError> {
+    async fn upsert(
+        &self,
+        annotations: &[Annotation],
+        existing: Existing<'_>,
+    ) -> Result<(), IndexError> {
         if annotations.is_empty() {
             return Ok(());
         }
         let f = &self.inner.fields;
         let adding = Adding::start(&self.inner);
-        let mut ops = Vec::with_capacity(annotations.len() * 2);
-        for a in annotations {
-            ops.push(UserOperation::Delete(Term::from_field_text(
-                f.id,
-                uuid_text(&a.id).as_ref(),
-            )));
-            ops.push(UserOperation::Add(f.document(a)));
-        }
-        self.write(adding, ops).await
+        // The same id twice in one call keeps the last version.
+        let mut seen = HashSet::with_capacity(annotations.len());
+        let mut latest: Vec<&Annotation> = annotations
+            .iter()
+            .rev()
+            .filter(|a| seen.insert(a.id))
+            .collect();
+        latest.reverse();
+        let replaced: HashSet<(u64, u64)> = latest
+            .iter()
+            .filter(|a| existing.may_exist(&a.id))
+            .map(|a| a.id.as_u64_pair())
+            .collect();
+        let delete = (!replaced.is_empty()).then(|| ids_query(replaced));
+        let ops = latest
+            .iter()
+            .map(|a| UserOperation::Add(f.document(a)))
+            .collect();
+        self.write(adding, delete, ops).await
     }
 
     async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError> {

@@ -595,12 +595,13 @@ impl Store for FjallStore {
                 .into());
             }
             let mut new = 0u64;
+            let mut replaced = Vec::new();
             for (id, _) in &sorted {
                 match t.anns.get(id.as_bytes()).io()? {
                     Some(v) => {
                         let owner = v.get(..16).map(Uuid::from_slice).and_then(Result::ok);
                         match owner {
-                            Some(owner) if owner == operation_id => {}
+                            Some(owner) if owner == operation_id => replaced.push(*id),
                             Some(owner) => return Err(StoreError::IdConflict { id: *id, owner }),
                             None => return Err(StoreError::Corrupt("annotation record".into())),
                         }
@@ -625,6 +626,7 @@ impl Store for FjallStore {
             Ok(Upserted {
                 operation: updated,
                 work,
+                replaced,
             })
         })
         .await

@@ -1,6 +1,7 @@
 //! The tantivy index: the conformance suite, persistence, concurrency, and a property
 //! test against a brute-force model of search.
 
+use annostore_core::index::Existing;
 use annostore_core::index::{Index, IndexQuery, Scope};
 use annostore_core::model::{Annotation, SearchFilter, SortKey, TimeRange};
 use annostore_core::service::matches;
@@ -43,7 +44,7 @@ async fn reopen_keeps_documents() {
         .collect();
     {
         let index = TantivyIndex::open(dir.path(), small()).unwrap();
-        index.upsert(&xs).await.unwrap();
+        index.upsert(&xs, Existing::Unknown).await.unwrap();
         assert_eq!(index.num_docs(), 50);
     }
     let index: Arc<dyn Index> = Arc::new(TantivyIndex::open(dir.path(), small()).unwrap());
@@ -60,8 +61,8 @@ async fn delete_operation_removes_its_documents() {
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let xa: Vec<Annotation> = (0..20).map(|i| suite::annotation(a, "m", i, i)).collect();
     let xb: Vec<Annotation> = (0..5).map(|i| suite::annotation(b, "m", i, i)).collect();
-    index.upsert(&xa).await.unwrap();
-    index.upsert(&xb).await.unwrap();
+    index.upsert(&xa, Existing::Unknown).await.unwrap();
+    index.upsert(&xb, Existing::Unknown).await.unwrap();
     assert_eq!(index.num_docs(), 25);
     index.delete_operation(a).await.unwrap();
     assert_eq!(index.count_operation(a).await.unwrap(), 0);
@@ -93,7 +94,7 @@ async fn concurrent_upserts_share_commits_and_are_searchable() {
                         a
                     })
                     .collect();
-                index.upsert(&xs).await.unwrap();
+                index.upsert(&xs, Existing::Unknown).await.unwrap();
                 // Searchable as soon as upsert returns.
                 let n = index.count_operation(op).await.unwrap();
                 assert!(n >= ((b + 1) * per_batch) as u64, "{n} after batch {b}");
@@ -157,7 +158,7 @@ async fn scoped_search_at_one_million() {
                         a
                     })
                     .collect();
-                index.upsert(&xs).await.unwrap();
+                index.upsert(&xs, Existing::Unknown).await.unwrap();
             }
         }));
     }
@@ -388,7 +389,7 @@ fn run_case(
                 break;
             }
             let n = (*n).clamp(1, rest.len());
-            index.upsert(&rest[..n]).await.unwrap();
+            index.upsert(&rest[..n], Existing::Unknown).await.unwrap();
             rest = &rest[n..];
         }
         suite::search_all(&index, &filter, &scope, page).await

@@ -4,6 +4,7 @@
 //! operations, so the checks can share one index (and run against a shared server).
 //! Call [`run_all`] with an empty or shared index; each check is public too.
 
+use crate::index::Existing;
 use crate::index::{Hit, Index, IndexQuery, Scope};
 use crate::model::{Annotation, SearchFilter, SortKey, TimeRange};
 use crate::visibility::Visibility;
@@ -15,6 +16,7 @@ use uuid::Uuid;
 pub async fn run_all(index: Arc<dyn Index>) {
     upsert_then_search(index.clone()).await;
     replace_by_id(index.clone()).await;
+    replace_only_named_ids(index.clone()).await;
     filters(index.clone()).await;
     time_range_intersects(index.clone()).await;
     scope(index.clone()).await;
@@ -108,7 +110,10 @@ fn keys(hits: &[Hit]) -> Vec<SortKey> {
 }
 
 async fn upsert(index: &Arc<dyn Index>, annotations: &[Annotation]) {
-    index.upsert(annotations).await.expect("upsert");
+    index
+        .upsert(annotations, Existing::Unknown)
+        .await
+        .expect("upsert");
 }
 
 /// Once upsert returns, the annotations are searchable with their keys.
@@ -183,6 +188,35 @@ pub async fn replace_by_id(index: Arc<dyn Index>) {
     let all = search(&index, &SearchFilter::default(), &scope, None, 100).await;
     assert_eq!(keys(&all), sorted_keys([&b, &a4]));
     assert_eq!(index.count_operation(op).await.expect("count"), 2);
+}
+
+/// With `Existing::Only`, the named ids are replaced and the others added.
+pub async fn replace_only_named_ids(index: Arc<dyn Index>) {
+    let op = Uuid::new_v4();
+    let a = annotation(op, "m", 0, 10);
+    let b = annotation(op, "m", 20, 30);
+    index
+        .upsert(&[a.clone(), b.clone()], Existing::Only(&[]))
+        .await
+        .expect("upsert new");
+    let mut a2 = a.clone();
+    a2.start_ms = 40;
+    a2.end_ms = 50;
+    let c = annotation(op, "m", 60, 70);
+    index
+        .upsert(&[a2.clone(), c.clone()], Existing::Only(&[a.id]))
+        .await
+        .expect("upsert replacing");
+    let all = search(
+        &index,
+        &SearchFilter::default(),
+        &Scope::Operation(op),
+        None,
+        100,
+    )
+    .await;
+    assert_eq!(keys(&all), sorted_keys([&b, &a2, &c]));
+    assert_eq!(index.count_operation(op).await.expect("count"), 3);
 }
 
 /// Every filter, alone and combined, matches exactly.

@@ -246,6 +246,12 @@ pub async fn upsert_counts_replaces_and_renews(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(up2.operation.annotation_count, 4);
     assert_ne!(up2.work.id, up.work.id);
+    assert!(up.replaced.is_empty(), "first batch replaced nothing");
+    assert_eq!(
+        up2.replaced,
+        vec![first[1].id],
+        "only the rewritten id is reported"
+    );
 
     let missing = Uuid::new_v4();
     let got = s
