@@ -477,7 +477,11 @@ impl Index for TantivyIndex {
         let searcher = self.inner.reader.searcher();
         let q = query::build(&self.inner.fields, &query.filter);
         let collector = SortedCollector::new(query.scope.clone(), query.after.clone(), query.limit);
-        let keys = searcher.search(&*q, &collector).map_err(unavailable)?;
+        // A catalogue-wide query can scan for 100 ms: off the async workers.
+        let keys = tokio::task::spawn_blocking(move || searcher.search(&*q, &collector))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)?;
         Ok(keys
             .into_iter()
             .map(|key| Hit { id: key.id, key })
