@@ -15,7 +15,8 @@
 //! receipt (the item was received again since) does nothing. An item received more than
 //! `max_receives` times goes to `dead_letters` instead of being returned.
 
-use crate::store::{Shared, Tables, ms_key};
+use crate::store::records::ms_key;
+use crate::store::{Shared, Tables};
 use annostore_core::clock::{Clock, SystemClock, unix_ms};
 use annostore_core::queue::{Delivery, QueueError, RetryQueue};
 use annostore_core::store::IndexWork;

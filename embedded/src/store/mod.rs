@@ -33,7 +33,8 @@
 //! | `queue`, `queue_ids`, `dead_letters` | see [`crate::queue`] |                            |
 //!
 //! The owner prefix of `anns` values lets the upsert check ownership without decoding
-//! JSON; `started` is kept in step with `ops` by [`write_op`] on every operation write.
+//! JSON; `started` is kept in step with `ops` by [`records::write_op`] on every operation
+//! write. [`writer`] holds the single writer thread; [`records`] the key encodings.
 
 use crate::queue::{FjallRetryQueue, QueueOptions};
 use annostore_core::clock::unix_ms;
@@ -46,17 +47,18 @@ use annostore_core::store::{
     IndexWork, IndexWorkKind, PutType, Store, StoreError, StoreResult, Upserted,
 };
 use async_trait::async_trait;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use std::ops::Bound;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
-use tracing::error;
 use uuid::Uuid;
+
+pub(crate) mod records;
+mod writer;
+
+use records::*;
+use writer::*;
 
 /// Tuning of the embedded store.
 #[derive(Debug, Clone)]
@@ -111,259 +113,6 @@ impl Tables {
             dead_letters: ks("dead_letters")?,
             db,
         })
-    }
-}
-
-// ---- the single writer ----
-
-/// Called once the group is persisted, with the persist error if any.
-type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
-type Job = Box<dyn FnOnce(&Tables) -> Reply + Send>;
-
-pub(crate) struct Writer {
-    tx: Option<mpsc::Sender<Job>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Writer {
-    fn spawn(tables: Arc<Tables>, max_group: usize) -> std::io::Result<Writer> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let thread = std::thread::Builder::new()
-            .name("annostore-writer".into())
-            .spawn(move || write_loop(&tables, &rx, max_group.max(1)))?;
-        Ok(Writer {
-            tx: Some(tx),
-            thread: Some(thread),
-        })
-    }
-
-    /// Runs `f` on the writer thread and answers once its group is durable.
-    /// `io` turns a dead writer or a failed persist into the caller's error type.
-    pub(crate) async fn submit<T, E>(
-        &self,
-        io: fn(String) -> E,
-        f: impl FnOnce(&Tables) -> Result<T, E> + Send + 'static,
-    ) -> Result<T, E>
-    where
-        T: Send + 'static,
-        E: Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel::<Result<T, E>>();
-        let job: Job = Box::new(move |tables: &Tables| {
-            let result = f(tables);
-            Box::new(move |persist_error: Option<&str>| {
-                let result = match (result, persist_error) {
-                    (Ok(_), Some(e)) => Err(io(format!("persist failed: {e}"))),
-                    (r, _) => r,
-                };
-                let _ = tx.send(result);
-            })
-        });
-        let sender = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| io("the store writer has stopped".into()))?;
-        sender
-            .send(job)
-            .map_err(|_| io("the store writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| io("the store writer dropped the request".into()))?
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        // Closing the channel ends the loop once the queued requests are done.
-        self.tx.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn write_loop(tables: &Tables, rx: &mpsc::Receiver<Job>, max_group: usize) {
-    let mut replies: Vec<Reply> = Vec::with_capacity(max_group);
-    while let Ok(first) = rx.recv() {
-        let seqno_before = tables.db.seqno();
-        let mut next = Some(first);
-        let mut taken = 0;
-        while let Some(job) = next {
-            taken += 1;
-            match catch_unwind(AssertUnwindSafe(|| job(tables))) {
-                Ok(reply) => replies.push(reply),
-                // The request's answer channel is dropped: its caller gets an Io error.
-                Err(_) => error!("a store write panicked; the request failed"),
-            }
-            next = if taken < max_group {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
-        }
-        let persisted = if tables.db.seqno() != seqno_before {
-            tables
-                .db
-                .persist(PersistMode::SyncAll)
-                .map_err(|e| e.to_string())
-        } else {
-            Ok(())
-        };
-        if let Err(e) = &persisted {
-            error!(error = %e, "persisting a write group failed");
-        }
-        let persist_error = persisted.err();
-        for reply in replies.drain(..) {
-            reply(persist_error.as_deref());
-        }
-    }
-}
-
-// ---- encoding ----
-
-trait IoExt<T> {
-    fn io(self) -> StoreResult<T>;
-}
-
-impl<T> IoExt<T> for fjall::Result<T> {
-    fn io(self) -> StoreResult<T> {
-        self.map_err(|e| StoreError::Io(e.to_string()))
-    }
-}
-
-fn io_error(e: String) -> StoreError {
-    StoreError::Io(e)
-}
-
-fn join_error(e: tokio::task::JoinError) -> StoreError {
-    StoreError::Io(format!("store read task failed: {e}"))
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(format!("cannot encode: {e}")))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
-
-fn uuid_of(what: &str, bytes: &[u8]) -> StoreResult<Uuid> {
-    Uuid::from_slice(bytes).map_err(|_| StoreError::Corrupt(format!("{what}: not a uuid")))
-}
-
-fn push_str(out: &mut Vec<u8>, s: &str) {
-    // Names longer than u16::MAX are rejected by validation long before; truncating the
-    // length would only make such keys collide, never corrupt others.
-    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn type_key(name: &str, version: u32) -> Vec<u8> {
-    let mut k = Vec::with_capacity(6 + name.len());
-    push_str(&mut k, name);
-    k.extend_from_slice(&version.to_be_bytes());
-    k
-}
-
-fn op_key_bytes(key: &OperationKey) -> Vec<u8> {
-    let mut k = Vec::with_capacity(16 + key.annotation_type.len() + key.pivot_id.len());
-    push_str(&mut k, &key.annotation_type);
-    k.extend_from_slice(&key.annotation_type_version.to_be_bytes());
-    push_str(&mut k, &key.pivot_id);
-    k
-}
-
-fn key_op_key(key: &OperationKey, number: u64) -> Vec<u8> {
-    let mut k = op_key_bytes(key);
-    k.extend_from_slice(&number.to_be_bytes());
-    k
-}
-
-fn pair(a: Uuid, b: Uuid) -> [u8; 32] {
-    let mut k = [0u8; 32];
-    k[..16].copy_from_slice(a.as_bytes());
-    k[16..].copy_from_slice(b.as_bytes());
-    k
-}
-
-/// i64 milliseconds as big-endian bytes that sort like the numbers (sign bit flipped).
-pub(crate) fn ms_key(ms: i64) -> [u8; 8] {
-    ((ms as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-fn started_key(expires: OffsetDateTime, id: Uuid) -> [u8; 24] {
-    let mut k = [0u8; 24];
-    k[..8].copy_from_slice(&ms_key(unix_ms(expires)));
-    k[8..].copy_from_slice(id.as_bytes());
-    k
-}
-
-fn lease_entry(op: &Operation) -> Option<[u8; 24]> {
-    match (op.status, op.lease_expires_at) {
-        (OperationStatus::Started, Some(t)) => Some(started_key(t, op.id)),
-        _ => None,
-    }
-}
-
-/// Writes an operation and keeps the `started` index in step with it.
-fn write_op(
-    t: &Tables,
-    b: &mut OwnedWriteBatch,
-    old: Option<&Operation>,
-    new: &Operation,
-) -> StoreResult<()> {
-    let old_entry = old.and_then(lease_entry);
-    let new_entry = lease_entry(new);
-    if old_entry != new_entry {
-        if let Some(k) = old_entry {
-            b.remove(&t.started, k.to_vec());
-        }
-        if let Some(k) = new_entry {
-            b.insert(&t.started, k.to_vec(), Vec::new());
-        }
-    }
-    b.insert(&t.ops, new.id.as_bytes().to_vec(), to_json(new)?);
-    Ok(())
-}
-
-fn load_op(t: &Tables, id: Uuid) -> StoreResult<Option<Operation>> {
-    match t.ops.get(id.as_bytes()).io()? {
-        Some(v) => Ok(Some(from_json("operation", &v)?)),
-        None => Ok(None),
-    }
-}
-
-fn require_op(t: &Tables, id: Uuid) -> StoreResult<Operation> {
-    load_op(t, id)?.ok_or_else(|| StoreError::NotFound {
-        what: "operation",
-        id: id.to_string(),
-    })
-}
-
-fn decode_annotation(v: &[u8]) -> StoreResult<Annotation> {
-    if v.len() < 16 {
-        return Err(StoreError::Corrupt("annotation record too short".into()));
-    }
-    from_json("annotation", &v[16..])
-}
-
-fn load_work(t: &Tables, id: &[u8]) -> StoreResult<Option<IndexWork>> {
-    match t.pending.get(id).io()? {
-        Some(v) => Ok(Some(from_json("index work", &v)?)),
-        None => Ok(None),
-    }
-}
-
-/// Records the expiry of a lapsed operation (its own batch); true if it wrote.
-fn record_expiry(t: &Tables, op: &Operation, now: OffsetDateTime) -> StoreResult<bool> {
-    match lifecycle::expire_if_lapsed(op, now) {
-        Some(expired) => {
-            let mut b = t.db.batch();
-            write_op(t, &mut b, Some(op), &expired)?;
-            b.commit().io()?;
-            Ok(true)
-        }
-        None => Ok(false),
     }
 }
 
