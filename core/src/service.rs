@@ -18,7 +18,7 @@ use crate::reconcile::Reconciler;
 use crate::store::{PutType, Store, StoreError};
 use crate::validate::{self, CompiledType, Limits};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{info, warn};
@@ -449,20 +449,27 @@ impl Service {
             limit: limit + 1,
         };
         let mut out: Vec<Annotation> = Vec::with_capacity(limit + 1);
-        // Fill the page: hits whose store record disagrees with the scope are dropped
-        // (a 64-bit operation key collision), and the index asked again past them.
+        let mut seen: HashSet<Uuid> = HashSet::with_capacity(limit + 1);
+        // Fill the page. A hit is kept only if the store agrees with it: same operation in
+        // scope (a 64-bit key collision fails this), same position (a stale document left
+        // by two racing rewrites of one id fails this), not already on the page (two
+        // documents of one retried batch). Then the index is asked again past them.
         loop {
             let hits = self.engines.index.search(&query).await?;
             let exhausted = hits.len() < query.limit;
             let last = hits.last().map(|h| h.key.clone());
             let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
             let found = self.engines.store.get_annotations(&ids).await?;
-            out.extend(
-                found
-                    .into_iter()
-                    .flatten()
-                    .filter(|a| query.scope.allows(&a.operation_id) && matches(filter, a)),
-            );
+            for (hit, a) in hits.iter().zip(found) {
+                let Some(a) = a else { continue };
+                if query.scope.allows(&a.operation_id)
+                    && matches(filter, &a)
+                    && SortKey::of(&a) == hit.key
+                    && seen.insert(a.id)
+                {
+                    out.push(a);
+                }
+            }
             if out.len() > limit || exhausted {
                 break;
             }
