@@ -87,6 +87,7 @@ fn spawn_background(service: Arc<Service>, config: &Config, clock: Arc<dyn Clock
                 Ok(n) => info!(expired = n, "expired operations whose lease lapsed"),
                 Err(e) => warn!(error = %e, "expiry sweep failed"),
             }
+            record_backlog(&s).await;
         }
     });
     let s = service.clone();
@@ -111,6 +112,29 @@ fn spawn_background(service: Arc<Service>, config: &Config, clock: Arc<dyn Clock
             }
         }
     });
+}
+
+/// Gauges of the index work still to do: the retry queue's depth and dead letters, and
+/// the age of the oldest pending record in the store.
+async fn record_backlog(service: &Service) {
+    let engines = service.engines();
+    if let Ok(depth) = engines.queue.depth().await {
+        metrics::gauge!("annostore_retry_queue_depth").set(depth as f64);
+    }
+    if let Ok(dead) = engines.queue.dead_letters(10_000).await {
+        metrics::gauge!("annostore_retry_dead_letters").set(dead.len() as f64);
+    }
+    if let Ok(oldest) = engines.store.pending_work(None, 1).await {
+        let age = oldest
+            .first()
+            .and_then(|w| w.created_at())
+            .map_or(0.0, |t| {
+                (time::OffsetDateTime::now_utc() - t)
+                    .as_seconds_f64()
+                    .max(0.0)
+            });
+        metrics::gauge!("annostore_pending_index_work_oldest_seconds").set(age);
+    }
 }
 
 async fn shutdown_signal() {

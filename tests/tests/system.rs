@@ -1,7 +1,8 @@
 //! Type registration, health, metrics and the served OpenAPI contract.
 
-use annostore_tests::{Server, s};
+use annostore_tests::{Server, eventually, s};
 use serde_json::json;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn type_registration_is_immutable_and_listed() {
@@ -97,6 +98,18 @@ async fn health_metrics_and_openapi() {
         .filter(|l| l.starts_with("annostore_"))
         .count();
     assert!(metric_lines >= 3, "few annostore_ metrics:\n{}", m.text);
+    // The index backlog gauges: nothing queued, nothing pending, on a healthy server.
+    eventually(
+        Duration::from_secs(20),
+        "backlog gauges are published",
+        || async {
+            let text = srv.get("/metrics").await.text;
+            text.contains("annostore_retry_queue_depth 0")
+                && text.contains("annostore_retry_dead_letters 0")
+                && text.contains("annostore_pending_index_work_oldest_seconds 0")
+        },
+    )
+    .await;
 
     let o = srv.get("/openapi.yaml").await;
     o.expect(200);
