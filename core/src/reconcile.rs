@@ -8,6 +8,7 @@
 
 use crate::Error;
 use crate::index::{Existing, Index};
+use crate::model::Annotation;
 use crate::queue::RetryQueue;
 use crate::store::{IndexWork, IndexWorkKind, Store};
 use std::collections::HashSet;
@@ -50,9 +51,21 @@ impl Reconciler {
                     .flatten()
                     .filter(|a| a.operation_id == work.operation_id)
                     .collect();
-                self.index.upsert(&annotations, Existing::Unknown).await?;
+                self.index(work, &annotations, Existing::Unknown).await
             }
         }
+    }
+
+    /// Puts the annotations of `work` into the index, then clears the work's pending
+    /// record: the one path from the store to the index, for the service's fast path
+    /// after an upsert and for every replay.
+    pub async fn index(
+        &self,
+        work: &IndexWork,
+        annotations: &[Annotation],
+        existing: Existing<'_>,
+    ) -> Result<(), Error> {
+        self.index.upsert(annotations, existing).await?;
         self.store.complete_work(std::slice::from_ref(work)).await?;
         Ok(())
     }

@@ -294,11 +294,7 @@ impl Service {
             .await
         {
             Ok(u) => u,
-            Err(StoreError::Lifecycle(e)) => {
-                // The store may have recorded an expiry: refresh the cache from it.
-                self.engines.cache.put(&[self.expire(operation_id).await?]);
-                return Err(e.into());
-            }
+            Err(StoreError::Lifecycle(e)) => return Err(self.refused(operation_id, e).await),
             Err(e) => return Err(e.into()),
         };
         self.engines
@@ -307,28 +303,21 @@ impl Service {
         metrics::counter!("annostore_annotations_upserted_total").increment(count as u64);
         // The batch is durable. Indexing now is the fast path; when it fails, the pending
         // record and the retry queue make sure it happens later (and before a finish).
-        match self
-            .engines
-            .index
-            .upsert(&annotations, Existing::Only(&upserted.replaced))
+        // Replaying is idempotent, so a failure to clear the pending record is handled
+        // the same way as a failed index write.
+        if let Err(e) = self
+            .reconciler
+            .index(
+                &upserted.work,
+                &annotations,
+                Existing::Only(&upserted.replaced),
+            )
             .await
         {
-            Ok(()) => {
-                if let Err(e) = self
-                    .engines
-                    .store
-                    .complete_work(std::slice::from_ref(&upserted.work))
-                    .await
-                {
-                    warn!(error = %e, "could not clear pending index work; it will be replayed");
-                }
-            }
-            Err(e) => {
-                metrics::counter!("annostore_index_failures_total").increment(1);
-                warn!(operation = %operation_id, error = %e, "indexing failed; queued for retry");
-                if let Err(qe) = self.engines.queue.enqueue(&upserted.work).await {
-                    warn!(error = %qe, "retry queue unavailable; the sweep will pick the work up");
-                }
+            metrics::counter!("annostore_index_failures_total").increment(1);
+            warn!(operation = %operation_id, error = %e, "indexing failed; queued for retry");
+            if let Err(qe) = self.engines.queue.enqueue(&upserted.work).await {
+                warn!(error = %qe, "retry queue unavailable; the sweep will pick the work up");
             }
         }
         Ok(count)
@@ -366,10 +355,7 @@ impl Service {
                 Err(StoreError::PendingIndexWork(_)) => {
                     self.reconciler.flush_operation(id).await?;
                 }
-                Err(StoreError::Lifecycle(e)) => {
-                    self.expire(id).await?;
-                    return Err(e.into());
-                }
+                Err(StoreError::Lifecycle(e)) => return Err(self.refused(id, e).await),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -391,11 +377,17 @@ impl Service {
                 self.engines.cache.put(std::slice::from_ref(&op));
                 Ok(op)
             }
-            Err(StoreError::Lifecycle(e)) => {
-                self.expire(id).await?;
-                Err(e.into())
-            }
+            Err(StoreError::Lifecycle(e)) => Err(self.refused(id, e).await),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The answer to a request the store refused by the lifecycle rules. The store may
+    /// have recorded an expiry while refusing, so the cache is refreshed from it first.
+    async fn refused(&self, id: Uuid, e: lifecycle::LifecycleError) -> Error {
+        match self.expire(id).await {
+            Ok(_) => e.into(),
+            Err(refresh) => refresh,
         }
     }
 
