@@ -4,14 +4,15 @@
 //! model's active runs, and every answer (success or refusal) is the model's.
 
 use annostore_core::clock::{Clock, ManualClock, from_unix_ms};
-use annostore_core::model::{OperationStatus, SearchRequest, StartOperation, TypeDefinition};
-use annostore_core::service::Service;
-use annostore_core::validate::Limits;
+use annostore_core::model::{OperationStatus, SearchRequest, StartOperation};
+use annostore_core::testkit::store::start_request;
 use proptest::prelude::*;
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use uuid::Uuid;
+
+mod common;
 
 const KEYS: usize = 2;
 const LEASE_SECONDS: u32 = 10;
@@ -79,30 +80,15 @@ impl Model {
 
 fn start_req(key: usize) -> StartOperation {
     StartOperation {
-        annotation_type: "objects".into(),
-        annotation_type_version: 1,
-        pivot_id: format!("pivot-{key}"),
         lease_seconds: Some(LEASE_SECONDS),
-        metadata: None,
+        ..start_request("objects", 1, &format!("pivot-{key}"))
     }
 }
 
 async fn check(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let engines = annostore_embedded::open(dir.path()).unwrap();
     let clock = ManualClock::new(from_unix_ms(1_700_000_000_000));
-    let service = Service::new(engines, Limits::default(), Arc::new(clock.clone()));
-    service
-        .put_type(
-            "objects",
-            1,
-            TypeDefinition {
-                schema: json!({}),
-                embedding_dim: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (service, _) = common::service(dir.path(), Arc::new(clock.clone())).await;
     let mut model = Model::default();
     let ms = |c: &ManualClock| annostore_core::clock::unix_ms(c.now());
 

@@ -3,37 +3,20 @@
 
 use annostore_core::clock::SystemClock;
 use annostore_core::index::Existing;
-use annostore_core::model::{SearchRequest, StartOperation, TypeDefinition};
-use annostore_core::service::Service;
-use annostore_core::validate::Limits;
+use annostore_core::model::SearchRequest;
+use annostore_core::testkit::store::start_request;
 use serde_json::json;
 use std::sync::Arc;
 use uuid::Uuid;
 
+mod common;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_and_duplicate_documents_are_not_returned() {
     let dir = tempfile::tempdir().unwrap();
-    let engines = annostore_embedded::open(dir.path()).unwrap();
-    let service = Service::new(engines.clone(), Limits::default(), Arc::new(SystemClock));
-    service
-        .put_type(
-            "objects",
-            1,
-            TypeDefinition {
-                schema: json!({}),
-                embedding_dim: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (service, engines) = common::service(dir.path(), Arc::new(SystemClock)).await;
     let op = service
-        .start(StartOperation {
-            annotation_type: "objects".into(),
-            annotation_type_version: 1,
-            pivot_id: "p".into(),
-            lease_seconds: None,
-            metadata: None,
-        })
+        .start(start_request("objects", 1, "p"))
         .await
         .unwrap();
     let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
