@@ -121,8 +121,8 @@ async fn record_backlog(service: &Service) {
     if let Ok(depth) = engines.queue.depth().await {
         metrics::gauge!("annostore_retry_queue_depth").set(depth as f64);
     }
-    if let Ok(dead) = engines.queue.dead_letters(10_000).await {
-        metrics::gauge!("annostore_retry_dead_letters").set(dead.len() as f64);
+    if let Ok(dead) = engines.queue.dead_letter_count().await {
+        metrics::gauge!("annostore_retry_dead_letters").set(dead as f64);
     }
     if let Ok(oldest) = engines.store.pending_work(None, 1).await {
         let age = oldest

@@ -36,4 +36,6 @@ pub trait RetryQueue: Send + Sync + 'static {
     async fn depth(&self) -> Result<u64, QueueError>;
     /// Items moved aside after too many receives.
     async fn dead_letters(&self, limit: usize) -> Result<Vec<Delivery>, QueueError>;
+    /// How many dead letters there are.
+    async fn dead_letter_count(&self) -> Result<u64, QueueError>;
 }

@@ -250,6 +250,10 @@ impl RetryQueue for FjallRetryQueue {
         self.read(|t| Ok(t.queue.len().io()? as u64)).await
     }
 
+    async fn dead_letter_count(&self) -> Result<u64, QueueError> {
+        self.read(|t| Ok(t.dead_letters.len().io()? as u64)).await
+    }
+
     async fn dead_letters(&self, limit: usize) -> Result<Vec<Delivery>, QueueError> {
         self.read(move |t| {
             let mut out = Vec::new();

@@ -133,6 +133,7 @@ pub async fn dead_letter_after_max_receives(f: QueueFixture) {
         assert_eq!(got[0].work, doomed);
         assert_eq!(got[0].receive_count, n);
         assert!(q.dead_letters(10).await.unwrap().is_empty());
+        assert_eq!(q.dead_letter_count().await.unwrap(), 0);
         (f.elapse_backoff)().await;
     }
     q.enqueue(&healthy).await.unwrap();
@@ -142,6 +143,7 @@ pub async fn dead_letter_after_max_receives(f: QueueFixture) {
     assert_eq!(q.depth().await.unwrap(), 1);
     let dead = q.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1);
+    assert_eq!(q.dead_letter_count().await.unwrap(), 1);
     assert_eq!(dead[0].work, doomed);
     assert!(dead[0].receive_count >= f.max_receives);
     assert!(q.dead_letters(0).await.unwrap().is_empty());
