@@ -11,7 +11,6 @@ use crate::index::{Existing, Index};
 use crate::model::Annotation;
 use crate::queue::RetryQueue;
 use crate::store::{IndexWork, IndexWorkKind, Store};
-use std::collections::HashSet;
 use std::sync::Arc;
 use time::OffsetDateTime;
 use tracing::{debug, warn};
@@ -112,9 +111,8 @@ impl Reconciler {
     pub async fn sweep(&self, cutoff: OffsetDateTime, limit: usize) -> Result<usize, Error> {
         let pending = self.store.pending_work(None, limit).await?;
         let mut queued = 0;
-        let mut seen = HashSet::new();
         for work in pending {
-            if work.created_at().is_some_and(|t| t > cutoff) || !seen.insert(work.id) {
+            if work.created_at().is_some_and(|t| t > cutoff) {
                 continue;
             }
             self.queue.enqueue(&work).await.map_err(queue_err)?;
