@@ -2,7 +2,7 @@
 //! durability across reopen and across a crash, and group commit under concurrency.
 
 use annostore_core::model::{AnnotationType, Operation};
-use annostore_core::store::{PutType, Store};
+use annostore_core::store::{PutType, Store, StoreError};
 use annostore_core::testkit::store::{self as suite, annotation, at, start_request};
 use annostore_embedded::store::FjallStore;
 use std::sync::Arc;
@@ -273,40 +273,68 @@ async fn concurrent_upserts_all_land() {
     );
 }
 
-/// Rough throughput: 4 producers writing 1,000-annotation batches. Ignored by default
-/// (timing); run with `cargo test --release -p annostore-embedded --test store
-/// throughput -- --ignored --nocapture`.
+/// Two operations race to claim the same ids, round after round. Ownership is read off
+/// the writer (see `store/recent.rs`), so this is where a stale read would let both
+/// claims through: exactly one must win each round, and the ids must be its.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "timing, run by hand"]
-async fn throughput() {
-    const PRODUCERS: usize = 4;
-    const BATCHES: usize = 50;
-    const PER_BATCH: usize = 1_000;
+async fn racing_claims_of_one_id_have_one_winner() {
+    const ROUNDS: usize = 200;
     let (_dir, store) = fresh();
-    let started = std::time::Instant::now();
-    let mut handles = Vec::new();
-    for i in 0..PRODUCERS {
-        let store = store.clone();
-        handles.push(tokio::spawn(async move {
-            let op = store
-                .start_operation(start_request("objects", 1, &format!("p{i}")), 600, at(0))
-                .await
-                .unwrap();
-            for _ in 0..BATCHES {
-                let batch: Vec<_> = (0..PER_BATCH)
-                    .map(|_| annotation(&op, Uuid::new_v4(), "x"))
+    let mut ops = Vec::new();
+    for p in ["left", "right"] {
+        let op = store
+            .start_operation(start_request("objects", 1, p), 600, at(0))
+            .await
+            .unwrap();
+        ops.push(op);
+    }
+    for round in 0..ROUNDS {
+        let contested: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        let mut tasks = Vec::new();
+        for op in &ops {
+            let (store, op, contested) = (store.clone(), op.clone(), contested.clone());
+            tasks.push(tokio::spawn(async move {
+                // Some ids of its own too, so a loser that wrote anything would show.
+                let mut batch: Vec<_> = (0..50)
+                    .map(|_| annotation(&op, Uuid::new_v4(), "own"))
                     .collect();
-                store
-                    .upsert_annotations(op.id, batch, at(1_000))
-                    .await
-                    .unwrap();
+                batch.extend(contested.iter().map(|id| annotation(&op, *id, "contested")));
+                store.upsert_annotations(op.id, batch, at(1_000)).await
+            }));
+        }
+        let mut winners = Vec::new();
+        for (op, task) in ops.iter().zip(tasks) {
+            match task.await.unwrap() {
+                Ok(_) => winners.push(op.id),
+                Err(StoreError::IdConflict { .. }) => {}
+                Err(e) => panic!("round {round}: {e}"),
             }
-        }));
+        }
+        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+        let owners: Vec<Uuid> = store
+            .get_annotations(&contested)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.expect("claimed").operation_id)
+            .collect();
+        assert_eq!(owners, vec![winners[0]; 3], "round {round}");
     }
-    for h in handles {
-        h.await.unwrap();
+    let counts: Vec<u64> = annotation_counts(&store, &ops).await;
+    assert_eq!(counts.iter().sum::<u64>(), (ROUNDS * 53) as u64);
+}
+
+async fn annotation_counts(store: &Arc<dyn Store>, ops: &[Operation]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for op in ops {
+        out.push(
+            store
+                .get_operation(op.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .annotation_count,
+        );
     }
-    let n = PRODUCERS * BATCHES * PER_BATCH;
-    let secs = started.elapsed().as_secs_f64();
-    println!("{n} annotations in {secs:.2}s: {:.0}/s", n as f64 / secs);
+    out
 }

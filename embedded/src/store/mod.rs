@@ -25,7 +25,7 @@
 //! | `ops`           | op id                                 | `Operation` JSON               |
 //! | `key_ops`       | KEY + u64 BE operation_number         | op id (last under KEY = newest)|
 //! | `active`        | KEY                                   | op id of the key's active run  |
-//! | `anns`          | annotation id                         | owner op id (16) + `Annotation` JSON |
+//! | `anns`          | annotation id                         | owner op id (16) + body JSON (see [`records::encode_annotation`]) |
 //! | `op_anns`       | op id + annotation id                 | empty                          |
 //! | `pending`       | work id                               | `IndexWork` JSON               |
 //! | `pending_by_op` | op id + work id                       | empty                          |
@@ -48,12 +48,15 @@ use annostore_core::store::{
 };
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod recent;
 pub(crate) mod records;
 mod writer;
 
@@ -93,6 +96,8 @@ pub(crate) struct Tables {
     pub(crate) queue: Keyspace,
     pub(crate) queue_ids: Keyspace,
     pub(crate) dead_letters: Keyspace,
+    /// Ids of recent upserts (see [`recent`]).
+    recent: recent::Recent,
 }
 
 impl Tables {
@@ -111,6 +116,7 @@ impl Tables {
             queue: ks("queue")?,
             queue_ids: ks("queue_ids")?,
             dead_letters: ks("dead_letters")?,
+            recent: recent::Recent::default(),
             db,
         })
     }
@@ -314,12 +320,14 @@ impl Store for FjallStore {
         let mut ids = Vec::with_capacity(annotations.len());
         let mut encoded = Vec::with_capacity(annotations.len());
         for a in &annotations {
-            let mut v = Vec::with_capacity(256);
-            v.extend_from_slice(operation_id.as_bytes());
-            serde_json::to_writer(&mut v, a)
-                .map_err(|e| StoreError::Corrupt(format!("cannot encode annotation: {e}")))?;
+            if a.operation_id != operation_id {
+                return Err(StoreError::Corrupt(format!(
+                    "annotation {} of operation {} upserted into {operation_id}",
+                    a.id, a.operation_id
+                )));
+            }
             ids.push(a.id);
-            encoded.push(v);
+            encoded.push(encode_annotation(a)?);
         }
         drop(annotations);
         // So is the index work (its id is a UUIDv7 from this process: time-ordered still).
@@ -331,9 +339,21 @@ impl Store for FjallStore {
             },
         };
         let work_json = to_json(&work)?;
-        // Reads and writes go in key order, so a batch's memtable searches stay close.
+        // Ids go in key order, so a batch's memtable searches stay close.
         let mut sorted: Vec<(Uuid, Vec<u8>)> = ids.into_iter().zip(encoded).collect();
         sorted.sort_unstable_by_key(|(id, _)| *id);
+        let sorted_ids: Vec<Uuid> = sorted.iter().map(|(id, _)| *id).collect();
+        // Who owns each id, read here rather than on the writer (see `recent`).
+        let mark = self.shared.tables.recent.mark();
+        let owners = self
+            .read(move |t| {
+                let owners = sorted_ids
+                    .iter()
+                    .map(|id| owner_of(t, id))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                Ok((sorted_ids, owners))
+            })
+            .await?;
         self.write(move |t| {
             let op = require_op(t, operation_id)?;
             if record_expiry(t, &op, now)? {
@@ -343,18 +363,27 @@ impl Store for FjallStore {
                 }
                 .into());
             }
-            let mut new = 0u64;
-            let mut replaced = Vec::new();
-            for (id, _) in &sorted {
-                match t.anns.get(id.as_bytes()).io()? {
-                    Some(v) => {
-                        let owner = v.get(..16).map(Uuid::from_slice).and_then(Result::ok);
-                        match owner {
-                            Some(owner) if owner == operation_id => replaced.push(*id),
-                            Some(owner) => return Err(StoreError::IdConflict { id: *id, owner }),
-                            None => return Err(StoreError::Corrupt("annotation record".into())),
+            let (ids, mut owners) = owners;
+            match t.recent.checks(mark, &ids) {
+                Some(checks) => {
+                    for ((id, check), owner) in ids.iter().zip(checks).zip(owners.iter_mut()) {
+                        if check == recent::Check::Reread {
+                            *owner = owner_of(t, id)?;
                         }
                     }
+                }
+                None => {
+                    for (id, owner) in ids.iter().zip(owners.iter_mut()) {
+                        *owner = owner_of(t, id)?;
+                    }
+                }
+            }
+            let mut new = 0u64;
+            let mut replaced = Vec::new();
+            for (id, owner) in ids.iter().zip(owners) {
+                match owner {
+                    Some(owner) if owner == operation_id => replaced.push(*id),
+                    Some(owner) => return Err(StoreError::IdConflict { id: *id, owner }),
                     None => new += 1,
                 }
             }
@@ -372,6 +401,7 @@ impl Store for FjallStore {
                 Vec::new(),
             );
             b.commit().io()?;
+            t.recent.record(ids.into_iter());
             Ok(Upserted {
                 operation: updated,
                 work,
@@ -478,12 +508,22 @@ impl Store for FjallStore {
     async fn get_annotations(&self, ids: &[Uuid]) -> StoreResult<Vec<Option<Annotation>>> {
         let ids = ids.to_vec();
         self.read(move |t| {
-            ids.iter()
-                .map(|id| match t.anns.get(id.as_bytes()).io()? {
-                    Some(v) => Ok(Some(decode_annotation(&v)?)),
-                    None => Ok(None),
-                })
-                .collect()
+            // Hits of one search come from a few operations: each is read once.
+            let mut owners: HashMap<Uuid, Operation> = HashMap::new();
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let Some(v) = t.anns.get(id.as_bytes()).io()? else {
+                    out.push(None);
+                    continue;
+                };
+                let owner = owner_prefix(&v)?;
+                let op = match owners.entry(owner) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(require_op(t, owner)?),
+                };
+                out.push(Some(decode_annotation(id, &v, op)?));
+            }
+            Ok(out)
         })
         .await
     }
@@ -495,6 +535,9 @@ impl Store for FjallStore {
         limit: usize,
     ) -> StoreResult<Vec<Annotation>> {
         self.read(move |t| {
+            let Some(op) = load_op(t, operation_id)? else {
+                return Ok(Vec::new());
+            };
             let prefix = *operation_id.as_bytes();
             let iter = match after {
                 Some(a) => t.op_anns.range::<[u8; 32], _>((
@@ -514,7 +557,7 @@ impl Store for FjallStore {
                 }
                 let id = uuid_of("op_anns key", k.get(16..).unwrap_or_default())?;
                 if let Some(v) = t.anns.get(id.as_bytes()).io()? {
-                    out.push(decode_annotation(&v)?);
+                    out.push(decode_annotation(id, &v, &op)?);
                 }
             }
             Ok(out)
