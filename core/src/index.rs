@@ -83,7 +83,8 @@ impl Existing<'_> {
 #[async_trait]
 pub trait Index: Send + Sync + 'static {
     /// Adds or replaces these annotations (by id). Once this returns Ok they are
-    /// searchable and survive a restart of the index.
+    /// searchable and survive a restart of the index. An index may hold writes for a
+    /// while to commit many at once (see [`Index::refresh`]).
     async fn upsert(
         &self,
         annotations: &[Annotation],
@@ -93,4 +94,8 @@ pub trait Index: Send + Sync + 'static {
     async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError>;
     /// How many annotations of an operation the index holds.
     async fn count_operation(&self, operation_id: Uuid) -> Result<u64, IndexError>;
+    /// Asks that the writes held so far become searchable now, not at the next
+    /// scheduled commit: someone waits for them (a finish, a preview). A hint, like
+    /// Elasticsearch's refresh; an index that commits every write needs nothing here.
+    async fn refresh(&self) {}
 }

@@ -48,13 +48,25 @@ pub struct IndexOptions {
     pub memory_budget_bytes: usize,
     /// Indexing threads of the writer.
     pub indexing_threads: usize,
+    /// Writes wait at most this long for a commit, unless [`Index::refresh`] asks
+    /// for one sooner. Every commit makes new segments (fsynced files, later merged),
+    /// so fewer, larger commits cost much less per document.
+    pub commit_interval: Duration,
+    /// ... or until this many documents wait.
+    pub commit_docs: usize,
 }
 
 impl Default for IndexOptions {
     fn default() -> Self {
         IndexOptions {
             memory_budget_bytes: 256 << 20,
-            indexing_threads: 2,
+            // Half the cores: the store's writer and the requests need the rest
+            // (measured on 2 cores: one indexing thread indexes faster than two).
+            indexing_threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get() / 2)
+                .clamp(1, 4),
+            commit_interval: Duration::from_millis(500),
+            commit_docs: 200_000,
         }
     }
 }
@@ -182,6 +194,8 @@ impl Committed {
 struct Requests {
     /// The newest batch someone waits for.
     requested: u64,
+    /// Someone asked for a commit now (see [`Index::refresh`]).
+    urgent: bool,
     shutdown: bool,
 }
 
@@ -229,6 +243,10 @@ struct Inner {
     requests: Mutex<Requests>,
     /// Callers building or handing over documents (see [`Adding`]).
     adding: AtomicUsize,
+    /// Documents added since the last commit.
+    uncommitted: AtomicUsize,
+    commit_interval: Duration,
+    commit_docs: usize,
     wake: Condvar,
     /// Cloned by each waiter. The only sender lives in the committer thread: when the
     /// thread dies, waiting fails instead of hanging.
@@ -268,6 +286,9 @@ impl TantivyIndex {
             open_batch: AtomicU64::new(1),
             requests: Mutex::new(Requests::default()),
             adding: AtomicUsize::new(0),
+            uncommitted: AtomicUsize::new(0),
+            commit_interval: opts.commit_interval,
+            commit_docs: opts.commit_docs.max(1),
             wake: Condvar::new(),
             committed: rx,
         });
@@ -291,6 +312,11 @@ impl TantivyIndex {
         let adding = Adding::start(&self.inner);
         self.write(adding, None, vec![UserOperation::Delete(term)])
             .await
+    }
+
+    /// Documents added and not yet committed.
+    pub fn uncommitted_docs(&self) -> usize {
+        self.inner.uncommitted.load(Ordering::Acquire)
     }
 
     /// Live documents in the current snapshot.
@@ -356,8 +382,15 @@ impl Inner {
             Some(q) => writer.delete_query(Box::new(q)).map(|_| ()),
             None => Ok(()),
         };
+        let docs = ops.len();
         match deleted.and_then(|()| writer.run(ops).map(|_| ())) {
-            Ok(_) => Ok(batch),
+            Ok(_) => {
+                if self.uncommitted.fetch_add(docs, Ordering::AcqRel) + docs >= self.commit_docs {
+                    let _req = self.requests.lock();
+                    self.wake.notify_all();
+                }
+                Ok(batch)
+            }
             Err(e) => {
                 drop(writer);
                 // A dead writer recovers through the committer's rollback: ask for a commit.
@@ -381,6 +414,18 @@ fn commit_loop(inner: &Inner, tx: watch::Sender<Committed>) {
             if req.requested <= done && req.shutdown {
                 return;
             }
+            // Hold the commit until it is worth it: many documents, a waiter in a hurry,
+            // or the interval since the first write waiting.
+            let deadline = Instant::now() + inner.commit_interval;
+            while !req.urgent
+                && !req.shutdown
+                && inner.uncommitted.load(Ordering::Acquire) < inner.commit_docs
+            {
+                if inner.wake.wait_until(&mut req, deadline).timed_out() {
+                    break;
+                }
+            }
+            req.urgent = false;
             // Group commit: let the callers already under way join this commit.
             let deadline = Instant::now() + LINGER;
             while inner.adding.load(Ordering::Acquire) > 0 && !req.shutdown {
@@ -391,6 +436,7 @@ fn commit_loop(inner: &Inner, tx: watch::Sender<Committed>) {
         }
         let mut writer = inner.writer.lock();
         let batch = inner.open_batch.fetch_add(1, Ordering::AcqRel);
+        inner.uncommitted.store(0, Ordering::Release);
         let ok = match writer.commit() {
             Ok(_) => true,
             Err(e) => {
@@ -497,5 +543,10 @@ impl Index for TantivyIndex {
         let q = TermQuery::new(term, IndexRecordOption::Basic);
         let n = searcher.search(&q, &Count).map_err(unavailable)?;
         Ok(n as u64)
+    }
+
+    async fn refresh(&self) {
+        self.inner.requests.lock().urgent = true;
+        self.inner.wake.notify_all();
     }
 }

@@ -2,7 +2,7 @@
 //! test against a brute-force model of search.
 
 use annostore_core::index::Existing;
-use annostore_core::index::{Index, IndexQuery, Scope};
+use annostore_core::index::{Index, Scope};
 use annostore_core::model::{Annotation, SearchFilter, SortKey, TimeRange};
 use annostore_core::service::matches;
 use annostore_core::testkit::index as suite;
@@ -11,20 +11,70 @@ use annostore_embedded::index::{IndexOptions, TantivyIndex};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// Default sizing, committing at once: these tests wait for every upsert.
+fn quick() -> IndexOptions {
+    IndexOptions {
+        commit_interval: Duration::from_millis(1),
+        ..IndexOptions::default()
+    }
+}
 
 fn small() -> IndexOptions {
     IndexOptions {
         memory_budget_bytes: 32 << 20,
         indexing_threads: 1,
+        ..quick()
     }
+}
+
+/// Commits only when asked (or after an hour).
+fn lazy(commit_docs: usize) -> IndexOptions {
+    IndexOptions {
+        commit_interval: Duration::from_secs(3_600),
+        commit_docs,
+        ..small()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_write_commits_when_refresh_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Arc::new(TantivyIndex::open(dir.path(), lazy(1_000)).unwrap());
+    let op = Uuid::new_v4();
+    let xs: Vec<Annotation> = (0..10).map(|i| suite::annotation(op, "m", i, i)).collect();
+    let writer = {
+        let index = index.clone();
+        tokio::spawn(async move { index.upsert(&xs, Existing::Unknown).await })
+    };
+    // Held: nothing is searchable until a commit, which only refresh can cause now.
+    // (Polling for the add to reach tantivy, not for time: the commit cannot happen.)
+    while index.uncommitted_docs() < 10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(index.count_operation(op).await.unwrap(), 0);
+    assert!(!writer.is_finished());
+    index.refresh().await;
+    writer.await.unwrap().unwrap();
+    assert_eq!(index.count_operation(op).await.unwrap(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enough_held_documents_commit_without_asking() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = TantivyIndex::open(dir.path(), lazy(10)).unwrap();
+    let op = Uuid::new_v4();
+    let xs: Vec<Annotation> = (0..10).map(|i| suite::annotation(op, "m", i, i)).collect();
+    index.upsert(&xs, Existing::Unknown).await.unwrap();
+    assert_eq!(index.count_operation(op).await.unwrap(), 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
-    let index = TantivyIndex::open(dir.path(), IndexOptions::default()).unwrap();
+    let index = TantivyIndex::open(dir.path(), quick()).unwrap();
     suite::run_all(Arc::new(index)).await;
 }
 
@@ -73,7 +123,7 @@ async fn delete_operation_removes_its_documents() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_upserts_share_commits_and_are_searchable() {
     let dir = tempfile::tempdir().unwrap();
-    let index = Arc::new(TantivyIndex::open(dir.path(), IndexOptions::default()).unwrap());
+    let index = Arc::new(TantivyIndex::open(dir.path(), quick()).unwrap());
     let ops: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
     let batches = 10;
     let per_batch = 1_000;
@@ -125,89 +175,6 @@ async fn concurrent_upserts_share_commits_and_are_searchable() {
     let hits = suite::search_all(&dyn_index, &filter, &scope, 64).await;
     assert_eq!(hits.len() as i64, batches * per_batch / 50);
     assert_eq!(index.num_docs(), total as u64);
-}
-
-/// Indexes 1M annotations and times a scoped search. Run with `--ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn scoped_search_at_one_million() {
-    let dir = tempfile::tempdir().unwrap();
-    let index = Arc::new(TantivyIndex::open(dir.path(), IndexOptions::default()).unwrap());
-    let ops: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for (t, op) in ops.iter().copied().enumerate() {
-        let index = index.clone();
-        tasks.push(tokio::spawn(async move {
-            for b in 0..250i64 {
-                let xs: Vec<Annotation> = (0..1_000i64)
-                    .map(|i| {
-                        let n = b * 1_000 + i;
-                        let mut a = suite::annotation(
-                            op,
-                            &format!("media-{}", (n * 4 + t as i64) % 2_000),
-                            (n / 2_000) * 1_000,
-                            (n / 2_000) * 1_000 + 2_000,
-                        );
-                        a.annotation_type = if n % 2 == 0 {
-                            "shot".into()
-                        } else {
-                            "face".into()
-                        };
-                        a.confidence = Some((n % 100) as f32 / 100.0);
-                        a
-                    })
-                    .collect();
-                index.upsert(&xs, Existing::Unknown).await.unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let elapsed = started.elapsed();
-    eprintln!(
-        "indexed 1M in {elapsed:?}: {:.0}/s; {} docs",
-        1e6 / elapsed.as_secs_f64(),
-        index.num_docs()
-    );
-    let vis = Scope::Visible(Arc::new(Visibility::from_active(ops.clone())));
-    let query = IndexQuery {
-        filter: SearchFilter {
-            media_id: Some("media-1234".into()),
-            annotation_type: Some("shot".into()),
-            time_range: Some(TimeRange {
-                start_ms: 20_000,
-                end_ms: 60_000,
-            }),
-            ..Default::default()
-        },
-        scope: vis.clone(),
-        after: None,
-        limit: 101,
-    };
-    let runs = 200;
-    let mut best = std::time::Duration::MAX;
-    let t0 = Instant::now();
-    let mut n = 0;
-    for _ in 0..runs {
-        let t = Instant::now();
-        n = index.search(&query).await.unwrap().len();
-        best = best.min(t.elapsed());
-    }
-    eprintln!(
-        "scoped search: {n} hits, mean {:?}, best {best:?}",
-        t0.elapsed() / runs
-    );
-    let all = IndexQuery {
-        filter: SearchFilter::default(),
-        scope: vis,
-        after: None,
-        limit: 101,
-    };
-    let t = Instant::now();
-    let n = index.search(&all).await.unwrap().len();
-    eprintln!("unfiltered search over 1M: {n} hits in {:?}", t.elapsed());
 }
 
 // ---- property test: paged search equals brute force ----
