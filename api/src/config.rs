@@ -21,6 +21,8 @@ pub struct Config {
     pub reconcile_interval_ms: u64,
     /// Seconds after which pending index work with no queue message is re-enqueued.
     pub pending_sweep_seconds: u64,
+    /// Annotations that may be acknowledged and not yet indexed; producers wait beyond.
+    pub index_in_flight: u32,
     pub limits: Limits,
     pub store: EngineConfig,
     pub index: EngineConfig,
@@ -51,6 +53,7 @@ impl Default for Config {
             expiry_sweep_seconds: 5,
             reconcile_interval_ms: 500,
             pending_sweep_seconds: 60,
+            index_in_flight: annostore_core::service::DEFAULT_INDEX_IN_FLIGHT,
             limits: Limits::default(),
             store: EngineConfig::default(),
             index: EngineConfig::default(),

@@ -37,7 +37,10 @@ pub fn open_engines(config: &Config) -> anyhow::Result<Engines> {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let engines = open_engines(&config)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let service = Arc::new(Service::new(engines, config.limits.clone(), clock.clone()));
+    let service = Arc::new(
+        Service::new(engines, config.limits.clone(), clock.clone())
+            .with_index_in_flight(config.index_in_flight),
+    );
     let active = service
         .warm_up()
         .await
@@ -114,9 +117,11 @@ fn spawn_background(service: Arc<Service>, config: &Config, clock: Arc<dyn Clock
     });
 }
 
-/// Gauges of the index work still to do: the retry queue's depth and dead letters, and
-/// the age of the oldest pending record in the store.
+/// Gauges of the index work still to do: annotations on their way through the index
+/// pipeline, the retry queue's depth and dead letters, and the age of the oldest
+/// pending record in the store.
 async fn record_backlog(service: &Service) {
+    metrics::gauge!("annostore_index_in_flight").set(service.index_in_flight() as f64);
     let engines = service.engines();
     if let Ok(depth) = engines.queue.depth().await {
         metrics::gauge!("annostore_retry_queue_depth").set(depth as f64);

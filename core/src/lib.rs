@@ -6,6 +6,7 @@
 //! - [`store`], [`index`], [`queue`], [`cache`]: the traits at the engine seams.
 //! - [`visibility`]: which operations a search may show, as an immutable snapshot.
 //! - [`service`]: the one place that orchestrates store, index, queue and cache.
+//! - [`pipeline`]: indexes acknowledged upserts in the background, bounded and ordered.
 //! - [`reconcile`]: replays index work until the index agrees with the store.
 
 pub mod cache;
@@ -15,6 +16,7 @@ pub mod index;
 pub mod lifecycle;
 pub mod model;
 pub mod page;
+pub mod pipeline;
 pub mod queue;
 pub mod reconcile;
 pub mod service;

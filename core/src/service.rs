@@ -6,13 +6,14 @@
 use crate::cache::OperationCache;
 use crate::clock::Clock;
 use crate::error::{Error, FieldError};
-use crate::index::{Existing, Index, IndexQuery, Scope};
+use crate::index::{Index, IndexQuery, Scope};
 use crate::lifecycle;
 use crate::model::{
     Annotation, AnnotationType, Operation, OperationFilter, OperationStatus, SearchPage,
     SearchRequest, SortKey, StartOperation, TypeDefinition,
 };
 use crate::page;
+use crate::pipeline::IndexPipeline;
 use crate::queue::RetryQueue;
 use crate::reconcile::Reconciler;
 use crate::store::{PutType, Store, StoreError};
@@ -21,7 +22,7 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
-use tracing::{info, warn};
+use tracing::info;
 use uuid::Uuid;
 
 /// The engines behind the seams.
@@ -38,6 +39,8 @@ pub struct Service {
     limits: Limits,
     clock: Arc<dyn Clock>,
     reconciler: Reconciler,
+    /// Indexes acknowledged upserts in the background.
+    pipeline: IndexPipeline,
     /// Compiled schemas by (type, version); versions are immutable, so entries never go stale.
     types: moka::sync::Cache<(String, u32), Arc<CompiledType>>,
     /// Striped locks that order activations per operation key (see `finish`).
@@ -53,6 +56,9 @@ fn key_stripe(key: &crate::model::OperationKey) -> usize {
     (h.finish() % KEY_STRIPES as u64) as usize
 }
 
+/// Annotations that may be stored and not yet indexed, by default (see [`IndexPipeline`]).
+pub const DEFAULT_INDEX_IN_FLIGHT: u32 = 100_000;
+
 /// How many times a finish flushes pending index work before giving up with a 503.
 const FINISH_ATTEMPTS: usize = 5;
 
@@ -63,11 +69,18 @@ impl Service {
             engines.index.clone(),
             engines.queue.clone(),
         );
+        let pipeline = IndexPipeline::new(
+            reconciler.clone(),
+            engines.index.clone(),
+            engines.queue.clone(),
+            DEFAULT_INDEX_IN_FLIGHT,
+        );
         Service {
             engines,
             limits,
             clock,
             reconciler,
+            pipeline,
             types: moka::sync::Cache::new(10_000),
             key_locks: (0..KEY_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -85,6 +98,27 @@ impl Service {
 
     pub fn engines(&self) -> &Engines {
         &self.engines
+    }
+
+    /// Sets how many annotations may be stored and not yet indexed (at least one batch).
+    pub fn with_index_in_flight(mut self, max: u32) -> Service {
+        self.pipeline = IndexPipeline::new(
+            self.reconciler.clone(),
+            self.engines.index.clone(),
+            self.engines.queue.clone(),
+            max,
+        );
+        self
+    }
+
+    /// Annotations stored and not yet indexed by this process.
+    pub fn index_in_flight(&self) -> usize {
+        self.pipeline.in_flight()
+    }
+
+    /// Waits until every upsert acknowledged so far is indexed (or queued for retry).
+    pub async fn settle(&self) {
+        self.pipeline.settle_all().await
     }
 
     /// Loads the active set from the store into the cache. Call before serving.
@@ -287,6 +321,10 @@ impl Service {
             }
         }
         let count = items.len();
+        let ticket = self
+            .pipeline
+            .reserve(operation_id, annotations.len())
+            .await?;
         let upserted = match self
             .engines
             .store
@@ -301,36 +339,21 @@ impl Service {
             .cache
             .put(std::slice::from_ref(&upserted.operation));
         metrics::counter!("annostore_annotations_upserted_total").increment(count as u64);
-        // The batch is durable. Indexing now is the fast path; when it fails, the pending
-        // record and the retry queue make sure it happens later (and before a finish).
-        // Replaying is idempotent, so a failure to clear the pending record is handled
-        // the same way as a failed index write.
-        if let Err(e) = self
-            .reconciler
-            .index(
-                &upserted.work,
-                &annotations,
-                Existing::Only(&upserted.replaced),
-            )
-            .await
-        {
-            metrics::counter!("annostore_index_failures_total").increment(1);
-            warn!(operation = %operation_id, error = %e, "indexing failed; queued for retry");
-            if let Err(qe) = self.engines.queue.enqueue(&upserted.work).await {
-                warn!(error = %qe, "retry queue unavailable; the sweep will pick the work up");
-            }
-        }
+        // The batch is durable, with its pending index work: the pipeline indexes it in
+        // the background, and the retry queue and the sweep cover what that misses.
+        self.pipeline.stored(ticket, upserted, annotations);
         Ok(count)
     }
 
-    /// Finishes an operation. Its index work is flushed first, so the run becomes
-    /// visible whole or not at all.
+    /// Finishes an operation. Its index work is settled (and what failed of it flushed)
+    /// first, so the run becomes visible whole or not at all.
     pub async fn finish(&self, id: Uuid) -> Result<Operation, Error> {
         let op = self.operation(id).await?;
         // Store write and visibility change happen under the key's lock, so two finishes
         // of one key reach the snapshot in the order the store applied them.
         let _key = self.key_locks[key_stripe(&op.key())].lock().await;
         for _ in 0..FINISH_ATTEMPTS {
+            self.pipeline.settle(id).await;
             match self
                 .engines
                 .store
@@ -431,6 +454,8 @@ impl Service {
                         next_page_token: None,
                     });
                 }
+                // Read-your-writes for the producer: its acknowledged batches first.
+                self.pipeline.settle(id).await;
                 Scope::Operation(id)
             }
         };

@@ -1,0 +1,100 @@
+//! A fault-injecting layer over a real index: it fails or holds upserts on purpose and
+//! passes everything else through to the engine underneath. For testing how the
+//! service, its index pipeline and the reconciler cope; it never answers in the
+//! engine's place.
+
+use crate::index::{Existing, Hit, Index, IndexError, IndexQuery};
+use crate::model::Annotation;
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+pub struct FaultyIndex {
+    inner: Arc<dyn Index>,
+    /// While false, upserts wait at the gate.
+    open: watch::Sender<bool>,
+    /// Upserts waiting at the gate now.
+    waiting: watch::Sender<usize>,
+    fail_next: AtomicUsize,
+    passed: Mutex<Vec<Vec<Uuid>>>,
+}
+
+impl FaultyIndex {
+    pub fn new(inner: Arc<dyn Index>) -> Arc<FaultyIndex> {
+        Arc::new(FaultyIndex {
+            inner,
+            open: watch::Sender::new(true),
+            waiting: watch::Sender::new(0),
+            fail_next: AtomicUsize::new(0),
+            passed: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Holds every upsert from now on at the gate.
+    pub fn hold(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Lets the held upserts, and all later ones, through.
+    pub fn release(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// Waits until `n` upserts wait at the gate.
+    pub async fn held(&self, n: usize) {
+        let mut rx = self.waiting.subscribe();
+        let _ = rx.wait_for(|w| *w >= n).await;
+    }
+
+    /// Fails the next `n` upserts with `Unavailable`, without touching the index.
+    pub fn fail_next(&self, n: usize) {
+        self.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// The ids of each upsert passed to the index, in the order they were passed.
+    pub fn passed(&self) -> Vec<Vec<Uuid>> {
+        self.passed.lock().clone()
+    }
+}
+
+#[async_trait]
+impl Index for FaultyIndex {
+    async fn upsert(
+        &self,
+        annotations: &[Annotation],
+        existing: Existing<'_>,
+    ) -> Result<(), IndexError> {
+        let mut open = self.open.subscribe();
+        if !*open.borrow() {
+            self.waiting.send_modify(|w| *w += 1);
+            let _ = open.wait_for(|o| *o).await;
+            self.waiting.send_modify(|w| *w -= 1);
+        }
+        let failing = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(IndexError::Unavailable("injected fault".into()));
+        }
+        self.passed
+            .lock()
+            .push(annotations.iter().map(|a| a.id).collect());
+        self.inner.upsert(annotations, existing).await
+    }
+
+    async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError> {
+        self.inner.search(query).await
+    }
+
+    async fn count_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {
+        self.inner.count_operation(operation_id).await
+    }
+
+    async fn refresh(&self) {
+        self.inner.refresh().await
+    }
+}
