@@ -8,7 +8,7 @@ use crate::model::Annotation;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -19,6 +19,9 @@ pub struct FaultyIndex {
     /// Upserts waiting at the gate now.
     waiting: watch::Sender<usize>,
     fail_next: AtomicUsize,
+    /// Percent of upserts to fail, drawn from a fixed sequence (repeatable runs).
+    fail_percent: AtomicU64,
+    draws: Mutex<u64>,
     passed: Mutex<Vec<Vec<Uuid>>>,
 }
 
@@ -29,6 +32,8 @@ impl FaultyIndex {
             open: watch::Sender::new(true),
             waiting: watch::Sender::new(0),
             fail_next: AtomicUsize::new(0),
+            fail_percent: AtomicU64::new(0),
+            draws: Mutex::new(0x9E37_79B9_7F4A_7C15),
             passed: Mutex::new(Vec::new()),
         })
     }
@@ -54,6 +59,24 @@ impl FaultyIndex {
         self.fail_next.store(n, Ordering::SeqCst);
     }
 
+    /// Fails `percent` of the upserts from now on, chosen by a fixed pseudo-random sequence.
+    pub fn fail_percent(&self, percent: u64) {
+        self.fail_percent.store(percent.min(100), Ordering::SeqCst);
+    }
+
+    fn draw_failure(&self) -> bool {
+        let percent = self.fail_percent.load(Ordering::SeqCst);
+        if percent == 0 {
+            return false;
+        }
+        let mut x = self.draws.lock();
+        // xorshift64: enough to spread failures; a fixed seed keeps runs comparable.
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x % 100 < percent
+    }
+
     /// The ids of each upsert passed to the index, in the order they were passed.
     pub fn passed(&self) -> Vec<Vec<Uuid>> {
         self.passed.lock().clone()
@@ -76,7 +99,8 @@ impl Index for FaultyIndex {
         let failing = self
             .fail_next
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
+            .is_ok()
+            || self.draw_failure();
         if failing {
             return Err(IndexError::Unavailable("injected fault".into()));
         }
