@@ -16,6 +16,9 @@
 //! - **Observable.** [`IndexPipeline::settle`] waits until every batch of an operation
 //!   acknowledged so far is indexed or handed to the retry queue: a finish settles
 //!   first (a run becomes visible whole), and so does a producer's preview search.
+//! - **Apart from replays.** A replay of an operation's work (a finish flushing what
+//!   failed, the retry queue) bars the operation's new batches and waits for those on
+//!   their way, so the two paths never interleave on one operation.
 //!
 //! Nothing here is durable, on purpose: the store's pending records are. Work lost with
 //! the process is replayed from them by the reconciler's sweep.
@@ -24,8 +27,9 @@ use crate::Error;
 use crate::index::{Existing, Index};
 use crate::model::Annotation;
 use crate::queue::RetryQueue;
-use crate::reconcile::Reconciler;
+use crate::reconcile::{Reconciler, ReplayGate};
 use crate::store::Upserted;
+use async_trait::async_trait;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,20 +62,114 @@ impl Slot {
 }
 
 struct Inner {
+    /// Replays through `registry` (see [`Registry::exclude`]).
     reconciler: Reconciler,
-    index: Arc<dyn Index>,
     queue: Arc<dyn RetryQueue>,
     room: Arc<Semaphore>,
     max_in_flight: u32,
+    registry: Arc<Registry>,
+}
+
+/// The batches on their way, by operation, and the operations whose work is being
+/// replayed (no new batch of theirs may start meanwhile).
+struct Registry {
+    index: Arc<dyn Index>,
+    ops: Mutex<Ops>,
+}
+
+#[derive(Default)]
+struct Ops {
     /// The batches of each operation between reserve and done, oldest first.
-    ops: Mutex<HashMap<Uuid, Vec<Arc<Slot>>>>,
+    slots: HashMap<Uuid, Vec<Arc<Slot>>>,
+    /// Replays under way per operation; a new batch waits until the count is 0.
+    barred: HashMap<Uuid, watch::Sender<usize>>,
+}
+
+/// An operation's replay in progress; dropping it lets the operation's batches go.
+struct Exclusion {
+    registry: Arc<Registry>,
+    operation_id: Uuid,
+}
+
+impl Drop for Exclusion {
+    fn drop(&mut self) {
+        let mut ops = self.registry.ops.lock();
+        if let Some(bar) = ops.barred.get(&self.operation_id) {
+            bar.send_modify(|n| *n -= 1);
+            if *bar.borrow() == 0 {
+                ops.barred.remove(&self.operation_id);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ReplayGate for Registry {
+    /// Bars new batches of the operation, then waits for those on their way: a replay
+    /// that re-reads the store and a fast path that indexes what it wrote cannot
+    /// interleave (the later one could leave an older copy, or a second one).
+    async fn exclude(self: Arc<Self>, operation_id: Uuid) -> Box<dyn Send> {
+        {
+            let mut ops = self.ops.lock();
+            ops.barred
+                .entry(operation_id)
+                .or_insert_with(|| watch::Sender::new(0))
+                .send_modify(|n| *n += 1);
+        }
+        let guard = Exclusion {
+            registry: self.clone(),
+            operation_id,
+        };
+        self.settle(operation_id).await;
+        Box::new(guard)
+    }
 }
 
 /// How often a waiter repeats its refresh request while its batches are on the way (a
 /// batch may reach the index after the commit the last request caused).
 const NUDGE: Duration = Duration::from_millis(20);
 
-impl Inner {
+impl Registry {
+    /// Registers a new batch of `operation_id`, once no replay of it is under way.
+    async fn register(&self, operation_id: Uuid) -> Arc<Slot> {
+        loop {
+            let mut bar = {
+                let mut ops = self.ops.lock();
+                match ops.barred.get(&operation_id) {
+                    Some(bar) => bar.subscribe(),
+                    None => {
+                        let slot = Arc::new(Slot {
+                            stage: watch::Sender::new(Stage::Writing),
+                        });
+                        ops.slots
+                            .entry(operation_id)
+                            .or_default()
+                            .push(slot.clone());
+                        return slot;
+                    }
+                }
+            };
+            let _ = bar.wait_for(|n| *n == 0).await;
+        }
+    }
+
+    fn unregister(&self, operation_id: Uuid, slot: &Arc<Slot>) {
+        slot.stage.send_replace(Stage::Done);
+        let mut ops = self.ops.lock();
+        if let Some(slots) = ops.slots.get_mut(&operation_id) {
+            slots.retain(|s| !Arc::ptr_eq(s, slot));
+            if slots.is_empty() {
+                ops.slots.remove(&operation_id);
+            }
+        }
+    }
+
+    async fn settle(&self, operation_id: Uuid) {
+        for slot in self.slots_of(operation_id) {
+            self.hurry(&slot).await;
+        }
+    }
+
     /// Waits until `slot` is done, asking the index to commit meanwhile.
     async fn hurry(&self, slot: &Slot) {
         loop {
@@ -88,6 +186,7 @@ impl Inner {
     fn slots_of(&self, operation_id: Uuid) -> Vec<Arc<Slot>> {
         self.ops
             .lock()
+            .slots
             .get(&operation_id)
             .cloned()
             .unwrap_or_default()
@@ -111,14 +210,9 @@ pub struct Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.slot.stage.send_replace(Stage::Done);
-        let mut ops = self.inner.ops.lock();
-        if let Some(slots) = ops.get_mut(&self.operation_id) {
-            slots.retain(|s| !Arc::ptr_eq(s, &self.slot));
-            if slots.is_empty() {
-                ops.remove(&self.operation_id);
-            }
-        }
+        self.inner
+            .registry
+            .unregister(self.operation_id, &self.slot);
     }
 }
 
@@ -130,14 +224,17 @@ impl IndexPipeline {
         max_in_flight: u32,
     ) -> Self {
         let max_in_flight = max_in_flight.max(1);
+        let registry = Arc::new(Registry {
+            index,
+            ops: Mutex::new(Ops::default()),
+        });
         IndexPipeline {
             inner: Arc::new(Inner {
-                reconciler,
-                index,
+                reconciler: reconciler.with_gate(registry.clone()),
+                registry,
                 queue,
                 room: Arc::new(Semaphore::new(max_in_flight as usize)),
                 max_in_flight,
-                ops: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -158,15 +255,7 @@ impl IndexPipeline {
                 what: "index pipeline",
                 detail: "closed".into(),
             })?;
-        let slot = Arc::new(Slot {
-            stage: watch::Sender::new(Stage::Writing),
-        });
-        self.inner
-            .ops
-            .lock()
-            .entry(operation_id)
-            .or_default()
-            .push(slot.clone());
+        let slot = self.inner.registry.register(operation_id).await;
         Ok(Ticket {
             inner: self.inner.clone(),
             operation_id,
@@ -185,6 +274,7 @@ impl IndexPipeline {
             Vec::new()
         } else {
             self.inner
+                .registry
                 .slots_of(ticket.operation_id)
                 .into_iter()
                 .filter(|s| !Arc::ptr_eq(s, &ticket.slot))
@@ -222,17 +312,24 @@ impl IndexPipeline {
 
     /// Waits until every batch of `operation_id` reserved so far is done.
     pub async fn settle(&self, operation_id: Uuid) {
-        for slot in self.inner.slots_of(operation_id) {
-            self.inner.hurry(&slot).await;
-        }
+        self.inner.registry.settle(operation_id).await
     }
 
     /// Waits until every batch reserved so far, of any operation, is done.
     pub async fn settle_all(&self) {
-        let slots: Vec<Arc<Slot>> = self.inner.ops.lock().values().flatten().cloned().collect();
+        let slots: Vec<Arc<Slot>> = {
+            let ops = self.inner.registry.ops.lock();
+            ops.slots.values().flatten().cloned().collect()
+        };
         for slot in slots {
-            self.inner.hurry(&slot).await;
+            self.inner.registry.hurry(&slot).await;
         }
+    }
+
+    /// The reconciler whose replays keep out of this pipeline's way (use it for every
+    /// replay in this process).
+    pub fn reconciler(&self) -> &Reconciler {
+        &self.inner.reconciler
     }
 
     /// Annotations reserved and not yet done.

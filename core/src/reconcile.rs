@@ -11,15 +11,27 @@ use crate::index::{Existing, Index};
 use crate::model::Annotation;
 use crate::queue::RetryQueue;
 use crate::store::{IndexWork, IndexWorkKind, Store};
+use async_trait::async_trait;
 use std::sync::Arc;
 use time::OffsetDateTime;
 use tracing::{debug, warn};
+use uuid::Uuid;
 
 #[derive(Clone)]
 pub struct Reconciler {
     store: Arc<dyn Store>,
     index: Arc<dyn Index>,
     queue: Arc<dyn RetryQueue>,
+    gate: Option<Arc<dyn ReplayGate>>,
+}
+
+/// What keeps a replay of an operation's work apart from that operation's writes in
+/// progress in this process (the service's index pipeline).
+#[async_trait]
+pub trait ReplayGate: Send + Sync + 'static {
+    /// Holds the operation's new writes back, and returns once those already under way
+    /// are done, until the returned guard is dropped.
+    async fn exclude(self: Arc<Self>, operation_id: Uuid) -> Box<dyn Send>;
 }
 
 /// What one pass did.
@@ -35,11 +47,22 @@ impl Reconciler {
             store,
             index,
             queue,
+            gate: None,
         }
+    }
+
+    /// The same reconciler, replaying each operation's work behind `gate`.
+    pub fn with_gate(mut self, gate: Arc<dyn ReplayGate>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Puts one piece of work into the index and clears its pending record.
     pub async fn apply(&self, work: &IndexWork) -> Result<(), Error> {
+        let _apart = match &self.gate {
+            Some(gate) => Some(gate.clone().exclude(work.operation_id).await),
+            None => None,
+        };
         match &work.kind {
             IndexWorkKind::Upsert { annotation_ids } => {
                 let found = self.store.get_annotations(annotation_ids).await?;

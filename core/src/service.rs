@@ -38,8 +38,7 @@ pub struct Service {
     engines: Engines,
     limits: Limits,
     clock: Arc<dyn Clock>,
-    reconciler: Reconciler,
-    /// Indexes acknowledged upserts in the background.
+    /// Indexes acknowledged upserts in the background; holds the reconciler.
     pipeline: IndexPipeline,
     /// Compiled schemas by (type, version); versions are immutable, so entries never go stale.
     types: moka::sync::Cache<(String, u32), Arc<CompiledType>>,
@@ -62,24 +61,27 @@ pub const DEFAULT_INDEX_IN_FLIGHT: u32 = 100_000;
 /// How many times a finish flushes pending index work before giving up with a 503.
 const FINISH_ATTEMPTS: usize = 5;
 
+fn pipeline(engines: &Engines, max_in_flight: u32) -> IndexPipeline {
+    let reconciler = Reconciler::new(
+        engines.store.clone(),
+        engines.index.clone(),
+        engines.queue.clone(),
+    );
+    IndexPipeline::new(
+        reconciler,
+        engines.index.clone(),
+        engines.queue.clone(),
+        max_in_flight,
+    )
+}
+
 impl Service {
     pub fn new(engines: Engines, limits: Limits, clock: Arc<dyn Clock>) -> Service {
-        let reconciler = Reconciler::new(
-            engines.store.clone(),
-            engines.index.clone(),
-            engines.queue.clone(),
-        );
-        let pipeline = IndexPipeline::new(
-            reconciler.clone(),
-            engines.index.clone(),
-            engines.queue.clone(),
-            DEFAULT_INDEX_IN_FLIGHT,
-        );
+        let pipeline = pipeline(&engines, DEFAULT_INDEX_IN_FLIGHT);
         Service {
             engines,
             limits,
             clock,
-            reconciler,
             pipeline,
             types: moka::sync::Cache::new(10_000),
             key_locks: (0..KEY_STRIPES)
@@ -92,8 +94,10 @@ impl Service {
         &self.limits
     }
 
+    /// The reconciler for every replay in this process: it keeps out of the way of
+    /// the pipeline's writes (see [`IndexPipeline`]).
     pub fn reconciler(&self) -> &Reconciler {
-        &self.reconciler
+        self.pipeline.reconciler()
     }
 
     pub fn engines(&self) -> &Engines {
@@ -102,12 +106,7 @@ impl Service {
 
     /// Sets how many annotations may be stored and not yet indexed (at least one batch).
     pub fn with_index_in_flight(mut self, max: u32) -> Service {
-        self.pipeline = IndexPipeline::new(
-            self.reconciler.clone(),
-            self.engines.index.clone(),
-            self.engines.queue.clone(),
-            max,
-        );
+        self.pipeline = pipeline(&self.engines, max);
         self
     }
 
@@ -376,7 +375,7 @@ impl Service {
                     return Ok(plan.operation);
                 }
                 Err(StoreError::PendingIndexWork(_)) => {
-                    self.reconciler.flush_operation(id).await?;
+                    self.reconciler().flush_operation(id).await?;
                 }
                 Err(StoreError::Lifecycle(e)) => return Err(self.refused(id, e).await),
                 Err(e) => return Err(e.into()),

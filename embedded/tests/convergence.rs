@@ -8,7 +8,6 @@ use annostore_core::cache::MokaOperationCache;
 use annostore_core::clock::{ManualClock, SystemClock};
 use annostore_core::index::Index;
 use annostore_core::model::{Operation, SearchFilter, SearchRequest, TypeDefinition};
-use annostore_core::reconcile::Reconciler;
 use annostore_core::service::{Engines, Service};
 use annostore_core::testkit::faults::FaultyIndex;
 use annostore_core::testkit::store::start_request;
@@ -159,11 +158,7 @@ async fn runs_converge_while_the_index_fails_30_percent_of_writes() {
     assert!(searches > 0, "the reader never got an answer");
 
     // Drain the retry queue (its clock moves past every backoff) through the reconciler.
-    let reconciler = Reconciler::new(
-        engines.store.clone(),
-        engines.index.clone(),
-        engines.queue.clone(),
-    );
+    let reconciler = service.reconciler();
     let mut passes = 0;
     while engines.queue.depth().await.unwrap() > 0 {
         passes += 1;

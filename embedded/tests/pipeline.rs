@@ -155,3 +155,40 @@ async fn finish_waits_for_indexing_and_retries_what_failed() {
     let got: Vec<Uuid> = page.annotations.iter().map(|a| a.id).collect();
     assert_eq!(got, ids);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_waits_for_the_operations_batches_on_their_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let (service, engines, faulty) = service(dir.path(), 100_000).await;
+    let service = Arc::new(service);
+    let op = service
+        .start(start_request("objects", 1, "p"))
+        .await
+        .unwrap();
+    let (x, y) = (Uuid::new_v4(), Uuid::new_v4());
+
+    faulty.hold();
+    service
+        .upsert(op.id, &[item(x, 0), item(y, 100)])
+        .await
+        .unwrap();
+    faulty.held(1).await;
+    // The retry queue (or a finish) replays that batch's work while it is on its way.
+    let work = engines.store.pending_work(Some(op.id), 10).await.unwrap();
+    assert_eq!(work.len(), 1);
+    let mut replay = {
+        let (service, work) = (service.clone(), work[0].clone());
+        tokio::spawn(async move { service.reconciler().apply(&work).await })
+    };
+    assert!(
+        tokio::time::timeout(WATCH, faulty.held(2)).await.is_err(),
+        "the replay went to the index beside the batch it replays"
+    );
+    if let Ok(done) = tokio::time::timeout(WATCH, &mut replay).await {
+        panic!("the replay ended before the batch on its way: {done:?}");
+    }
+    faulty.release();
+    replay.await.unwrap().unwrap();
+    assert_eq!(faulty.passed(), vec![vec![x, y], vec![x, y]]);
+    assert_eq!(engines.index.count_operation(op.id).await.unwrap(), 2);
+}
