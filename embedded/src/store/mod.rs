@@ -70,6 +70,8 @@ pub struct StoreOptions {
     pub max_group: usize,
     /// fjall block cache, in bytes.
     pub cache_size: u64,
+    /// fjall's background threads (memtable flushes and compactions).
+    pub worker_threads: usize,
 }
 
 impl Default for StoreOptions {
@@ -77,6 +79,12 @@ impl Default for StoreOptions {
         StoreOptions {
             max_group: 256,
             cache_size: 64 * 1024 * 1024,
+            // Half the cores, as for the index's writer: on 2 cores, one worker gave
+            // faster upserts and a finish p99 well under 5 ms, where two workers'
+            // concurrent flush and compaction writes made single fsyncs wait 40 ms.
+            worker_threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get() / 2)
+                .clamp(1, 4),
         }
     }
 }
@@ -147,6 +155,7 @@ impl FjallStore {
         let db = Database::builder(path.as_ref())
             .manual_journal_persist(true)
             .cache_size(opts.cache_size)
+            .worker_threads(opts.worker_threads.max(1))
             .open()
             .io()?;
         let tables = Arc::new(Tables::open(db).io()?);
