@@ -3,7 +3,7 @@
 //! An upsert is acknowledged once the store holds it durably, together with its
 //! pending index work; indexing follows here. Producers then wait for one store
 //! commit instead of an index commit, and the index commits many batches at once.
-//! Three rules keep this honest:
+//! Four rules keep this honest:
 //!
 //! - **Bounded.** At most `max_in_flight` annotations are between store and index. An
 //!   upsert reserves room before it writes, so a slow index slows producers down

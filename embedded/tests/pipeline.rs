@@ -30,6 +30,28 @@ async fn service(dir: &std::path::Path, in_flight: u32) -> (Service, Engines, Ar
     (service, engines, faulty)
 }
 
+/// Starts an operation and upserts two annotations into it, whose indexing the
+/// index then holds: the batch is acknowledged and on its way.
+async fn held_batch(service: &Service, faulty: &FaultyIndex) -> (Uuid, Uuid, Uuid) {
+    let op = service
+        .start(start_request("objects", 1, "p"))
+        .await
+        .unwrap();
+    let (x, y) = (Uuid::new_v4(), Uuid::new_v4());
+    faulty.hold();
+    service
+        .upsert(op.id, &[item(x, 0), item(y, 100)])
+        .await
+        .unwrap();
+    faulty.held(1).await;
+    (op.id, x, y)
+}
+
+/// True if `event` does not happen while the test watches.
+async fn never(event: impl std::future::Future) -> bool {
+    tokio::time::timeout(WATCH, event).await.is_err()
+}
+
 fn item(id: Uuid, start_ms: i64) -> Value {
     json!({"id": id, "media_id": "m", "start_ms": start_ms, "end_ms": start_ms + 10})
 }
@@ -48,29 +70,18 @@ fn preview(op: Uuid) -> SearchRequest {
 async fn a_rewrite_is_indexed_after_the_batch_it_rewrites() {
     let dir = tempfile::tempdir().unwrap();
     let (service, engines, faulty) = service(dir.path(), 100_000).await;
-    let op = service
-        .start(start_request("objects", 1, "p"))
-        .await
-        .unwrap();
-    let (x, y) = (Uuid::new_v4(), Uuid::new_v4());
-
-    faulty.hold();
-    service
-        .upsert(op.id, &[item(x, 0), item(y, 100)])
-        .await
-        .unwrap();
-    faulty.held(1).await;
+    let (op, x, y) = held_batch(&service, &faulty).await;
     // Acknowledged while the first batch is still on its way to the index.
-    service.upsert(op.id, &[item(x, 500)]).await.unwrap();
+    service.upsert(op, &[item(x, 500)]).await.unwrap();
     assert!(
-        tokio::time::timeout(WATCH, faulty.held(2)).await.is_err(),
+        never(faulty.held(2)).await,
         "the rewrite overtook the batch it rewrites"
     );
 
     faulty.release();
-    let page = service.search(&preview(op.id)).await.unwrap();
+    let page = service.search(&preview(op)).await.unwrap();
     assert_eq!(faulty.passed(), vec![vec![x, y], vec![x]]);
-    assert_eq!(engines.index.count_operation(op.id).await.unwrap(), 2);
+    assert_eq!(engines.index.count_operation(op).await.unwrap(), 2);
     let got: Vec<(Uuid, i64)> = page
         .annotations
         .iter()
@@ -98,9 +109,10 @@ async fn producers_wait_when_the_index_falls_behind() {
         let (service, items) = (service.clone(), batch(10_000));
         tokio::spawn(async move { service.upsert(op.id, &items).await })
     };
-    if let Ok(done) = tokio::time::timeout(WATCH, &mut second).await {
-        panic!("a batch went past a full pipeline: {done:?}");
-    }
+    assert!(
+        never(&mut second).await,
+        "a batch went past a full pipeline"
+    );
     faulty.release();
     assert_eq!(second.await.unwrap().unwrap(), 1_000);
     assert_eq!(previewed(&service, op.id).await, 2_000);
@@ -144,9 +156,10 @@ async fn finish_waits_for_indexing_and_retries_what_failed() {
         let service = service.clone();
         tokio::spawn(async move { service.finish(op.id).await })
     };
-    if let Ok(done) = tokio::time::timeout(WATCH, &mut finish).await {
-        panic!("finished while a batch was still on its way: {done:?}");
-    }
+    assert!(
+        never(&mut finish).await,
+        "finished while a batch was still on its way"
+    );
     faulty.release();
     let finish = finish.await.unwrap().unwrap();
     assert!(finish.active);
@@ -161,34 +174,24 @@ async fn a_replay_waits_for_the_operations_batches_on_their_way() {
     let dir = tempfile::tempdir().unwrap();
     let (service, engines, faulty) = service(dir.path(), 100_000).await;
     let service = Arc::new(service);
-    let op = service
-        .start(start_request("objects", 1, "p"))
-        .await
-        .unwrap();
-    let (x, y) = (Uuid::new_v4(), Uuid::new_v4());
-
-    faulty.hold();
-    service
-        .upsert(op.id, &[item(x, 0), item(y, 100)])
-        .await
-        .unwrap();
-    faulty.held(1).await;
+    let (op, x, y) = held_batch(&service, &faulty).await;
     // The retry queue (or a finish) replays that batch's work while it is on its way.
-    let work = engines.store.pending_work(Some(op.id), 10).await.unwrap();
+    let work = engines.store.pending_work(Some(op), 10).await.unwrap();
     assert_eq!(work.len(), 1);
     let mut replay = {
         let (service, work) = (service.clone(), work[0].clone());
         tokio::spawn(async move { service.reconciler().apply(&work).await })
     };
     assert!(
-        tokio::time::timeout(WATCH, faulty.held(2)).await.is_err(),
+        never(faulty.held(2)).await,
         "the replay went to the index beside the batch it replays"
     );
-    if let Ok(done) = tokio::time::timeout(WATCH, &mut replay).await {
-        panic!("the replay ended before the batch on its way: {done:?}");
-    }
+    assert!(
+        never(&mut replay).await,
+        "the replay ended before the batch on its way"
+    );
     faulty.release();
     replay.await.unwrap().unwrap();
     assert_eq!(faulty.passed(), vec![vec![x, y], vec![x, y]]);
-    assert_eq!(engines.index.count_operation(op.id).await.unwrap(), 2);
+    assert_eq!(engines.index.count_operation(op).await.unwrap(), 2);
 }
