@@ -25,6 +25,22 @@ pub enum Command {
     /// List, show and cancel operations on a running server.
     #[command(subcommand)]
     Ops(OpsCommand),
+    /// Rebuild index entries from the store on a running server (after losing or
+    /// damaging the index).
+    Reindex(ReindexArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["operation", "all"])))]
+pub struct ReindexArgs {
+    /// The operation to reindex.
+    #[arg(long)]
+    pub operation: Option<String>,
+    /// Every STARTED and FINISHED operation.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,6 @@
-//! The command-line client: `types` and `ops` against a running server.
+//! The command-line client: `types`, `ops` and `reindex` against a running server.
 
-use crate::cli::{ClientArgs, OpsCommand, TypesCommand};
+use crate::cli::{ClientArgs, OpsCommand, ReindexArgs, TypesCommand};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
@@ -116,6 +116,19 @@ pub async fn ops(cmd: OpsCommand) -> anyhow::Result<()> {
             print_rows(&client, &[op], OP_COLUMNS);
         }
     }
+    Ok(())
+}
+
+pub async fn reindex(args: ReindexArgs) -> anyhow::Result<()> {
+    let c = Client::new(&args.client);
+    let body = match &args.operation {
+        Some(id) => json!({"operation_id": id}),
+        None => json!({}),
+    };
+    let done = c
+        .send(c.http.post(c.url("/v1/admin/reindex")).json(&body))
+        .await?;
+    print_rows(&args.client, &[done], &["operations", "annotations"]);
     Ok(())
 }
 

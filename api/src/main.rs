@@ -42,6 +42,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Types(cmd) => client::types(cmd).await,
             Command::Ops(cmd) => client::ops(cmd).await,
+            Command::Reindex(args) => client::reindex(args).await,
         }
     })
 }

@@ -332,6 +332,12 @@ impl IndexPipeline {
         &self.inner.reconciler
     }
 
+    /// Bars new batches of `operation_id` and waits for those on their way, until the
+    /// returned guard is dropped (for replays that do not go through the reconciler).
+    pub async fn exclude(&self, operation_id: Uuid) -> Box<dyn Send> {
+        self.inner.registry.clone().exclude(operation_id).await
+    }
+
     /// Annotations reserved and not yet done.
     pub fn in_flight(&self) -> usize {
         self.inner.max_in_flight as usize - self.inner.room.available_permits()

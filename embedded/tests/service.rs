@@ -60,3 +60,71 @@ async fn stale_and_duplicate_documents_are_not_returned() {
         assert_eq!(got, expected, "page size {limit}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_restores_lost_and_damaged_documents() {
+    use annostore_core::index::Index;
+    use annostore_embedded::index::{IndexOptions, TantivyIndex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_, engines) = common::service(dir.path(), Arc::new(SystemClock)).await;
+    // The same store, with an index this test can damage directly.
+    let tantivy =
+        Arc::new(TantivyIndex::open(&dir.path().join("index-2"), IndexOptions::default()).unwrap());
+    let engines = annostore_core::service::Engines {
+        index: tantivy.clone(),
+        ..engines
+    };
+    let service = annostore_core::service::Service::new(
+        engines.clone(),
+        annostore_core::validate::Limits::default(),
+        Arc::new(SystemClock),
+    );
+    let mut ops = Vec::new();
+    for pivot in ["a", "b"] {
+        let op = service
+            .start(start_request("objects", 1, pivot))
+            .await
+            .unwrap();
+        let items: Vec<_> = (0..3)
+            .map(|i| json!({"media_id": pivot, "start_ms": i * 10, "end_ms": i * 10 + 5}))
+            .collect();
+        service.upsert(op.id, &items).await.unwrap();
+        service.finish(op.id).await.unwrap();
+        ops.push(op.id);
+    }
+    assert_eq!(visible(&service).await, 6);
+
+    // Lost: one operation's documents; damaged: a stale copy of one of the other's.
+    tantivy.delete_operation(ops[0]).await.unwrap();
+    let mut stale = engines
+        .store
+        .annotations_of_operation(ops[1], None, 1)
+        .await
+        .unwrap()[0]
+        .clone();
+    stale.start_ms += 1_000;
+    stale.end_ms += 1_000;
+    tantivy.upsert(&[stale], Existing::Only(&[])).await.unwrap();
+    assert_eq!(visible(&service).await, 3);
+    assert_eq!(tantivy.count_operation(ops[1]).await.unwrap(), 4);
+
+    let one = service.reindex(Some(ops[0])).await.unwrap();
+    assert_eq!((one.operations, one.annotations), (1, 3));
+    assert_eq!(visible(&service).await, 6);
+    let all = service.reindex(None).await.unwrap();
+    assert_eq!((all.operations, all.annotations), (2, 6));
+    for op in &ops {
+        assert_eq!(tantivy.count_operation(*op).await.unwrap(), 3);
+    }
+}
+
+/// How many annotations a search with no filter shows.
+async fn visible(service: &annostore_core::service::Service) -> usize {
+    service
+        .search(&SearchRequest::default())
+        .await
+        .unwrap()
+        .annotations
+        .len()
+}

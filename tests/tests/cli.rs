@@ -164,3 +164,35 @@ async fn ops_list_show_cancel() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_one_operation_or_all() {
+    let srv = Server::start();
+    srv.register("objects", 1).await;
+    let done = s(&srv.start_op("objects", 1, "movie-1").await, "id");
+    let items: Vec<Value> = (0..3)
+        .map(|i| json!({"media_id": "m", "start_ms": i, "end_ms": i + 1}))
+        .collect();
+    srv.upsert_ok(&done, &items).await;
+    srv.finish(&done).await.expect(200);
+    let open = s(&srv.start_op("objects", 1, "movie-2").await, "id");
+    srv.upsert_ok(&open, &items[..2]).await;
+    let cancelled = s(&srv.start_op("objects", 1, "movie-3").await, "id");
+    srv.cancel(&cancelled).await.expect(200);
+
+    let one = json_lines(&srv.cli(&["reindex", "--operation", &done, "--json"]));
+    assert_eq!(one, vec![json!({"operations": 1, "annotations": 3})]);
+    // Every STARTED and FINISHED operation; not the cancelled one.
+    let all = json_lines(&srv.cli(&["reindex", "--all", "--json"]));
+    assert_eq!(all, vec![json!({"operations": 2, "annotations": 5})]);
+    // Reindexing changes nothing a search shows.
+    assert_eq!(srv.search_all(&json!({}), 2).await.len(), 3);
+
+    let neither = srv.cli(&["reindex"]);
+    assert!(
+        !neither.status.success(),
+        "reindex needs --operation or --all"
+    );
+    let unknown = srv.cli(&["reindex", "--operation", &Uuid::now_v7().to_string()]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("404"));
+}

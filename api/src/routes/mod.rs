@@ -1,6 +1,7 @@
 //! The HTTP API v1 (contract: `openapi.yaml` at the repository root, served at
 //! `GET /openapi.yaml`). Handlers only translate HTTP to service calls.
 
+mod admin;
 mod annotations;
 mod operations;
 mod system;
@@ -40,6 +41,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/media/{media_id}/annotations",
             get(annotations::of_media),
         )
+        .route("/v1/admin/reindex", post(admin::reindex))
         .route("/healthz", get(system::healthz))
         .route("/metrics", get(system::metrics))
         .route("/openapi.yaml", get(system::openapi))
