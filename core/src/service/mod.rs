@@ -6,11 +6,11 @@
 use crate::cache::OperationCache;
 use crate::clock::Clock;
 use crate::error::{Error, FieldError};
-use crate::index::{Existing, Index, IndexQuery, Scope};
+use crate::index::Index;
 use crate::lifecycle;
 use crate::model::{
-    Annotation, AnnotationType, Operation, OperationFilter, OperationStatus, SearchPage,
-    SearchRequest, SortKey, StartOperation, TypeDefinition,
+    Annotation, AnnotationType, Operation, OperationFilter, OperationStatus, StartOperation,
+    TypeDefinition,
 };
 use crate::page;
 use crate::pipeline::IndexPipeline;
@@ -19,11 +19,16 @@ use crate::reconcile::Reconciler;
 use crate::store::{PutType, Store, StoreError};
 use crate::validate::{self, CompiledType, Limits};
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 use tracing::info;
 use uuid::Uuid;
+
+mod repair;
+mod search;
+
+pub use repair::Reindexed;
+pub use search::matches;
 
 /// The engines behind the seams.
 #[derive(Clone)]
@@ -57,16 +62,6 @@ fn key_stripe(key: &crate::model::OperationKey) -> usize {
 
 /// Annotations that may be stored and not yet indexed, by default (see [`IndexPipeline`]).
 pub const DEFAULT_INDEX_IN_FLIGHT: u32 = 100_000;
-
-/// Operations, and annotations, read per step of a reindex.
-const REINDEX_PAGE: usize = 1_000;
-
-/// What a reindex rewrote.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Reindexed {
-    pub operations: u64,
-    pub annotations: u64,
-}
 
 /// How many times a finish flushes pending index work before giving up with a 503.
 const FINISH_ATTEMPTS: usize = 5;
@@ -423,178 +418,6 @@ impl Service {
         }
     }
 
-    // ---- repair ----
-
-    /// Rebuilds the index entries of one operation, or of every STARTED and FINISHED
-    /// one, from the store (after losing or damaging the index). Idempotent: each
-    /// annotation replaces whatever the index holds under its id. An operation's new
-    /// batches wait while its annotations are rewritten.
-    pub async fn reindex(&self, operation_id: Option<Uuid>) -> Result<Reindexed, Error> {
-        let mut done = Reindexed::default();
-        if let Some(id) = operation_id {
-            let op = self.operation(id).await?;
-            done.annotations += self.reindex_operation(&op).await?;
-            done.operations += 1;
-            return Ok(done);
-        }
-        let mut before = None;
-        loop {
-            let ops = self
-                .engines
-                .store
-                .list_operations(&OperationFilter::default(), before, REINDEX_PAGE)
-                .await?;
-            for op in &ops {
-                if matches!(
-                    op.status,
-                    OperationStatus::Started | OperationStatus::Finished
-                ) {
-                    done.annotations += self.reindex_operation(op).await?;
-                    done.operations += 1;
-                }
-            }
-            match ops.last() {
-                Some(last) if ops.len() == REINDEX_PAGE => before = Some(last.id),
-                _ => return Ok(done),
-            }
-        }
-    }
-
-    async fn reindex_operation(&self, op: &Operation) -> Result<u64, Error> {
-        let _apart = self.pipeline.exclude(op.id).await;
-        let mut after = None;
-        let mut n = 0;
-        loop {
-            let page = self
-                .engines
-                .store
-                .annotations_of_operation(op.id, after, REINDEX_PAGE)
-                .await?;
-            self.engines.index.upsert(&page, Existing::Unknown).await?;
-            n += page.len() as u64;
-            match page.last() {
-                Some(last) if page.len() == REINDEX_PAGE => after = Some(last.id),
-                _ => {
-                    info!(operation = %op.id, annotations = n, "operation reindexed");
-                    return Ok(n);
-                }
-            }
-        }
-    }
-
-    // ---- search ----
-
-    pub async fn search(&self, req: &SearchRequest) -> Result<SearchPage, Error> {
-        let started = Instant::now();
-        let limit = self.page_size(req.limit)?;
-        let filter = &req.filter;
-        if let Some(r) = &filter.time_range
-            && r.end_ms < r.start_ms
-        {
-            return Err(Error::invalid(
-                "time_range",
-                "end_ms must not be before start_ms",
-            ));
-        }
-        if let Some(c) = filter.min_confidence
-            && !(0.0..=1.0).contains(&c)
-        {
-            return Err(Error::invalid("min_confidence", "must be between 0 and 1"));
-        }
-        let after = req
-            .page_token
-            .as_deref()
-            .map(|t| page::decode_search(filter, t))
-            .transpose()?;
-        let scope = match filter.operation_id {
-            None => Scope::Visible(self.engines.cache.visibility()),
-            Some(id) => {
-                let vis = self.engines.cache.visibility();
-                let previewable = vis.is_active(&id)
-                    || match self.operation(id).await {
-                        Ok(op) => op.status == OperationStatus::Started,
-                        Err(Error::NotFound { .. }) => false,
-                        Err(e) => return Err(e),
-                    };
-                if !previewable {
-                    return Ok(SearchPage {
-                        annotations: vec![],
-                        next_page_token: None,
-                    });
-                }
-                // Read-your-writes for the producer: its acknowledged batches first.
-                self.pipeline.settle(id).await;
-                Scope::Operation(id)
-            }
-        };
-        let mut query = IndexQuery {
-            filter: filter.clone(),
-            scope,
-            after,
-            limit: limit + 1,
-        };
-        let mut out: Vec<Annotation> = Vec::with_capacity(limit + 1);
-        let mut seen: HashSet<Uuid> = HashSet::with_capacity(limit + 1);
-        // Fill the page. A hit is kept only if the store agrees with it: same operation in
-        // scope (a 64-bit key collision fails this), same position (a stale document left
-        // by two racing rewrites of one id fails this), not already on the page (two
-        // documents of one retried batch). Then the index is asked again past them.
-        loop {
-            let hits = self.engines.index.search(&query).await?;
-            let exhausted = hits.len() < query.limit;
-            let last = hits.last().map(|h| h.key.clone());
-            let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
-            let found = self.engines.store.get_annotations(&ids).await?;
-            for (hit, a) in hits.iter().zip(found) {
-                let Some(a) = a else { continue };
-                if query.scope.allows(&a.operation_id)
-                    && matches(filter, &a)
-                    && SortKey::of(&a) == hit.key
-                    && seen.insert(a.id)
-                {
-                    out.push(a);
-                }
-            }
-            if out.len() > limit || exhausted {
-                break;
-            }
-            query.after = last;
-        }
-        let next_page_token = if out.len() > limit {
-            out.truncate(limit);
-            out.last()
-                .map(|a| page::encode_search(filter, &SortKey::of(a)))
-        } else {
-            None
-        };
-        metrics::histogram!("annostore_search_seconds").record(started.elapsed().as_secs_f64());
-        Ok(SearchPage {
-            annotations: out,
-            next_page_token,
-        })
-    }
-
-    /// One annotation, if it is visible.
-    pub async fn annotation(&self, id: Uuid) -> Result<Annotation, Error> {
-        let not_found = || Error::NotFound {
-            what: "annotation",
-            id: id.to_string(),
-        };
-        let a = self
-            .engines
-            .store
-            .get_annotations(&[id])
-            .await?
-            .pop()
-            .flatten()
-            .ok_or_else(not_found)?;
-        if self.engines.cache.visibility().is_active(&a.operation_id) {
-            Ok(a)
-        } else {
-            Err(not_found())
-        }
-    }
-
     fn page_size(&self, limit: Option<u32>) -> Result<usize, Error> {
         match limit {
             None => Ok(self.limits.default_page_size as usize),
@@ -606,29 +429,4 @@ impl Service {
             Some(n) => Ok(n as usize),
         }
     }
-}
-
-/// The filters applied to a stored annotation: what the index must have matched. Used to
-/// drop stale hits and, in tests, as the brute-force model of search.
-pub fn matches(filter: &crate::model::SearchFilter, a: &Annotation) -> bool {
-    filter.media_id.as_ref().is_none_or(|m| *m == a.media_id)
-        && filter
-            .annotation_type
-            .as_ref()
-            .is_none_or(|t| *t == a.annotation_type)
-        && filter
-            .annotation_type_version
-            .is_none_or(|v| v == a.annotation_type_version)
-        && filter.pivot_id.as_ref().is_none_or(|p| *p == a.pivot_id)
-        && filter
-            .label
-            .as_ref()
-            .is_none_or(|l| a.label.as_ref() == Some(l))
-        && filter
-            .time_range
-            .is_none_or(|r| a.start_ms <= r.end_ms && a.end_ms >= r.start_ms)
-        && filter
-            .min_confidence
-            .is_none_or(|c| a.confidence.is_some_and(|x| x >= c))
-        && filter.operation_id.is_none_or(|o| o == a.operation_id)
 }

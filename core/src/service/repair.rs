@@ -1,0 +1,77 @@
+//! Repair: rebuilding index entries from the store.
+
+use super::Service;
+use crate::error::Error;
+use crate::index::Existing;
+use crate::model::{Operation, OperationFilter, OperationStatus};
+use tracing::info;
+use uuid::Uuid;
+
+/// Operations, and annotations, read per step of a reindex.
+const REINDEX_PAGE: usize = 1_000;
+
+/// What a reindex rewrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Reindexed {
+    pub operations: u64,
+    pub annotations: u64,
+}
+
+impl Service {
+    /// Rebuilds the index entries of one operation, or of every STARTED and FINISHED
+    /// one, from the store (after losing or damaging the index). Idempotent: each
+    /// annotation replaces whatever the index holds under its id. An operation's new
+    /// batches wait while its annotations are rewritten.
+    pub async fn reindex(&self, operation_id: Option<Uuid>) -> Result<Reindexed, Error> {
+        let mut done = Reindexed::default();
+        if let Some(id) = operation_id {
+            let op = self.operation(id).await?;
+            done.annotations += self.reindex_operation(&op).await?;
+            done.operations += 1;
+            return Ok(done);
+        }
+        let mut before = None;
+        loop {
+            let ops = self
+                .engines
+                .store
+                .list_operations(&OperationFilter::default(), before, REINDEX_PAGE)
+                .await?;
+            for op in &ops {
+                if matches!(
+                    op.status,
+                    OperationStatus::Started | OperationStatus::Finished
+                ) {
+                    done.annotations += self.reindex_operation(op).await?;
+                    done.operations += 1;
+                }
+            }
+            match ops.last() {
+                Some(last) if ops.len() == REINDEX_PAGE => before = Some(last.id),
+                _ => return Ok(done),
+            }
+        }
+    }
+
+    async fn reindex_operation(&self, op: &Operation) -> Result<u64, Error> {
+        let _apart = self.pipeline.exclude(op.id).await;
+        let mut after = None;
+        let mut n = 0;
+        loop {
+            let page = self
+                .engines
+                .store
+                .annotations_of_operation(op.id, after, REINDEX_PAGE)
+                .await?;
+            self.engines.index.upsert(&page, Existing::Unknown).await?;
+            n += page.len() as u64;
+            match page.last() {
+                Some(last) if page.len() == REINDEX_PAGE => after = Some(last.id),
+                _ => {
+                    info!(operation = %op.id, annotations = n, "operation reindexed");
+                    return Ok(n);
+                }
+            }
+        }
+    }
+}
