@@ -116,6 +116,11 @@ where
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|r| Problem::new(r.status(), r.body_text()))?;
+        // One parse for a good body (upserts carry up to 16 MiB); only a failure is
+        // parsed again, in two steps, to tell malformed JSON (400) from a wrong shape (422).
+        if let Ok(v) = serde_json::from_slice::<T>(&bytes) {
+            return Ok(Json(v));
+        }
         let value: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))?;
         serde_json::from_value(value)

@@ -106,7 +106,9 @@ fn spawn_background(service: Arc<Service>, config: &Config, clock: Arc<dyn Clock
     });
     let age = config.pending_sweep_seconds.max(1);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(age));
+        // The first sweep is one period away: start-up has just swept everything.
+        let every = Duration::from_secs(age);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tick.tick().await;
             let cutoff = clock.now() - TimeDuration::seconds(age as i64);

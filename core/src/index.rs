@@ -5,6 +5,7 @@
 use crate::model::{Annotation, SearchFilter, SortKey};
 use crate::visibility::Visibility;
 use async_trait::async_trait;
+use std::collections::HashSet;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -72,10 +73,28 @@ pub enum Existing<'a> {
 }
 
 impl Existing<'_> {
-    pub fn may_exist(&self, id: &Uuid) -> bool {
+    /// What to test a batch's ids against: built once per batch, so a batch of
+    /// rewrites costs one hash lookup per id, not a scan of the list.
+    pub fn lookup(&self) -> MayExist {
         match self {
-            Existing::Unknown => true,
-            Existing::Only(ids) => ids.contains(id),
+            Existing::Unknown => MayExist::Any,
+            Existing::Only(ids) => MayExist::Only(ids.iter().copied().collect()),
+        }
+    }
+}
+
+/// The ids that may already be indexed (see [`Existing::lookup`]).
+#[derive(Debug, Clone)]
+pub enum MayExist {
+    Any,
+    Only(HashSet<Uuid>),
+}
+
+impl MayExist {
+    pub fn contains(&self, id: &Uuid) -> bool {
+        match self {
+            MayExist::Any => true,
+            MayExist::Only(ids) => ids.contains(id),
         }
     }
 }

@@ -110,7 +110,7 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_annotations(
         &self,
         operation_id: Uuid,
-        annotations: Vec<Annotation>,
+        annotations: &[Annotation],
         now: OffsetDateTime,
     ) -> StoreResult<Upserted>;
     /// Finishes an operation (see [`crate::lifecycle::finish`]) and moves the key's active

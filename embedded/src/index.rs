@@ -62,9 +62,7 @@ impl Default for IndexOptions {
             memory_budget_bytes: 256 << 20,
             // Half the cores: the store's writer and the requests need the rest
             // (measured on 2 cores: one indexing thread indexes faster than two).
-            indexing_threads: std::thread::available_parallelism()
-                .map_or(1, |n| n.get() / 2)
-                .clamp(1, 4),
+            indexing_threads: crate::half_the_cores(),
             commit_interval: Duration::from_millis(500),
             commit_docs: 200_000,
         }
@@ -503,9 +501,10 @@ impl Index for TantivyIndex {
             .filter(|a| seen.insert(a.id))
             .collect();
         latest.reverse();
+        let may_exist = existing.lookup();
         let replaced: HashSet<(u64, u64)> = latest
             .iter()
-            .filter(|a| existing.may_exist(&a.id))
+            .filter(|a| may_exist.contains(&a.id))
             .map(|a| a.id.as_u64_pair())
             .collect();
         let delete = (!replaced.is_empty()).then(|| ids_query(replaced));

@@ -16,6 +16,14 @@ use std::path::Path;
 use std::sync::Arc;
 use store::FjallStore;
 
+/// Background threads for an engine (the store's workers, the index's writer): half
+/// the cores, from 1 to 4, so the two engines and the requests share the machine.
+pub(crate) fn half_the_cores() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get() / 2)
+        .clamp(1, 4)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot create {0}: {1}")]

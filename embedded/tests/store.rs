@@ -86,7 +86,7 @@ async fn data_and_pending_work_survive_reopen() {
             .map(|_| annotation(&op, Uuid::new_v4(), "x"))
             .collect();
         let up = store
-            .upsert_annotations(op.id, batch.clone(), at(1_000))
+            .upsert_annotations(op.id, &batch, at(1_000))
             .await
             .unwrap();
         let done = store
@@ -157,7 +157,7 @@ async fn crash_child() {
             .map(|_| annotation(&op, Uuid::new_v4(), "x"))
             .collect();
         store
-            .upsert_annotations(op.id, batch.clone(), at(1_000))
+            .upsert_annotations(op.id, &batch, at(1_000))
             .await
             .unwrap();
         for a in &batch {
@@ -238,7 +238,7 @@ async fn concurrent_upserts_all_land() {
                         .map(|_| annotation(op, Uuid::new_v4(), "x"))
                         .collect();
                     store
-                        .upsert_annotations(op.id, batch, at(1_000))
+                        .upsert_annotations(op.id, &batch, at(1_000))
                         .await
                         .unwrap();
                 }
@@ -299,7 +299,7 @@ async fn racing_claims_of_one_id_have_one_winner() {
                     .map(|_| annotation(&op, Uuid::new_v4(), "own"))
                     .collect();
                 batch.extend(contested.iter().map(|id| annotation(&op, *id, "contested")));
-                store.upsert_annotations(op.id, batch, at(1_000)).await
+                store.upsert_annotations(op.id, &batch, at(1_000)).await
             }));
         }
         let mut winners = Vec::new();

@@ -348,10 +348,6 @@ impl Server {
         self.api.clone()
     }
 
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
     /// SIGKILL, then reap.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -377,11 +373,6 @@ impl Server {
             .stdin(Stdio::null())
             .output()
             .expect("running the annostore CLI")
-    }
-
-    /// The server's stderr so far (for failure messages).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 }
 

@@ -332,7 +332,7 @@ impl Service {
         let upserted = match self
             .engines
             .store
-            .upsert_annotations(operation_id, annotations.clone(), self.clock.now())
+            .upsert_annotations(operation_id, &annotations, self.clock.now())
             .await
         {
             Ok(u) => u,

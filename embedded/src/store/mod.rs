@@ -82,9 +82,7 @@ impl Default for StoreOptions {
             // Half the cores, as for the index's writer: on 2 cores, one worker gave
             // faster upserts and a finish p99 well under 5 ms, where two workers'
             // concurrent flush and compaction writes made single fsyncs wait 40 ms.
-            worker_threads: std::thread::available_parallelism()
-                .map_or(1, |n| n.get() / 2)
-                .clamp(1, 4),
+            worker_threads: crate::half_the_cores(),
         }
     }
 }
@@ -322,7 +320,7 @@ impl Store for FjallStore {
     async fn upsert_annotations(
         &self,
         operation_id: Uuid,
-        annotations: Vec<Annotation>,
+        annotations: &[Annotation],
         now: OffsetDateTime,
     ) -> StoreResult<Upserted> {
         self.upsert_batch(operation_id, annotations, now).await

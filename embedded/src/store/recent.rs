@@ -4,8 +4,8 @@
 //! answer must be atomic with the write. Reading a thousand random keys on the single
 //! writer thread made it the bottleneck, so the upsert reads them on its caller first,
 //! after noting the writer's [`Recent::mark`]. The writer then trusts a read unless the
-//! id was written after that mark (the log below says so), and re-reads only those
-//! ids. A read older than what the log still remembers is re-done whole: slower,
+//! id got its owner after that mark (the log below says so), and re-reads only those
+//! ids; an owner never changes once set, so only new ids are logged. A read older than what the log still remembers is re-done whole: slower,
 //! never wrong.
 
 use std::collections::{HashMap, VecDeque};
@@ -48,7 +48,7 @@ impl Recent {
         Mark(self.applied.load(Ordering::Acquire))
     }
 
-    /// Writer only: records a committed upsert of `ids`.
+    /// Writer only: records the ids a committed upsert gave an owner.
     pub(crate) fn record(&self, ids: impl Iterator<Item = Uuid>) {
         let mut log = self.log.lock();
         let seq = self.applied.load(Ordering::Relaxed) + 1;

@@ -14,13 +14,13 @@ impl FjallStore {
     pub(super) async fn upsert_batch(
         &self,
         operation_id: Uuid,
-        annotations: Vec<Annotation>,
+        annotations: &[Annotation],
         now: OffsetDateTime,
     ) -> StoreResult<Upserted> {
         // Encoding happens here, on the caller, so the single writer only checks and writes.
         let mut ids = Vec::with_capacity(annotations.len());
         let mut encoded = Vec::with_capacity(annotations.len());
-        for a in &annotations {
+        for a in annotations {
             if a.operation_id != operation_id {
                 return Err(StoreError::Corrupt(format!(
                     "annotation {} of operation {} upserted into {operation_id}",
@@ -30,7 +30,6 @@ impl FjallStore {
             ids.push(a.id);
             encoded.push(encode_annotation(a)?);
         }
-        drop(annotations);
         // So is the index work (its id is a UUIDv7 from this process: time-ordered still).
         let work = IndexWork {
             id: Uuid::now_v7(),
@@ -79,16 +78,16 @@ impl FjallStore {
                     }
                 }
             }
-            let mut new = 0u64;
+            let mut created = Vec::new();
             let mut replaced = Vec::new();
             for (id, owner) in ids.iter().zip(owners) {
                 match owner {
                     Some(owner) if owner == operation_id => replaced.push(*id),
                     Some(owner) => return Err(StoreError::IdConflict { id: *id, owner }),
-                    None => new += 1,
+                    None => created.push(*id),
                 }
             }
-            let updated = lifecycle::accept_upsert(&op, new, now)?;
+            let updated = lifecycle::accept_upsert(&op, created.len() as u64, now)?;
             let mut b = t.db.batch();
             for (id, v) in sorted {
                 b.insert(&t.anns, id.as_bytes().to_vec(), v);
@@ -102,7 +101,8 @@ impl FjallStore {
                 Vec::new(),
             );
             b.commit().io()?;
-            t.recent.record(ids.into_iter());
+            // Only new ids change owner: a rewrite keeps its operation's.
+            t.recent.record(created.into_iter());
             Ok(Upserted {
                 operation: updated,
                 work,

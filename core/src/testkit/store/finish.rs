@@ -7,7 +7,7 @@ pub async fn finish_refused_while_work_pending(store: Arc<dyn Store>) {
     let s = store.as_ref();
     let op = started(s, "objects", "p", at(0)).await;
     let up = s
-        .upsert_annotations(op.id, annotations(&op, 2), at(1_000))
+        .upsert_annotations(op.id, &annotations(&op, 2), at(1_000))
         .await
         .unwrap();
     let err = s.finish_operation(op.id, at(2_000)).await.unwrap_err();
@@ -140,7 +140,7 @@ pub async fn finish_rejections(store: Arc<dyn Store>) {
     ));
     // Lapsed with pending work: the lease decides, not the pending work.
     let busy = started(s, "objects", "r", at(0)).await;
-    s.upsert_annotations(busy.id, annotations(&busy, 1), at(0))
+    s.upsert_annotations(busy.id, &annotations(&busy, 1), at(0))
         .await
         .unwrap();
     assert!(matches!(

@@ -128,17 +128,17 @@ pub async fn pending_and_complete_work(store: Arc<dyn Store>) {
     let a = started(s, "objects", "a", at(0)).await;
     let b = started(s, "objects", "b", at(0)).await;
     let w1 = s
-        .upsert_annotations(a.id, annotations(&a, 2), at(1))
+        .upsert_annotations(a.id, &annotations(&a, 2), at(1))
         .await
         .unwrap()
         .work;
     let w2 = s
-        .upsert_annotations(b.id, annotations(&b, 1), at(2))
+        .upsert_annotations(b.id, &annotations(&b, 1), at(2))
         .await
         .unwrap()
         .work;
     let w3 = s
-        .upsert_annotations(a.id, annotations(&a, 3), at(3))
+        .upsert_annotations(a.id, &annotations(&a, 3), at(3))
         .await
         .unwrap()
         .work;
@@ -198,10 +198,8 @@ pub async fn annotations_of_operation_pages(store: Arc<dyn Store>) {
     let op = started(s, "objects", "p", at(0)).await;
     let other = started(s, "objects", "q", at(0)).await;
     let mut mine = annotations(&op, 5);
-    s.upsert_annotations(op.id, mine.clone(), at(1))
-        .await
-        .unwrap();
-    s.upsert_annotations(other.id, annotations(&other, 3), at(1))
+    s.upsert_annotations(op.id, &mine, at(1)).await.unwrap();
+    s.upsert_annotations(other.id, &annotations(&other, 3), at(1))
         .await
         .unwrap();
     mine.sort_by_key(|a| a.id);

@@ -8,7 +8,7 @@ pub async fn upsert_counts_replaces_and_renews(store: Arc<dyn Store>) {
     let op = started(s, "objects", "p", at(0)).await;
     let first = annotations(&op, 3);
     let up = s
-        .upsert_annotations(op.id, first.clone(), at(10_000))
+        .upsert_annotations(op.id, &first, at(10_000))
         .await
         .unwrap();
     assert_eq!(up.operation.annotation_count, 3);
@@ -31,7 +31,7 @@ pub async fn upsert_counts_replaces_and_renews(store: Arc<dyn Store>) {
     let fresh = annotation(&op, Uuid::new_v4(), "fresh");
     // At 65s the first lease (to 60s) would have lapsed: the upsert at 10s renewed it.
     let up2 = s
-        .upsert_annotations(op.id, vec![replaced.clone(), fresh.clone()], at(65_000))
+        .upsert_annotations(op.id, &[replaced.clone(), fresh.clone()], at(65_000))
         .await
         .unwrap();
     assert_eq!(up2.operation.annotation_count, 4);
@@ -60,14 +60,14 @@ pub async fn upsert_id_conflict_writes_nothing(store: Arc<dyn Store>) {
     let owner = started(s, "objects", "p", at(0)).await;
     let other = started(s, "objects", "p", at(0)).await;
     let taken = annotation(&owner, Uuid::new_v4(), "owner's");
-    s.upsert_annotations(owner.id, vec![taken.clone()], at(1_000))
+    s.upsert_annotations(owner.id, std::slice::from_ref(&taken), at(1_000))
         .await
         .unwrap();
 
     let new_one = annotation(&other, Uuid::new_v4(), "new");
     let stolen = annotation(&other, taken.id, "stolen");
     let err = s
-        .upsert_annotations(other.id, vec![new_one.clone(), stolen], at(2_000))
+        .upsert_annotations(other.id, &[new_one.clone(), stolen], at(2_000))
         .await
         .unwrap_err();
     match err {
@@ -98,14 +98,14 @@ pub async fn upsert_rejections(store: Arc<dyn Store>) {
     let s = store.as_ref();
     let unknown = Uuid::now_v7();
     assert!(matches!(
-        s.upsert_annotations(unknown, vec![], at(0)).await,
+        s.upsert_annotations(unknown, &[], at(0)).await,
         Err(StoreError::NotFound { .. })
     ));
     let op = started(s, "objects", "p", at(0)).await;
     s.cancel_operation(op.id, at(1_000)).await.unwrap();
     let batch = annotations(&op, 2);
     let err = s
-        .upsert_annotations(op.id, batch.clone(), at(2_000))
+        .upsert_annotations(op.id, &batch, at(2_000))
         .await
         .unwrap_err();
     assert!(
@@ -121,7 +121,7 @@ pub async fn upsert_rejections(store: Arc<dyn Store>) {
     let done = started(s, "objects", "q", at(0)).await;
     s.finish_operation(done.id, at(1_000)).await.unwrap();
     assert!(matches!(
-        s.upsert_annotations(done.id, annotations(&done, 1), at(2_000))
+        s.upsert_annotations(done.id, &annotations(&done, 1), at(2_000))
             .await,
         Err(StoreError::Lifecycle(LifecycleError::NotStarted {
             status: OperationStatus::Finished,
@@ -157,7 +157,7 @@ pub async fn lapsed_lease_is_recorded_expired(store: Arc<dyn Store>) {
     // An upsert after the lease lapsed records EXPIRED and writes nothing of its batch.
     let batch = annotations(&op, 2);
     let err = s
-        .upsert_annotations(op.id, batch.clone(), at(lapse))
+        .upsert_annotations(op.id, &batch, at(lapse))
         .await
         .unwrap_err();
     assert!(
@@ -212,7 +212,7 @@ pub async fn lapsed_lease_is_recorded_expired(store: Arc<dyn Store>) {
 
     // A renewed lease moves the lapse time.
     let r = started(s, "objects", "r", at(0)).await;
-    s.upsert_annotations(r.id, annotations(&r, 1), at(50_000))
+    s.upsert_annotations(r.id, &annotations(&r, 1), at(50_000))
         .await
         .unwrap();
     assert!(
