@@ -104,30 +104,11 @@ pub async fn upsert_rejections(store: Arc<dyn Store>) {
     let op = started(s, "objects", "p", at(0)).await;
     s.cancel_operation(op.id, at(1_000)).await.unwrap();
     let batch = annotations(&op, 2);
-    let err = s
-        .upsert_annotations(op.id, &batch, at(2_000))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::Lifecycle(LifecycleError::NotStarted {
-                status: OperationStatus::Cancelled,
-                ..
-            })
-        ),
-        "{err:?}"
-    );
+    refused_as(s, op.id, &batch, at(2_000), OperationStatus::Cancelled).await;
     let done = started(s, "objects", "q", at(0)).await;
     s.finish_operation(done.id, at(1_000)).await.unwrap();
-    assert!(matches!(
-        s.upsert_annotations(done.id, &annotations(&done, 1), at(2_000))
-            .await,
-        Err(StoreError::Lifecycle(LifecycleError::NotStarted {
-            status: OperationStatus::Finished,
-            ..
-        }))
-    ));
+    let late = annotations(&done, 1);
+    refused_as(s, done.id, &late, at(2_000), OperationStatus::Finished).await;
     let ids: Vec<Uuid> = batch.iter().map(|a| a.id).collect();
     assert_eq!(s.get_annotations(&ids).await.unwrap(), vec![None, None]);
 }
@@ -156,20 +137,7 @@ pub async fn lapsed_lease_is_recorded_expired(store: Arc<dyn Store>) {
 
     // An upsert after the lease lapsed records EXPIRED and writes nothing of its batch.
     let batch = annotations(&op, 2);
-    let err = s
-        .upsert_annotations(op.id, &batch, at(lapse))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::Lifecycle(LifecycleError::NotStarted {
-                status: OperationStatus::Expired,
-                ..
-            })
-        ),
-        "{err:?}"
-    );
+    refused_as(s, op.id, &batch, at(lapse), OperationStatus::Expired).await;
     let expired = reload(s, op.id).await;
     assert_eq!(expired.status, OperationStatus::Expired);
     assert_eq!(expired.lease_expires_at, None);
@@ -241,4 +209,19 @@ pub async fn lapsed_lease_is_recorded_expired(store: Arc<dyn Store>) {
         3
     );
     drop(many);
+}
+
+/// Asserts that an upsert is refused because the operation is `status`, not STARTED.
+async fn refused_as(
+    s: &dyn Store,
+    op: Uuid,
+    batch: &[Annotation],
+    now: OffsetDateTime,
+    status: OperationStatus,
+) {
+    let err = s.upsert_annotations(op, batch, now).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Lifecycle(LifecycleError::NotStarted { status: got, .. }) if *got == status),
+        "{err:?}"
+    );
 }
