@@ -28,6 +28,42 @@ pub enum Command {
     /// Rebuild index entries from the store on a running server (after losing or
     /// damaging the index).
     Reindex(ReindexArgs),
+    /// Run the reconciler on the configured engines: retry failed index work, re-enqueue
+    /// forgotten work, audit the index against the store.
+    Reconcile(ReconcileArgs),
+    /// Create the tables, index templates, queues and topics the configured engines need.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// One round (drain the queue, re-enqueue all pending work, audit), print what it
+    /// did as JSON, and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics while running.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    #[command(flatten)]
+    pub engines: EngineArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Apply every schema the configuration's engines need (idempotent).
+    Apply(EngineArgs),
+}
+
+/// Where the engines are: the configuration file and the embedded data directory.
+#[derive(Debug, Args, Clone)]
+pub struct EngineArgs {
+    /// Directory of the embedded engines [default: ./annostore-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Configuration file [default: ./annostore.toml when it exists].
+    #[arg(long, env = "ANNOSTORE_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

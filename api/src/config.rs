@@ -3,6 +3,7 @@
 //! `ANNOSTORE_LIMITS__MAX_BATCH=500`), then command-line flags.
 
 use annostore_core::validate::Limits;
+use annostore_reconciler::ReconcilerConfig;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -17,16 +18,14 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Seconds between sweeps that expire operations whose lease lapsed.
     pub expiry_sweep_seconds: u64,
-    /// Seconds between passes of the in-process reconciler over the retry queue.
-    pub reconcile_interval_ms: u64,
-    /// Seconds after which pending index work with no queue message is re-enqueued.
-    pub pending_sweep_seconds: u64,
     /// Annotations that may be acknowledged and not yet indexed; producers wait beyond.
     pub index_in_flight: u32,
     pub limits: Limits,
     pub store: EngineConfig,
     pub index: EngineConfig,
     pub queue: EngineConfig,
+    pub events: EngineConfig,
+    pub reconciler: ReconcilerConfig,
 }
 
 /// Which engine serves a seam. Only `embedded` exists yet; the distributed engines
@@ -51,13 +50,13 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./annostore-data"),
             expiry_sweep_seconds: 5,
-            reconcile_interval_ms: 500,
-            pending_sweep_seconds: 60,
             index_in_flight: annostore_core::service::DEFAULT_INDEX_IN_FLIGHT,
             limits: Limits::default(),
             store: EngineConfig::default(),
             index: EngineConfig::default(),
             queue: EngineConfig::default(),
+            events: EngineConfig::default(),
+            reconciler: ReconcilerConfig::default(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The `annostore` command.
 
-use annostore_api::cli::{Cli, Command};
+use annostore_api::cli::{Cli, Command, EngineArgs, SchemaCommand};
 use annostore_api::config::Config;
 use annostore_api::{client, server};
 use anyhow::Context;
@@ -43,6 +43,23 @@ fn main() -> anyhow::Result<()> {
             Command::Types(cmd) => client::types(cmd).await,
             Command::Ops(cmd) => client::ops(cmd).await,
             Command::Reindex(args) => client::reindex(args).await,
+            Command::Reconcile(args) => {
+                let config = engine_config(&args.engines)?;
+                server::reconcile(config, args.once, args.metrics_listen).await
+            }
+            Command::Schema(SchemaCommand::Apply(args)) => {
+                let config = engine_config(&args)?;
+                server::apply_schema(&config).await
+            }
         }
     })
+}
+
+/// The layered configuration for a command that opens the engines itself.
+fn engine_config(args: &EngineArgs) -> anyhow::Result<Config> {
+    let mut flags = Figment::new();
+    if let Some(dir) = &args.data_dir {
+        flags = flags.merge(Serialized::default("data_dir", dir));
+    }
+    Config::load(args.config.as_deref(), flags).context("reading the configuration")
 }

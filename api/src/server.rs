@@ -4,11 +4,11 @@ use crate::config::Config;
 use crate::routes::{self, AppState};
 use annostore_core::clock::{Clock, SystemClock};
 use annostore_core::service::{Engines, Service};
+use annostore_reconciler::Worker;
 use anyhow::{Context, bail};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::Arc;
 use std::time::Duration;
-use time::Duration as TimeDuration;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -34,9 +34,10 @@ pub fn open_engines(config: &Config) -> anyhow::Result<Engines> {
     })
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let engines = open_engines(&config)?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+/// Opens the engines and the service over them, loads the active operations, and
+/// replays index work that a crash interrupted (what `serve` and `reconcile` share).
+pub async fn open_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Service>> {
+    let engines = open_engines(config)?;
     let service = Arc::new(
         Service::new(engines, config.limits.clone(), clock.clone())
             .with_index_in_flight(config.index_in_flight),
@@ -45,22 +46,46 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .warm_up()
         .await
         .context("loading the active operations")?;
-    // Index work that a crash interrupted is replayed before anything else.
     let replay = service
         .reconciler()
         .sweep(clock.now(), usize::MAX)
         .await
         .context("re-enqueueing pending index work")?;
     info!(active, replay, "engines open");
+    Ok(service)
+}
 
-    let metrics = match PrometheusBuilder::new().install_recorder() {
+fn install_metrics() -> Option<PrometheusHandle> {
+    match PrometheusBuilder::new().install_recorder() {
         Ok(handle) => Some(handle),
         Err(e) => {
             warn!(error = %e, "metrics recorder not installed");
             None
         }
+    }
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let service = open_service(&config, clock.clone()).await?;
+    let metrics = install_metrics();
+    spawn_expiry(service.clone(), &config);
+    // Held until shutdown: dropping the set stops the loops.
+    let _reconciler = if config.reconciler.in_process {
+        Some(
+            Arc::new(Worker::new(
+                service.clone(),
+                clock,
+                config.reconciler.clone(),
+            ))
+            .spawn(),
+        )
+    } else {
+        info!(
+            "reconciler not in process ([reconciler] in_process = false): run `annostore reconcile`"
+        );
+        None
     };
-    spawn_background(service.clone(), &config, clock);
 
     let listener = TcpListener::bind(&config.listen)
         .await
@@ -78,70 +103,82 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn_background(service: Arc<Service>, config: &Config, clock: Arc<dyn Clock>) {
-    let s = service.clone();
+/// `annostore reconcile`: the reconciler as a process of its own. With `once`, drains
+/// the retry queue, sweeps all pending work, audits, and exits; otherwise runs the loops
+/// until a signal, serving `/metrics` on `metrics_listen` when given.
+pub async fn reconcile(
+    config: Config,
+    once: bool,
+    metrics_listen: Option<String>,
+) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let service = open_service(&config, clock.clone()).await?;
+    let worker = Arc::new(Worker::new(service, clock, config.reconciler.clone()));
+    if once {
+        let report = worker.run_once().await.context("reconciling")?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let metrics = install_metrics();
+    let _loops = worker.spawn();
+    match metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            println!(
+                "annostore reconcile metrics on http://{}",
+                listener.local_addr()?
+            );
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let text = metrics.as_ref().map(|m| m.render()).unwrap_or_default();
+                    async move { text }
+                }),
+            );
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("serving metrics")?;
+        }
+        None => shutdown_signal().await,
+    }
+    info!("reconciler shut down");
+    Ok(())
+}
+
+/// `annostore schema apply`: creates what each configured engine needs, idempotently.
+/// The embedded engines create their files on first open and need nothing.
+pub async fn apply_schema(config: &Config) -> anyhow::Result<()> {
+    for (seam, engine) in [
+        ("store", &config.store),
+        ("index", &config.index),
+        ("queue", &config.queue),
+        ("events", &config.events),
+    ] {
+        match engine.kind.as_str() {
+            "embedded" => println!("[{seam}] embedded: nothing to apply"),
+            other => bail!("[{seam}] kind = {other:?} is not available in this build"),
+        }
+    }
+    Ok(())
+}
+
+/// Expires operations whose lease lapsed (lifecycle work: it stays with `serve`).
+fn spawn_expiry(service: Arc<Service>, config: &Config) {
     let every = Duration::from_secs(config.expiry_sweep_seconds.max(1));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            match s.expire_lapsed().await {
+            match service.expire_lapsed().await {
                 Ok(0) => {}
                 Ok(n) => info!(expired = n, "expired operations whose lease lapsed"),
                 Err(e) => warn!(error = %e, "expiry sweep failed"),
             }
-            record_backlog(&s).await;
         }
     });
-    let s = service.clone();
-    let every = Duration::from_millis(config.reconcile_interval_ms.max(10));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            if let Err(e) = s.reconciler().run_queue_once(100).await {
-                warn!(error = %e, "reconciler pass failed");
-            }
-        }
-    });
-    let age = config.pending_sweep_seconds.max(1);
-    tokio::spawn(async move {
-        // The first sweep is one period away: start-up has just swept everything.
-        let every = Duration::from_secs(age);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        loop {
-            tick.tick().await;
-            let cutoff = clock.now() - TimeDuration::seconds(age as i64);
-            if let Err(e) = service.reconciler().sweep(cutoff, 10_000).await {
-                warn!(error = %e, "pending-work sweep failed");
-            }
-        }
-    });
-}
-
-/// Gauges of the index work still to do: annotations on their way through the index
-/// pipeline, the retry queue's depth and dead letters, and the age of the oldest
-/// pending record in the store.
-async fn record_backlog(service: &Service) {
-    metrics::gauge!("annostore_index_in_flight").set(service.index_in_flight() as f64);
-    let engines = service.engines();
-    if let Ok(depth) = engines.queue.depth().await {
-        metrics::gauge!("annostore_retry_queue_depth").set(depth as f64);
-    }
-    if let Ok(dead) = engines.queue.dead_letter_count().await {
-        metrics::gauge!("annostore_retry_dead_letters").set(dead as f64);
-    }
-    if let Ok(oldest) = engines.store.pending_work(None, 1).await {
-        let age = oldest
-            .first()
-            .and_then(|w| w.created_at())
-            .map_or(0.0, |t| {
-                (time::OffsetDateTime::now_utc() - t)
-                    .as_seconds_f64()
-                    .max(0.0)
-            });
-        metrics::gauge!("annostore_pending_index_work_oldest_seconds").set(age);
-    }
 }
 
 async fn shutdown_signal() {

@@ -39,6 +39,8 @@ pub trait ReplayGate: Send + Sync + 'static {
 pub struct Pass {
     pub applied: usize,
     pub failed: usize,
+    /// Deliveries received before (retries of earlier failures), whatever their outcome.
+    pub retried: usize,
 }
 
 impl Reconciler {
@@ -113,6 +115,9 @@ impl Reconciler {
         let deliveries = self.queue.receive(max).await.map_err(queue_err)?;
         let mut pass = Pass::default();
         for d in deliveries {
+            if d.receive_count > 1 {
+                pass.retried += 1;
+            }
             match self.apply(&d.work).await {
                 Ok(()) => {
                     pass.applied += 1;

@@ -376,6 +376,34 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Runs a command that opens the engines itself (`reconcile`, `schema apply`) on this
+    /// server's data directory, with its environment. Stop the server first: the
+    /// embedded engines have one owner at a time.
+    pub fn offline(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(binary());
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("ANNOSTORE_") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("running the annostore CLI")
+    }
+
+    /// The embedded engines' data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();

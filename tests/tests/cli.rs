@@ -196,3 +196,67 @@ async fn reindex_one_operation_or_all() {
     let unknown = srv.cli(&["reindex", "--operation", &Uuid::now_v7().to_string()]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("404"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_once_audits_and_repairs_a_lost_index() {
+    let mut srv = Server::start();
+    srv.register("objects", 1).await;
+    let op = s(&srv.start_op("objects", 1, "movie-1").await, "id");
+    let items: Vec<Value> = (0..3)
+        .map(|i| json!({"media_id": "m", "start_ms": i, "end_ms": i + 1}))
+        .collect();
+    srv.upsert_ok(&op, &items).await;
+    srv.finish(&op).await.expect(200);
+    srv.kill9();
+
+    let out = srv.offline(&["reconcile", "--once"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let round = &json_lines(&out)[0];
+    assert_eq!(
+        round["audit"],
+        json!({"checked": 1, "mismatched": 0, "repaired": 0})
+    );
+
+    // The index is lost; the store still has the run.
+    std::fs::remove_dir_all(srv.data_dir().join("index")).unwrap();
+    let out = srv.offline(&["reconcile", "--once"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let round = &json_lines(&out)[0];
+    assert_eq!(
+        round["audit"],
+        json!({"checked": 1, "mismatched": 1, "repaired": 1})
+    );
+
+    srv.restart();
+    assert_eq!(srv.search_all(&json!({}), 10).await.len(), 3);
+}
+
+#[test]
+fn schema_apply_names_what_each_engine_needs() {
+    let srv = Server::start();
+    let out = srv.offline(&["schema", "apply"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for seam in ["store", "index", "queue", "events"] {
+        assert!(text.contains(&format!("[{seam}] embedded")), "{text}");
+    }
+    let out = std::process::Command::new(binary())
+        .args(["schema", "apply"])
+        .env("ANNOSTORE_STORE__KIND", "mysql")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mysql"));
+}
