@@ -16,7 +16,8 @@ pub const MAX_RECEIVES_LIMIT: u32 = 1_000;
 #[serde(default, deny_unknown_fields)]
 pub struct SqsConfig {
     /// Endpoint URL of an SQS-compatible service (moto, ElasticMQ, LocalStack), for
-    /// example `http://127.0.0.1:5000`. `None` talks to AWS itself, in `region`.
+    /// example `http://127.0.0.1:5000`. `None` talks to AWS itself, in `region` (or to
+    /// what the SDK's environment says, such as `AWS_ENDPOINT_URL_SQS`).
     pub endpoint: Option<String>,
     /// AWS region of the queues (also signs requests to a local endpoint).
     pub region: String,

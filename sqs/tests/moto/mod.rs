@@ -9,6 +9,7 @@
 //! Without moto_server a test prints a loud banner and returns, unless
 //! `ANNOSTORE_REQUIRE_MOTO=1` (CI), where it fails.
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -46,7 +47,9 @@ pub fn moto() -> Option<Arc<Moto>> {
             if std::env::var("ANNOSTORE_REQUIRE_MOTO").is_ok_and(|v| v == "1") {
                 panic!("ANNOSTORE_REQUIRE_MOTO=1 but moto_server cannot run: {why}");
             }
-            eprintln!(
+            // Straight to stderr: the test harness captures eprintln! of passing tests.
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n{bar}\n!!! SKIPPED: SQS test without moto_server: {why}\n\
                  !!! Run scripts/setup-python (or set ANNOSTORE_MOTO_SERVER); \
                  CI sets ANNOSTORE_REQUIRE_MOTO=1 to make this a failure.\n{bar}\n",
