@@ -13,6 +13,9 @@ pub enum QueueError {
     Unavailable(String),
     #[error("corrupt retry queue message: {0}")]
     Corrupt(String),
+    /// The work does not fit in one message of this queue (SQS takes 256 KiB).
+    #[error("retry queue message too large: {bytes} bytes, the queue takes at most {limit}")]
+    TooLarge { bytes: usize, limit: usize },
 }
 
 /// A received message.
