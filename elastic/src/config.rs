@@ -23,6 +23,10 @@ pub struct ElasticConfig {
     /// An API key in its encoded form (base64 of `id:key`, as Elasticsearch returns it
     /// in `encoded`). Takes precedence over username/password.
     pub api_key: Option<String>,
+    /// A PEM file of the CA certificate(s) that signed the cluster's HTTPS certificate
+    /// (Elasticsearch 8+ generates its own CA at install: `config/certs/http_ca.crt`).
+    /// Without it, https URLs are checked against the usual public roots.
+    pub ca_cert: Option<String>,
     /// Most documents in one `_bulk` request; larger upserts are split.
     pub bulk_max_docs: usize,
     /// Retries of a failed request, or of a bulk's failed items, before giving up.
@@ -55,6 +59,7 @@ impl Default for ElasticConfig {
             username: None,
             password: None,
             api_key: None,
+            ca_cert: None,
             bulk_max_docs: 1_000,
             max_retries: 5,
             retry_backoff_ms: 100,
@@ -78,6 +83,7 @@ impl fmt::Debug for ElasticConfig {
             .field("username", &self.username)
             .field("password", &redact(&self.password))
             .field("api_key", &redact(&self.api_key))
+            .field("ca_cert", &self.ca_cert)
             .field("bulk_max_docs", &self.bulk_max_docs)
             .field("max_retries", &self.max_retries)
             .field("retry_backoff_ms", &self.retry_backoff_ms)

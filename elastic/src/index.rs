@@ -10,8 +10,8 @@
 //!   as `search_after`. The scope is a term (one operation), a `terms` filter on the
 //!   operation key (small snapshots), or, for large snapshots, a check of every hit
 //!   against the snapshot with further rounds until the page is full (at most
-//!   [`MAX_FILL_ROUNDS`] rounds; past that the search fails rather than return a short
-//!   page, which callers read as the end of the results).
+//!   [`MAX_FILL_ROUNDS`] rounds of growing size; past that the search fails rather than
+//!   return a short page, which callers read as the end of the results).
 //! - refresh: `<index>/_refresh` (GET, as the client sends it), which also releases
 //!   waiting upserts early.
 
@@ -22,6 +22,7 @@ use annostore_core::index::{Existing, Hit, Index, IndexError, IndexQuery};
 use annostore_core::model::{Annotation, SortKey};
 use async_trait::async_trait;
 use elasticsearch::auth::Credentials;
+use elasticsearch::cert::{Certificate, CertificateValidation};
 use elasticsearch::http::Url;
 use elasticsearch::http::response::Response;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
@@ -37,9 +38,10 @@ use std::time::Duration;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-/// Rounds of one search when hits are checked against a large snapshot. With rounds of
-/// up to [`MAX_ROUND_SIZE`] hits, a search looks at most at 16 x 10,000 documents
-/// before giving up with [`IndexError::Unavailable`].
+/// Rounds of one search when hits are checked against a large snapshot. Rounds start
+/// at twice the page (at least 100 hits) and double up to [`MAX_ROUND_SIZE`], so a
+/// search looks at about 100,000 documents at most (from 100: 100 + 200 + ... +
+/// 6,400, then 10,000 per round) before giving up with [`IndexError::Unavailable`].
 pub const MAX_FILL_ROUNDS: usize = 16;
 
 /// The most hits one search request asks for (Elasticsearch's default
@@ -109,6 +111,15 @@ impl ElasticIndex {
         })?;
         let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
             .timeout(Duration::from_millis(config.request_timeout_ms));
+        if let Some(path) = &config.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| {
+                IndexError::Rejected(format!("elastic config: ca_cert {path:?}: {e}"))
+            })?;
+            let cert = Certificate::from_pem(&pem).map_err(|e| {
+                IndexError::Rejected(format!("elastic config: ca_cert {path:?}: {e}"))
+            })?;
+            builder = builder.cert_validation(CertificateValidation::Full(cert));
+        }
         if let Some(key) = &config.api_key {
             builder = builder.auth(Credentials::EncodedApiKey(key.clone()));
         } else if let (Some(u), Some(p)) = (&config.username, &config.password) {
@@ -367,13 +378,15 @@ impl Index for ElasticIndex {
             return Ok(Vec::new());
         }
         let plan = body::scope_plan(&query.filter, &query.scope, self.config.scope_terms_max);
-        let (clause, size) = match &plan {
+        let (clause, mut size, grow) = match &plan {
             ScopePlan::Empty => return Ok(Vec::new()),
-            ScopePlan::Exact(clause) => (clause.as_ref(), query.limit.min(MAX_ROUND_SIZE)),
-            // Ask for more than the page: some hits will be out of scope.
+            ScopePlan::Exact(clause) => (clause.as_ref(), query.limit.min(MAX_ROUND_SIZE), false),
+            // Ask for more than the page, and for twice as many each round: some hits
+            // (possibly most: superseded runs stay in the index) are out of scope.
             ScopePlan::Check => (
                 None,
                 query.limit.saturating_mul(2).clamp(100, MAX_ROUND_SIZE),
+                true,
             ),
         };
         let mut out: Vec<Hit> = Vec::with_capacity(query.limit.min(MAX_ROUND_SIZE));
@@ -400,6 +413,9 @@ impl Index for ElasticIndex {
             }
             if n < size {
                 return Ok(out);
+            }
+            if grow {
+                size = size.saturating_mul(2).min(MAX_ROUND_SIZE);
             }
         }
         Err(IndexError::Unavailable(format!(

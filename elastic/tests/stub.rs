@@ -420,10 +420,18 @@ async fn a_page_that_cannot_be_filled_in_bounded_rounds_fails() {
         .await
         .expect_err("a short page would read as the end of the results");
     assert!(matches!(err, IndexError::Unavailable(_)), "{err:?}");
+    let sizes: Vec<u64> = stub
+        .requests()
+        .iter()
+        .map(|r| r.json()["size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes.len(), annostore_elastic::index::MAX_FILL_ROUNDS);
+    // Rounds grow: 100, 200, ... 6,400, then 10,000 (the result window) each.
     assert_eq!(
-        stub.requests().len(),
-        annostore_elastic::index::MAX_FILL_ROUNDS
+        sizes[..8],
+        [100, 200, 400, 800, 1_600, 3_200, 6_400, 10_000]
     );
+    assert!(sizes[8..].iter().all(|&s| s == 10_000));
 }
 
 #[tokio::test]
@@ -539,4 +547,29 @@ async fn a_refused_mapping_change_is_rejected() {
         IndexError::Rejected(m) => assert!(m.contains("cannot be changed"), "{m}"),
         other => panic!("expected Rejected, got {other:?}"),
     }
+}
+
+#[test]
+fn a_ca_certificate_that_cannot_be_read_is_refused_at_connect() {
+    let missing = ElasticConfig {
+        url: "https://127.0.0.1:9200".into(),
+        ca_cert: Some("/nonexistent/http_ca.crt".into()),
+        ..ElasticConfig::default()
+    };
+    let err = ElasticIndex::connect(&missing).expect_err("no such file");
+    assert!(
+        matches!(err, IndexError::Rejected(ref m) if m.contains("ca_cert")),
+        "{err:?}"
+    );
+    // A file that holds no PEM certificate.
+    let not_pem = common::fixture_path("count.json");
+    let err = ElasticIndex::connect(&ElasticConfig {
+        ca_cert: Some(not_pem.to_string_lossy().into_owned()),
+        ..missing
+    })
+    .expect_err("not a certificate");
+    assert!(
+        matches!(err, IndexError::Rejected(ref m) if m.contains("ca_cert")),
+        "{err:?}"
+    );
 }
