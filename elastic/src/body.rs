@@ -241,10 +241,13 @@ pub fn count_operation(operation_id: &Uuid) -> Value {
 }
 
 /// The index template for `config`: the shipped template with the config's index name
-/// in its patterns and the config's shards, replicas and refresh interval.
+/// as its pattern and the config's shards, replicas and refresh interval.
 pub fn template(config: &ElasticConfig) -> Result<Value, serde_json::Error> {
     let mut t: Value = serde_json::from_str(TEMPLATE_JSON)?;
-    t["index_patterns"] = json!([config.index, format!("{}-*", config.index)]);
+    // The index's own name only: a wildcard would overlap the patterns of a second
+    // deployment named `<index>-something` on the same cluster, and Elasticsearch
+    // refuses two templates of equal priority with overlapping patterns.
+    t["index_patterns"] = json!([config.index]);
     let index = &mut t["template"]["settings"]["index"];
     index["number_of_shards"] = json!(config.shards);
     index["number_of_replicas"] = json!(config.replicas);

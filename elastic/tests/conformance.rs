@@ -7,7 +7,7 @@
 use annostore_core::index::Index;
 use annostore_core::testkit::index as suite;
 use annostore_elastic::{ElasticConfig, ElasticIndex, apply_schema};
-use elasticsearch::indices::IndicesDeleteParts;
+use elasticsearch::indices::{IndicesDeleteIndexTemplateParts, IndicesDeleteParts};
 use std::sync::Arc;
 
 fn server() -> Option<String> {
@@ -63,5 +63,15 @@ async fn conformance_suite_against_a_real_server() {
         .send()
         .await
         .expect("delete the test index");
+    assert!(deleted.status_code().is_success());
+    let deleted = es
+        .client()
+        .indices()
+        .delete_index_template(IndicesDeleteIndexTemplateParts::Name(
+            &config.template_name(),
+        ))
+        .send()
+        .await
+        .expect("delete the test template");
     assert!(deleted.status_code().is_success());
 }

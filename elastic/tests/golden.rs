@@ -29,7 +29,7 @@ fn template_carries_the_config() {
     };
     let t = body::template(&config).unwrap();
     golden("template.json", &pretty(&t));
-    assert_eq!(t["index_patterns"], json!(["annos-prod", "annos-prod-*"]));
+    assert_eq!(t["index_patterns"], json!(["annos-prod"]));
     let settings = &t["template"]["settings"]["index"];
     assert_eq!(settings["number_of_shards"], 6);
     assert_eq!(settings["number_of_replicas"], 2);
