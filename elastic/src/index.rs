@@ -14,6 +14,19 @@
 //!   return a short page, which callers read as the end of the results).
 //! - refresh: `<index>/_refresh` (GET, as the client sends it), which also releases
 //!   waiting upserts early.
+//!
+//! Metrics: `annostore_elastic_retries_total{request}`,
+//! `annostore_elastic_bulk_documents_retried_total`,
+//! `annostore_elastic_bulk_documents_refused_total`, `annostore_elastic_search_rounds`.
+//!
+//! Not done: ordering of writes across processes. Documents are written without a
+//! version (internal versioning, last write wins), so if two processes index different
+//! copies of one id, a late older copy can overwrite a newer one until a replay rewrites
+//! it (the service drops such stale hits by their position, but a stale copy can hide
+//! the newer one from a filter). External versioning (`version_type=external_gte`)
+//! would fix it, but needs a version per annotation from the store, which neither
+//! `Annotation` nor `Index::upsert` carries; with it, a 409 would mean "a newer copy is
+//! there" and count as done instead of being retried.
 
 use crate::body::{self, ScopePlan};
 use crate::config::ElasticConfig;
@@ -183,6 +196,8 @@ impl ElasticIndex {
                 )));
             }
             warn!(what, attempt, %failure, "elasticsearch request failed; retrying");
+            metrics::counter!("annostore_elastic_retries_total", "request" => what.to_owned())
+                .increment(1);
             tokio::time::sleep(self.backoff(attempt)).await;
         }
     }
@@ -243,6 +258,9 @@ impl ElasticIndex {
                 %failure,
                 "elasticsearch bulk incomplete; retrying the failed documents"
             );
+            metrics::counter!("annostore_elastic_retries_total", "request" => "bulk").increment(1);
+            metrics::counter!("annostore_elastic_bulk_documents_retried_total")
+                .increment(pending.len() as u64);
             tokio::time::sleep(self.backoff(attempt)).await;
         }
     }
@@ -303,6 +321,8 @@ impl ElasticIndex {
             }
         }
         if !rejected.is_empty() {
+            metrics::counter!("annostore_elastic_bulk_documents_refused_total")
+                .increment(rejected.len() as u64);
             let shown: Vec<&str> = rejected.iter().take(3).map(String::as_str).collect();
             return Err(IndexError::Rejected(format!(
                 "bulk: {} of {} documents refused: {}",
@@ -392,7 +412,7 @@ impl Index for ElasticIndex {
         let mut out: Vec<Hit> = Vec::with_capacity(query.limit.min(MAX_ROUND_SIZE));
         let mut after = query.after.clone();
         let mut scanned = 0usize;
-        for _ in 0..MAX_FILL_ROUNDS {
+        for round in 1..=MAX_FILL_ROUNDS {
             let hits = self
                 .search_round(query, clause, after.as_ref(), size)
                 .await?;
@@ -407,11 +427,13 @@ impl Index for ElasticIndex {
                         key: h.key,
                     });
                     if out.len() == query.limit {
+                        metrics::histogram!("annostore_elastic_search_rounds").record(round as f64);
                         return Ok(out);
                     }
                 }
             }
             if n < size {
+                metrics::histogram!("annostore_elastic_search_rounds").record(round as f64);
                 return Ok(out);
             }
             if grow {
