@@ -2,7 +2,9 @@
 //! `ANNOSTORE_TEST_ES_URL` names one (e.g. http://127.0.0.1:9200). Without it the test
 //! prints a loud banner and returns, unless `ANNOSTORE_REQUIRE_ES=1` (CI with a server),
 //! which makes a missing server a failure. Each run uses an index of its own and deletes
-//! it at the end.
+//! it (and its template) at the end. A secured cluster (Elasticsearch 8+ defaults):
+//! `ANNOSTORE_TEST_ES_USERNAME`, `ANNOSTORE_TEST_ES_PASSWORD`, and
+//! `ANNOSTORE_TEST_ES_CA_CERT` (path of `http_ca.crt`).
 
 use annostore_core::index::Index;
 use annostore_core::testkit::index as suite;
@@ -40,6 +42,7 @@ async fn conformance_suite_against_a_real_server() {
         scope_terms_max: 0,
         username: std::env::var("ANNOSTORE_TEST_ES_USERNAME").ok(),
         password: std::env::var("ANNOSTORE_TEST_ES_PASSWORD").ok(),
+        ca_cert: std::env::var("ANNOSTORE_TEST_ES_CA_CERT").ok(),
         ..ElasticConfig::default()
     };
     apply_schema(&config).await.expect("apply schema");
