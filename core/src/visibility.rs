@@ -34,6 +34,12 @@ impl Visibility {
         self.active.contains_key(&key)
     }
 
+    /// The 64-bit keys of the active operations, in no particular order (what an
+    /// external index filters on when the set is small enough to send).
+    pub fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.active.keys().copied()
+    }
+
     pub fn len(&self) -> usize {
         self.active.len()
     }

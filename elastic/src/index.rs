@@ -1,0 +1,608 @@
+//! [`ElasticIndex`]: the [`Index`] seam on Elasticsearch.
+//!
+//! - upsert: `_bulk` index-by-id with `refresh=wait_for`, so an Ok means durable (the
+//!   translog is fsynced per request by default) and searchable. A bulk answered 200
+//!   can still have failed items: each is read; the retryable ones (429, 5xx, 409) are
+//!   sent again, alone, with exponential backoff and jitter, up to `max_retries`; a
+//!   non-retryable item makes the call fail with [`IndexError::Rejected`]. Nothing is
+//!   dropped: the call succeeds only when every document is indexed.
+//! - search: filters as `bool.filter` clauses, sorted (media_id, start_ms, id), cursor
+//!   as `search_after`. The scope is a term (one operation), a `terms` filter on the
+//!   operation key (small snapshots), or, for large snapshots, a check of every hit
+//!   against the snapshot with further rounds until the page is full (at most
+//!   [`MAX_FILL_ROUNDS`] rounds of growing size; past that the search fails rather than
+//!   return a short page, which callers read as the end of the results).
+//! - refresh: `<index>/_refresh` (GET, as the client sends it), which also releases
+//!   waiting upserts early.
+//!
+//! Metrics: `annostore_elastic_retries_total{request}`,
+//! `annostore_elastic_bulk_documents_retried_total`,
+//! `annostore_elastic_bulk_documents_refused_total`, `annostore_elastic_search_rounds`.
+//!
+//! Not done: ordering of writes across processes. Documents are written without a
+//! version (internal versioning, last write wins), so if two processes index different
+//! copies of one id, a late older copy can overwrite a newer one until a replay rewrites
+//! it (the service drops such stale hits by their position, but a stale copy can hide
+//! the newer one from a filter). External versioning (`version_type=external_gte`)
+//! would fix it, but needs a version per annotation from the store, which neither
+//! `Annotation` nor `Index::upsert` carries; with it, a 409 would mean "a newer copy is
+//! there" and count as done instead of being retried.
+
+use crate::body::{self, ScopePlan};
+use crate::config::ElasticConfig;
+use crate::response::{self, Verdict};
+use annostore_core::index::{Existing, Hit, Index, IndexError, IndexQuery};
+use annostore_core::model::{Annotation, SortKey};
+use async_trait::async_trait;
+use elasticsearch::auth::Credentials;
+use elasticsearch::cert::{Certificate, CertificateValidation};
+use elasticsearch::http::Url;
+use elasticsearch::http::response::Response;
+use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::indices::{
+    IndicesCreateParts, IndicesExistsParts, IndicesPutIndexTemplateParts, IndicesPutMappingParts,
+    IndicesRefreshParts,
+};
+use elasticsearch::params::Refresh;
+use elasticsearch::{BulkParts, CountParts, Elasticsearch, SearchParts};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::time::Duration;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+/// Rounds of one search when hits are checked against a large snapshot. Rounds start
+/// at twice the page (at least 100 hits) and double up to [`MAX_ROUND_SIZE`], so a
+/// search looks at about 100,000 documents at most (from 100: 100 + 200 + ... +
+/// 6,400, then 10,000 per round) before giving up with [`IndexError::Unavailable`].
+pub const MAX_FILL_ROUNDS: usize = 16;
+
+/// The most hits one search request asks for (Elasticsearch's default
+/// `index.max_result_window` bounds `size` even with `search_after`).
+pub const MAX_ROUND_SIZE: usize = 10_000;
+
+const BULK_FILTER: &[&str] = &["errors", "items.*._id", "items.*.status", "items.*.error"];
+const SEARCH_FILTER: &[&str] = &[
+    "timed_out",
+    "_shards.failed",
+    "hits.hits.sort",
+    "hits.hits.fields",
+];
+
+/// The Elasticsearch index behind [`Index`]. Cheap to clone (one HTTP client).
+#[derive(Clone)]
+pub struct ElasticIndex {
+    client: Elasticsearch,
+    config: ElasticConfig,
+}
+
+impl std::fmt::Debug for ElasticIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElasticIndex")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> IndexError {
+    IndexError::Unavailable(e.to_string())
+}
+
+/// One answer read whole: status and body.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+async fn read(sent: Result<Response, elasticsearch::Error>) -> Result<Answer, String> {
+    let response = sent.map_err(|e| format!("request failed: {e}"))?;
+    let status = response.status_code().as_u16();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("reading the response failed: {e}"))?;
+    Ok(Answer {
+        status,
+        body: body.to_vec(),
+    })
+}
+
+impl ElasticIndex {
+    /// A client for the cluster at `config.url`. Sends nothing: a cluster that is down
+    /// shows as [`IndexError::Unavailable`] on the first call. Call [`apply_schema`]
+    /// once (`annostore schema apply`) before the first write.
+    pub fn connect(config: &ElasticConfig) -> Result<ElasticIndex, IndexError> {
+        config.validate()?;
+        // A base URL without a trailing slash would lose its last path segment when
+        // the client joins request paths onto it.
+        let mut base = config.url.clone();
+        if !base.ends_with('/') {
+            base.push('/');
+        }
+        let url = Url::parse(&base).map_err(|e| {
+            IndexError::Rejected(format!("elastic config: url {:?}: {e}", config.url))
+        })?;
+        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+            .timeout(Duration::from_millis(config.request_timeout_ms));
+        if let Some(path) = &config.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| {
+                IndexError::Rejected(format!("elastic config: ca_cert {path:?}: {e}"))
+            })?;
+            let cert = Certificate::from_pem(&pem).map_err(|e| {
+                IndexError::Rejected(format!("elastic config: ca_cert {path:?}: {e}"))
+            })?;
+            builder = builder.cert_validation(CertificateValidation::Full(cert));
+        }
+        if let Some(key) = &config.api_key {
+            builder = builder.auth(Credentials::EncodedApiKey(key.clone()));
+        } else if let (Some(u), Some(p)) = (&config.username, &config.password) {
+            builder = builder.auth(Credentials::Basic(u.clone(), p.clone()));
+        }
+        let transport = builder
+            .build()
+            .map_err(|e| IndexError::Rejected(format!("elastic client: {e}")))?;
+        Ok(ElasticIndex {
+            client: Elasticsearch::new(transport),
+            config: config.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &ElasticConfig {
+        &self.config
+    }
+
+    /// The client, for what the adapter does not wrap (tests, admin tools).
+    pub fn client(&self) -> &Elasticsearch {
+        &self.client
+    }
+
+    /// How long to wait before retry number `attempt` (1-based): exponential from
+    /// `retry_backoff_ms`, capped, with "equal jitter" (between half and all of it) so
+    /// that writers rejected together do not come back together.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.config.retry_backoff_ms.max(1);
+        let exp = base.saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
+        let capped = exp.min(self.config.retry_max_backoff_ms.max(base));
+        let half = capped / 2;
+        Duration::from_millis(half + fastrand::u64(0..=capped - half))
+    }
+
+    /// Sends a request (built anew per attempt by `send`) until it succeeds, fails for
+    /// good, or `max_retries` retries are spent.
+    async fn with_retries<F, Fut>(&self, what: &str, send: F) -> Result<Vec<u8>, IndexError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Response, elasticsearch::Error>>,
+    {
+        let mut attempt = 0u32;
+        loop {
+            let failure = match read(send().await).await {
+                Err(e) => e,
+                Ok(a) => match response::verdict(a.status) {
+                    Verdict::Done => return Ok(a.body),
+                    Verdict::Reject => {
+                        return Err(IndexError::Rejected(format!(
+                            "{what}: {}",
+                            response::describe_body(a.status, &a.body)
+                        )));
+                    }
+                    Verdict::Retry => response::describe_body(a.status, &a.body),
+                },
+            };
+            attempt += 1;
+            if attempt > self.config.max_retries {
+                return Err(IndexError::Unavailable(format!(
+                    "{what}: failed {attempt} times, last: {failure}"
+                )));
+            }
+            warn!(what, attempt, %failure, "elasticsearch request failed; retrying");
+            metrics::counter!("annostore_elastic_retries_total", "request" => what.to_owned())
+                .increment(1);
+            tokio::time::sleep(self.backoff(attempt)).await;
+        }
+    }
+
+    /// Indexes one chunk; see the module comment for the retry rules.
+    async fn bulk(&self, docs: &[&Annotation]) -> Result<(), IndexError> {
+        let lines: Vec<Vec<u8>> = docs
+            .iter()
+            .map(|a| body::bulk_lines(a))
+            .collect::<Result<_, _>>()
+            .map_err(|e| IndexError::Rejected(format!("serialising a document: {e}")))?;
+        let index = self.config.index.as_str();
+        let mut pending: Vec<usize> = (0..docs.len()).collect();
+        let mut attempt = 0u32;
+        loop {
+            let payload: Vec<u8> = pending
+                .iter()
+                .flat_map(|&i| lines[i].iter().copied())
+                .collect();
+            let sent = self
+                .client
+                .bulk(BulkParts::Index(index))
+                .refresh(Refresh::WaitFor)
+                .filter_path(BULK_FILTER)
+                .body(vec![payload])
+                .send()
+                .await;
+            let failure = match read(sent).await {
+                Err(e) => e,
+                Ok(a) => match response::verdict(a.status) {
+                    Verdict::Reject => {
+                        return Err(IndexError::Rejected(format!(
+                            "bulk: {}",
+                            response::describe_body(a.status, &a.body)
+                        )));
+                    }
+                    Verdict::Retry => response::describe_body(a.status, &a.body),
+                    Verdict::Done => match self.bulk_items(docs, &pending, &a.body)? {
+                        None => return Ok(()),
+                        Some((still, failure)) => {
+                            pending = still;
+                            failure
+                        }
+                    },
+                },
+            };
+            attempt += 1;
+            if attempt > self.config.max_retries {
+                return Err(IndexError::Unavailable(format!(
+                    "bulk: {} of {} documents not indexed after {attempt} attempts, last: {failure}",
+                    pending.len(),
+                    docs.len()
+                )));
+            }
+            warn!(
+                attempt,
+                pending = pending.len(),
+                %failure,
+                "elasticsearch bulk incomplete; retrying the failed documents"
+            );
+            metrics::counter!("annostore_elastic_retries_total", "request" => "bulk").increment(1);
+            metrics::counter!("annostore_elastic_bulk_documents_retried_total")
+                .increment(pending.len() as u64);
+            tokio::time::sleep(self.backoff(attempt)).await;
+        }
+    }
+
+    /// Reads a 2xx bulk answer for the `pending` documents: `None` when all are
+    /// indexed, else the ones to send again and why; an error when one is refused.
+    fn bulk_items(
+        &self,
+        docs: &[&Annotation],
+        pending: &[usize],
+        body: &[u8],
+    ) -> Result<Option<(Vec<usize>, String)>, IndexError> {
+        let parsed: response::BulkResponse = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            // Nothing to go on: everything again (index-by-id is idempotent).
+            Err(e) => {
+                return Ok(Some((
+                    pending.to_vec(),
+                    format!("unreadable bulk answer: {e}"),
+                )));
+            }
+        };
+        if parsed.items.len() != pending.len() {
+            return Ok(Some((
+                pending.to_vec(),
+                format!(
+                    "bulk answer has {} items for {} documents",
+                    parsed.items.len(),
+                    pending.len()
+                ),
+            )));
+        }
+        let mut again = Vec::new();
+        let mut first_failure = None;
+        let mut rejected = Vec::new();
+        for (&i, item) in pending.iter().zip(parsed.results()) {
+            let id = body::uuid_text(&docs[i].id);
+            let Some(item) = item.filter(|it| it.id.as_deref().is_none_or(|x| x == id)) else {
+                again.push(i);
+                first_failure.get_or_insert_with(|| format!("no answer for document {id}"));
+                continue;
+            };
+            let reason = || {
+                item.error
+                    .as_ref()
+                    .map_or_else(|| "no reason given".into(), response::describe_error)
+            };
+            match response::verdict(item.status) {
+                Verdict::Done => {}
+                Verdict::Retry => {
+                    again.push(i);
+                    first_failure
+                        .get_or_insert_with(|| format!("{id}: HTTP {}: {}", item.status, reason()));
+                }
+                Verdict::Reject => {
+                    rejected.push(format!("{id}: HTTP {}: {}", item.status, reason()))
+                }
+            }
+        }
+        if !rejected.is_empty() {
+            metrics::counter!("annostore_elastic_bulk_documents_refused_total")
+                .increment(rejected.len() as u64);
+            let shown: Vec<&str> = rejected.iter().take(3).map(String::as_str).collect();
+            return Err(IndexError::Rejected(format!(
+                "bulk: {} of {} documents refused: {}",
+                rejected.len(),
+                pending.len(),
+                shown.join("; ")
+            )));
+        }
+        if again.is_empty() {
+            if parsed.errors {
+                debug!("bulk answer said errors but every item succeeded");
+            }
+            return Ok(None);
+        }
+        Ok(Some((again, first_failure.unwrap_or_default())))
+    }
+
+    /// One search request: the hits after `after`.
+    async fn search_round(
+        &self,
+        query: &IndexQuery,
+        scope_clause: Option<&Value>,
+        after: Option<&SortKey>,
+        size: usize,
+    ) -> Result<Vec<response::SearchHit>, IndexError> {
+        let body = body::search(&query.filter, scope_clause, after, size);
+        let index = [self.config.index.as_str()];
+        let raw = self
+            .with_retries("search", || async {
+                self.client
+                    .search(SearchParts::Index(&index))
+                    .allow_partial_search_results(false)
+                    .filter_path(SEARCH_FILTER)
+                    .body(body.clone())
+                    .send()
+                    .await
+            })
+            .await?;
+        response::search_hits(&raw).map_err(unavailable)
+    }
+}
+
+/// The last version of each id, in first-seen order: a later copy of an id in one call
+/// wins (as in the tantivy index), and no retry can reorder two copies of one id.
+fn latest_per_id(annotations: &[Annotation]) -> Vec<&Annotation> {
+    let mut seen = HashSet::with_capacity(annotations.len());
+    let mut latest: Vec<&Annotation> = annotations
+        .iter()
+        .rev()
+        .filter(|a| seen.insert(a.id))
+        .collect();
+    latest.reverse();
+    latest
+}
+
+#[async_trait]
+impl Index for ElasticIndex {
+    async fn upsert(
+        &self,
+        annotations: &[Annotation],
+        _existing: Existing<'_>,
+    ) -> Result<(), IndexError> {
+        // Index-by-id replaces natively: `existing` changes nothing here.
+        let latest = latest_per_id(annotations);
+        for chunk in latest.chunks(self.config.bulk_max_docs) {
+            self.bulk(chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let plan = body::scope_plan(&query.filter, &query.scope, self.config.scope_terms_max);
+        let (clause, mut size, grow) = match &plan {
+            ScopePlan::Empty => return Ok(Vec::new()),
+            ScopePlan::Exact(clause) => (clause.as_ref(), query.limit.min(MAX_ROUND_SIZE), false),
+            // Ask for more than the page, and for twice as many each round: some hits
+            // (possibly most: superseded runs stay in the index) are out of scope.
+            ScopePlan::Check => (
+                None,
+                query.limit.saturating_mul(2).clamp(100, MAX_ROUND_SIZE),
+                true,
+            ),
+        };
+        let mut out: Vec<Hit> = Vec::with_capacity(query.limit.min(MAX_ROUND_SIZE));
+        let mut after = query.after.clone();
+        let mut scanned = 0usize;
+        for round in 1..=MAX_FILL_ROUNDS {
+            let hits = self
+                .search_round(query, clause, after.as_ref(), size)
+                .await?;
+            let n = hits.len();
+            scanned += n;
+            for h in hits {
+                after = Some(h.key.clone());
+                // Exact plans need no check; it is kept as a guard on the answer.
+                if query.scope.allows_key(h.op_key) {
+                    out.push(Hit {
+                        id: h.key.id,
+                        key: h.key,
+                    });
+                    if out.len() == query.limit {
+                        metrics::histogram!("annostore_elastic_search_rounds").record(round as f64);
+                        return Ok(out);
+                    }
+                }
+            }
+            if n < size {
+                metrics::histogram!("annostore_elastic_search_rounds").record(round as f64);
+                return Ok(out);
+            }
+            if grow {
+                size = size.saturating_mul(2).min(MAX_ROUND_SIZE);
+            }
+        }
+        Err(IndexError::Unavailable(format!(
+            "search looked at {scanned} documents in {MAX_FILL_ROUNDS} rounds and found only {} of {} in scope; narrow the filters",
+            out.len(),
+            query.limit
+        )))
+    }
+
+    async fn count_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {
+        let body = body::count_operation(&operation_id);
+        let index = [self.config.index.as_str()];
+        let raw = self
+            .with_retries("count", || async {
+                self.client
+                    .count(CountParts::Index(&index))
+                    .body(body.clone())
+                    .send()
+                    .await
+            })
+            .await?;
+        response::count(&raw).map_err(unavailable)
+    }
+
+    async fn refresh(&self) {
+        let index = [self.config.index.as_str()];
+        let sent = self
+            .client
+            .indices()
+            .refresh(IndicesRefreshParts::Index(&index))
+            .send()
+            .await;
+        match read(sent).await {
+            Ok(a) if response::verdict(a.status) == Verdict::Done => {}
+            Ok(a) => warn!(
+                failure = %response::describe_body(a.status, &a.body),
+                "elasticsearch refresh failed"
+            ),
+            Err(e) => warn!(failure = %e, "elasticsearch refresh failed"),
+        }
+    }
+}
+
+/// Puts the index template (always: a newer annostore may bring a newer one) and
+/// creates the index when missing; on an index that exists, puts the template's
+/// mappings (new fields are added; a changed field is refused by the cluster and
+/// reported). Idempotent: `annostore schema apply` calls it.
+pub async fn apply_schema(config: &ElasticConfig) -> Result<(), IndexError> {
+    let es = ElasticIndex::connect(config)?;
+    let template = body::template(config)
+        .map_err(|e| IndexError::Rejected(format!("the shipped template: {e}")))?;
+    let name = config.template_name();
+    es.with_retries("put index template", || async {
+        es.client
+            .indices()
+            .put_index_template(IndicesPutIndexTemplateParts::Name(&name))
+            .body(template.clone())
+            .send()
+            .await
+    })
+    .await?;
+    let index = [config.index.as_str()];
+    let exists = index_exists(&es, &index).await?;
+    if exists {
+        let mappings = template["template"]["mappings"].clone();
+        es.with_retries("put mapping", || async {
+            es.client
+                .indices()
+                .put_mapping(IndicesPutMappingParts::Index(&index))
+                .body(mappings.clone())
+                .send()
+                .await
+        })
+        .await?;
+        return Ok(());
+    }
+    let created = read(
+        es.client
+            .indices()
+            .create(IndicesCreateParts::Index(&config.index))
+            .send()
+            .await,
+    )
+    .await
+    .map_err(unavailable)?;
+    match response::verdict(created.status) {
+        Verdict::Done => Ok(()),
+        // Someone else created it between the check and now: fine.
+        _ if String::from_utf8_lossy(&created.body)
+            .contains("resource_already_exists_exception") =>
+        {
+            Ok(())
+        }
+        Verdict::Retry => Err(IndexError::Unavailable(format!(
+            "create index: {}",
+            response::describe_body(created.status, &created.body)
+        ))),
+        Verdict::Reject => Err(IndexError::Rejected(format!(
+            "create index: {}",
+            response::describe_body(created.status, &created.body)
+        ))),
+    }
+}
+
+/// HEAD <index>: 200 exists (index or alias), 404 does not.
+async fn index_exists(es: &ElasticIndex, index: &[&str]) -> Result<bool, IndexError> {
+    let mut attempt = 0u32;
+    loop {
+        let sent = es
+            .client
+            .indices()
+            .exists(IndicesExistsParts::Index(index))
+            .send()
+            .await;
+        let failure = match read(sent).await {
+            Ok(a) if a.status == 200 => return Ok(true),
+            Ok(a) if a.status == 404 => return Ok(false),
+            Ok(a) if response::verdict(a.status) == Verdict::Reject => {
+                return Err(IndexError::Rejected(format!(
+                    "index exists: {}",
+                    response::describe_body(a.status, &a.body)
+                )));
+            }
+            Ok(a) => response::describe_body(a.status, &a.body),
+            Err(e) => e,
+        };
+        attempt += 1;
+        if attempt > es.config.max_retries {
+            return Err(IndexError::Unavailable(format!("index exists: {failure}")));
+        }
+        tokio::time::sleep(es.backoff(attempt)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let es = ElasticIndex::connect(&ElasticConfig {
+            retry_backoff_ms: 100,
+            retry_max_backoff_ms: 1_000,
+            ..ElasticConfig::default()
+        })
+        .unwrap();
+        for _ in 0..50 {
+            let ms = |attempt| es.backoff(attempt).as_millis() as u64;
+            assert!((50..=100).contains(&ms(1)));
+            assert!((100..=200).contains(&ms(2)));
+            assert!((200..=400).contains(&ms(3)));
+            assert!((500..=1_000).contains(&ms(5)));
+            assert!((500..=1_000).contains(&ms(60)), "no overflow far out");
+        }
+    }
+
+    #[test]
+    fn the_last_copy_of_an_id_wins_in_first_seen_order() {
+        let op = Uuid::new_v4();
+        let a = annostore_core::testkit::index::annotation(op, "m", 0, 1);
+        let b = annostore_core::testkit::index::annotation(op, "m", 5, 6);
+        let mut a2 = a.clone();
+        a2.start_ms = 9;
+        let all = [a.clone(), b.clone(), a2.clone()];
+        let latest = latest_per_id(&all);
+        assert_eq!(latest, vec![&b, &a2]);
+    }
+}
