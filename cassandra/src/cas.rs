@@ -36,7 +36,7 @@ impl Attempts {
     }
 
     /// Takes one attempt; fails once the budget is spent (the row stayed contended).
-    pub fn next(&mut self) -> StoreResult<()> {
+    pub fn take(&mut self) -> StoreResult<()> {
         if self.done >= self.max {
             return Err(StoreError::Io(format!(
                 "{}: gave up after {} conflicting conditional writes",
@@ -159,7 +159,7 @@ pub async fn settle_pointer<C: PointerCell>(
     attempts: &mut Attempts,
 ) -> StoreResult<Settled> {
     loop {
-        attempts.next()?;
+        attempts.take()?;
         let current = cell.current().await?;
         match pointer_step(&mine, current.as_ref()) {
             PointerStep::AlreadyMine => {
@@ -170,15 +170,12 @@ pub async fn settle_pointer<C: PointerCell>(
                 });
             }
             PointerStep::Superseded { by } => {
-                loop {
-                    let Some(next) = superseded(&mine, by, now) else {
-                        break;
-                    };
+                while let Some(next) = superseded(&mine, by, now) {
                     if cell.write_op(&next, mine.version).await? {
                         mine = next;
                         break;
                     }
-                    attempts.next()?;
+                    attempts.take()?;
                     mine = reload(cell, mine.id).await?;
                 }
                 return Ok(Settled {
@@ -228,7 +225,7 @@ async fn deactivate<C: PointerCell>(
         if cell.write_op(&next, current.version).await? {
             return Ok(Some(next));
         }
-        attempts.next()?;
+        attempts.take()?;
     }
 }
 
@@ -274,9 +271,9 @@ mod tests {
     #[test]
     fn attempts_are_bounded() {
         let mut a = Attempts::with_max("x", 2);
-        assert!(a.next().is_ok());
-        assert!(a.next().is_ok());
-        assert!(matches!(a.next(), Err(StoreError::Io(m)) if m.contains("gave up after 2")));
+        assert!(a.take().is_ok());
+        assert!(a.take().is_ok());
+        assert!(matches!(a.take(), Err(StoreError::Io(m)) if m.contains("gave up after 2")));
     }
 
     #[test]
@@ -309,12 +306,14 @@ mod tests {
         assert_eq!(superseded(&s, two.id, from_unix_ms(6)), None);
     }
 
+    type CutIn = Box<dyn FnOnce(&mut Memory) + Send>;
+
     /// Memory rows, with a hook that lets "another node" write just before a
     /// conditional write of ours.
     struct Memory {
         pointer: Option<Uuid>,
         ops: HashMap<Uuid, Operation>,
-        before_cas: Vec<Box<dyn FnOnce(&mut Memory) + Send>>,
+        before_cas: Vec<CutIn>,
         failed_cas: u32,
     }
 

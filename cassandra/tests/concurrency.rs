@@ -93,3 +93,46 @@ async fn concurrent_starts_of_one_key_get_distinct_numbers() {
     }
     assert_eq!(numbers, (1..=20).collect::<HashSet<u64>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_annotation_id_is_won_by_exactly_one_operation() {
+    use annostore_core::store::StoreError;
+    use annostore_core::testkit::store::annotation;
+    let Some((a, b)) = two_nodes("one_annotation_id_is_won_by_exactly_one_operation").await else {
+        return;
+    };
+    for round in 0..10 {
+        let pivot = format!("ids-{round}");
+        let x = a
+            .start_operation(start_request("objects", 1, &pivot), 600, at(0))
+            .await
+            .unwrap();
+        let y = b
+            .start_operation(start_request("objects", 1, &pivot), 600, at(0))
+            .await
+            .unwrap();
+        let id = uuid::Uuid::new_v4();
+        let (ax, ay) = ([annotation(&x, id, "x")], [annotation(&y, id, "y")]);
+        let (rx, ry) = tokio::join!(
+            a.upsert_annotations(x.id, &ax, at(1)),
+            b.upsert_annotations(y.id, &ay, at(1))
+        );
+        let winner = match (rx, ry) {
+            (Ok(_), Err(StoreError::IdConflict { owner, .. })) => {
+                assert_eq!(owner, x.id);
+                x.id
+            }
+            (Err(StoreError::IdConflict { owner, .. }), Ok(_)) => {
+                assert_eq!(owner, y.id);
+                y.id
+            }
+            other => panic!("round {round}: exactly one must win, got {other:?}"),
+        };
+        let stored = a.get_annotations(&[id]).await.unwrap();
+        assert_eq!(stored[0].as_ref().map(|s| s.operation_id), Some(winner));
+        let loser = if winner == x.id { y.id } else { x.id };
+        let l = a.get_operation(loser).await.unwrap().unwrap();
+        assert_eq!(l.annotation_count, 0, "the loser wrote nothing");
+        assert!(a.pending_work(Some(loser), 10).await.unwrap().is_empty());
+    }
+}

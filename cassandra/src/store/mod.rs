@@ -230,7 +230,7 @@ impl CassandraStore {
     ) -> StoreResult<Option<Operation>> {
         let mut attempts = Attempts::new("expire operation");
         loop {
-            attempts.next()?;
+            attempts.take()?;
             let Some(expired) = lifecycle::expire_if_lapsed(&op, now) else {
                 return Ok(None);
             };
@@ -287,7 +287,13 @@ struct KeyPointer<'a> {
 impl PointerCell for KeyPointer<'_> {
     async fn current(&mut self) -> StoreResult<Option<Operation>> {
         match self.store.key_state(&self.key).await?.1 {
-            Some(id) => self.store.load_op(id).await,
+            // Operations are written before any pointer names them.
+            Some(id) => match self.store.load_op(id).await? {
+                Some(op) => Ok(Some(op)),
+                None => Err(StoreError::Corrupt(format!(
+                    "the active pointer names operation {id}, which does not exist"
+                ))),
+            },
             None => Ok(None),
         }
     }
@@ -385,7 +391,7 @@ impl Store for CassandraStore {
         let kv = key_values(&key)?;
         let mut attempts = Attempts::new("claim an operation number");
         let (previous, number) = loop {
-            attempts.next()?;
+            attempts.take()?;
             let (last, _) = self.key_state(&key).await?;
             let claim = NumberClaim::after(last);
             let result = match claim {
@@ -533,7 +539,7 @@ impl Store for CassandraStore {
     async fn finish_operation(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<FinishPlan> {
         let mut attempts = Attempts::new("finish operation");
         loop {
-            attempts.next()?;
+            attempts.take()?;
             let op = self.require_op(id).await?;
             if op.status == annostore_core::model::OperationStatus::Finished {
                 if op.active {
@@ -595,7 +601,7 @@ impl Store for CassandraStore {
     async fn cancel_operation(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<Operation> {
         let mut attempts = Attempts::new("cancel operation");
         loop {
-            attempts.next()?;
+            attempts.take()?;
             let op = self.require_op(id).await?;
             match lifecycle::cancel(&op, now) {
                 Ok((cancelled, changed)) => {

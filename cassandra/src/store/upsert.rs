@@ -217,7 +217,7 @@ impl CassandraStore {
     ) -> StoreResult<Operation> {
         let mut attempts = Attempts::new("upsert into operation");
         loop {
-            attempts.next()?;
+            attempts.take()?;
             let updated = match lifecycle::accept_upsert(&op, new, now) {
                 Ok(u) => u,
                 Err(e) => {
