@@ -186,6 +186,7 @@ pub async fn settle_pointer<C: PointerCell>(
             }
             PointerStep::Move { expect } => {
                 if !cell.move_pointer(expect, mine.id).await? {
+                    tracing::debug!(operation = %mine.id, ?expect, "active pointer moved meanwhile; re-reading");
                     continue;
                 }
                 let deactivated = match expect {

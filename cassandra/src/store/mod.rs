@@ -186,6 +186,7 @@ impl CassandraStore {
             )
             .await?;
         if !applied(result)? {
+            tracing::debug!(operation = %op.id, expect, "operation changed meanwhile; re-reading");
             return Ok(false);
         }
         self.sync_started(op).await?;
@@ -410,6 +411,7 @@ impl Store for CassandraStore {
             if applied(result)? {
                 break (last, claim.number());
             }
+            tracing::debug!(?claim, "operation number taken meanwhile; re-reading");
         };
         let op = lifecycle::start(&req, Uuid::now_v7(), previous, lease_seconds, now);
         debug_assert_eq!(op.operation_number, number);
