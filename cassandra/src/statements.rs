@@ -88,10 +88,12 @@ impl Statements {
             ),
             type_scan: p!("SELECT body FROM {ks}.annotation_types", 0, true),
             op_get: p!("SELECT body FROM {ks}.operations WHERE id = ?", 1, true),
+            // Conditional like every later write of the row: mixing plain and
+            // conditional writes on one row lets clock skew reorder them.
             op_insert: p!(
-                "INSERT INTO {ks}.operations (id, version, body) VALUES (?, ?, ?)",
+                "INSERT INTO {ks}.operations (id, version, body) VALUES (?, ?, ?) IF NOT EXISTS",
                 3,
-                true
+                false
             ),
             op_cas: p!(
                 "UPDATE {ks}.operations SET version = ?, body = ? WHERE id = ? IF version = ?",

@@ -270,6 +270,13 @@ impl CassandraStore {
         batch.set_is_idempotent(true);
         let mut values = Vec::with_capacity(parts.len());
         for (stmt, v) in parts {
+            // Cassandra refuses conditional statements in a multi-partition batch, and
+            // kassandra would not notice: keep them out.
+            debug_assert!(
+                !stmt.get_statement().contains(" IF "),
+                "{}",
+                stmt.get_statement()
+            );
             batch.append_statement(stmt.clone());
             values.push(v);
         }
@@ -421,17 +428,27 @@ impl Store for CassandraStore {
         key_op.push(big(count_i64(op.operation_number)?));
         key_op.push(uuid(op.id));
         let lease = op.lease_expires_at.map(unix_ms).unwrap_or_default();
-        // A crash after the number claim and before this batch leaves a gap in the
-        // key's numbers, never a duplicate.
-        self.write_batch(vec![
-            (
-                &st.op_insert.prepared,
+        // A crash after the number claim and before these writes leaves a gap in the
+        // key's numbers, never a duplicate. Every write of an `operations` row is
+        // conditional (Paxos timestamps), so clock skew cannot reorder them.
+        let inserted = st
+            .op_insert
+            .run(
+                self.s(),
                 vec![
                     uuid(op.id),
                     big(count_i64(op.version)?),
                     text(to_json(&op)?),
                 ],
-            ),
+            )
+            .await?;
+        if !applied(inserted)? {
+            return Err(StoreError::Io(format!(
+                "operation id {} already taken",
+                op.id
+            )));
+        }
+        self.write_batch(vec![
             (&st.key_ops_insert.prepared, key_op),
             (&st.day_ops_insert.prepared, vec![big(day), uuid(op.id)]),
             (&st.days_insert.prepared, vec![int(0), big(day)]),
