@@ -10,6 +10,9 @@
 //! Reads never rely on clustering order, clustering ranges or `ORDER BY` for
 //! correctness: rows of a bounded partition are sorted here (a range, where used, only
 //! saves reading; its result is filtered here again). No `IN`, no `ALLOW FILTERING`.
+//!
+//! [`rows`] holds the row helpers and the pointer protocol on `key_state`, [`scans`]
+//! the bucketed and hourly scans, [`upsert`] the upsert of a batch.
 
 use crate::cas::{self, Attempts, NumberClaim, PointerCell};
 use crate::config::CassandraConfig;
@@ -30,7 +33,12 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod rows;
+mod scans;
 mod upsert;
+
+use rows::KeyPointer;
+use scans::decode_work;
 
 /// Reads in flight at once for one call (loads by id, buckets).
 const FAN_OUT: usize = 32;
@@ -140,191 +148,6 @@ fn not_found(what: &'static str, id: Uuid) -> StoreError {
     StoreError::NotFound {
         what,
         id: id.to_string(),
-    }
-}
-
-// ---- rows ----
-
-impl CassandraStore {
-    pub(crate) async fn load_op(&self, id: Uuid) -> StoreResult<Option<Operation>> {
-        let rows = self.st().op_get.rows(self.s(), vec![uuid(id)]).await?;
-        match rows.first() {
-            Some(r) => Ok(Some(from_json("operation", text_at(r, 0)?)?)),
-            None => Ok(None),
-        }
-    }
-
-    pub(crate) async fn require_op(&self, id: Uuid) -> StoreResult<Operation> {
-        self.load_op(id)
-            .await?
-            .ok_or_else(|| not_found("operation", id))
-    }
-
-    /// Loads operations by id, keeping the order, skipping ids without a row.
-    async fn load_ops(&self, ids: Vec<Uuid>) -> StoreResult<Vec<Operation>> {
-        let loaded: Vec<Option<Operation>> = stream::iter(ids)
-            .map(|id| self.load_op(id))
-            .buffered(FAN_OUT)
-            .try_collect()
-            .await?;
-        Ok(loaded.into_iter().flatten().collect())
-    }
-
-    /// `UPDATE operations ... IF version = expect`, then the lapse index in step.
-    pub(crate) async fn cas_op(&self, op: &Operation, expect: u64) -> StoreResult<bool> {
-        let result = self
-            .st()
-            .op_cas
-            .run(
-                self.s(),
-                vec![
-                    big(count_i64(op.version)?),
-                    text(to_json(op)?),
-                    uuid(op.id),
-                    big(count_i64(expect)?),
-                ],
-            )
-            .await?;
-        if !applied(result)? {
-            tracing::debug!(operation = %op.id, expect, "operation changed meanwhile; re-reading");
-            return Ok(false);
-        }
-        self.sync_started(op).await?;
-        Ok(true)
-    }
-
-    /// Keeps `started_operations` in step with the operation's status and lease.
-    async fn sync_started(&self, op: &Operation) -> StoreResult<()> {
-        let shard = Some(scylla::value::CqlValue::Int(started_shard(op.id)));
-        match (op.status, op.lease_expires_at) {
-            (annostore_core::model::OperationStatus::Started, Some(lease)) => {
-                self.st()
-                    .started_insert
-                    .run(self.s(), vec![shard, uuid(op.id), big(unix_ms(lease))])
-                    .await?;
-            }
-            _ => {
-                self.st()
-                    .started_delete
-                    .run(self.s(), vec![shard, uuid(op.id)])
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Records EXPIRED if `op`'s lease has lapsed at `now`; true when it had lapsed
-    /// (whoever recorded it).
-    pub(crate) async fn record_expiry(
-        &self,
-        op: &Operation,
-        now: OffsetDateTime,
-    ) -> StoreResult<bool> {
-        Ok(self.expire(op.clone(), now).await?.is_some() || lifecycle::lease_lapsed(op, now))
-    }
-
-    /// The expiry this call recorded, if any.
-    async fn expire(
-        &self,
-        mut op: Operation,
-        now: OffsetDateTime,
-    ) -> StoreResult<Option<Operation>> {
-        let mut attempts = Attempts::new("expire operation");
-        loop {
-            attempts.take()?;
-            let Some(expired) = lifecycle::expire_if_lapsed(&op, now) else {
-                return Ok(None);
-            };
-            if self.cas_op(&expired, op.version).await? {
-                return Ok(Some(expired));
-            }
-            op = self.require_op(op.id).await?;
-        }
-    }
-
-    async fn key_state(&self, key: &OperationKey) -> StoreResult<(Option<u64>, Option<Uuid>)> {
-        let rows = self.st().key_get.rows(self.s(), key_values(key)?).await?;
-        match rows.first() {
-            Some(r) => {
-                let last = opt_i64_at(r, 0)?.map(|n| n.max(0) as u64);
-                Ok((last, opt_uuid_at(r, 1)?))
-            }
-            None => Ok((None, None)),
-        }
-    }
-
-    async fn has_pending(&self, op: Uuid) -> StoreResult<bool> {
-        let rows = self
-            .st()
-            .pending_op_get
-            .rows(self.s(), vec![uuid(op)])
-            .await?;
-        Ok(!rows.is_empty())
-    }
-
-    async fn write_batch(
-        &self,
-        parts: Vec<(&scylla::statement::prepared::PreparedStatement, Vec<V>)>,
-    ) -> StoreResult<()> {
-        let mut batch = Batch::new(BatchType::Logged);
-        batch.set_is_idempotent(true);
-        let mut values = Vec::with_capacity(parts.len());
-        for (stmt, v) in parts {
-            // Cassandra refuses conditional statements in a multi-partition batch, and
-            // kassandra would not notice: keep them out.
-            debug_assert!(
-                !stmt.get_statement().contains(" IF "),
-                "{}",
-                stmt.get_statement()
-            );
-            batch.append_statement(stmt.clone());
-            values.push(v);
-        }
-        self.s().batch(&batch, values).await.map_err(io)?;
-        Ok(())
-    }
-}
-
-/// The pointer protocol of [`cas::settle_pointer`] on `key_state` and `operations`.
-struct KeyPointer<'a> {
-    store: &'a CassandraStore,
-    key: OperationKey,
-}
-
-#[async_trait]
-impl PointerCell for KeyPointer<'_> {
-    async fn current(&mut self) -> StoreResult<Option<Operation>> {
-        match self.store.key_state(&self.key).await?.1 {
-            // Operations are written before any pointer names them.
-            Some(id) => match self.store.load_op(id).await? {
-                Some(op) => Ok(Some(op)),
-                None => Err(StoreError::Corrupt(format!(
-                    "the active pointer names operation {id}, which does not exist"
-                ))),
-            },
-            None => Ok(None),
-        }
-    }
-
-    async fn move_pointer(&mut self, expect: Option<Uuid>, to: Uuid) -> StoreResult<bool> {
-        let mut v = vec![uuid(to)];
-        v.extend(key_values(&self.key)?);
-        v.push(expect.and_then(uuid));
-        let r = self
-            .store
-            .st()
-            .key_move_active
-            .run(self.store.s(), v)
-            .await?;
-        applied(r)
-    }
-
-    async fn load(&mut self, id: Uuid) -> StoreResult<Option<Operation>> {
-        self.store.load_op(id).await
-    }
-
-    async fn write_op(&mut self, op: &Operation, expect_version: u64) -> StoreResult<bool> {
-        self.store.cas_op(op, expect_version).await
     }
 }
 
@@ -742,119 +565,5 @@ impl Store for CassandraStore {
             .try_collect::<Vec<()>>()
             .await?;
         Ok(())
-    }
-}
-
-/// Index work rows (work_id, body), oldest first.
-fn decode_work(rows: &[scylla::value::Row]) -> StoreResult<Vec<IndexWork>> {
-    let mut work = rows
-        .iter()
-        .map(|r| from_json::<IndexWork>("index work", text_at(r, 1)?))
-        .collect::<StoreResult<Vec<_>>>()?;
-    work.sort_unstable_by_key(|w| w.id);
-    Ok(work)
-}
-
-impl CassandraStore {
-    async fn complete_one(&self, w: IndexWork) -> StoreResult<()> {
-        let st = self.st();
-        let hour = uuid_ms(w.id).div_euclid(HOUR_MS);
-        self.write_batch(vec![
-            (
-                &st.pending_op_delete.prepared,
-                vec![uuid(w.operation_id), uuid(w.id)],
-            ),
-            (
-                &st.pending_hour_delete.prepared,
-                vec![big(hour), uuid(w.id)],
-            ),
-        ])
-        .await
-    }
-
-    async fn load_annotation(&self, id: Uuid) -> StoreResult<Option<Annotation>> {
-        let rows = self.st().ann_get.rows(self.s(), vec![uuid(id)]).await?;
-        match rows.first() {
-            Some(r) => Ok(Some(from_json("annotation", text_at(r, 1)?)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Up to `limit` ids of one bucket above `after`, ascending. The range in the query
-    /// only saves reading: the rows are filtered and sorted here again.
-    async fn bucket_ids(
-        &self,
-        op: Uuid,
-        bucket: i32,
-        after: Option<Uuid>,
-        limit: usize,
-    ) -> StoreResult<Vec<Uuid>> {
-        // Reading stops at `limit` only where clustering order is real.
-        let max = self.inner.honoured.then_some(limit);
-        let rows = match after {
-            Some(a) => {
-                self.st()
-                    .op_ann_after
-                    .rows_up_to(
-                        self.s(),
-                        vec![uuid(op), int(bucket), blob(a.as_bytes())],
-                        max,
-                    )
-                    .await?
-            }
-            None => {
-                self.st()
-                    .op_ann_first
-                    .rows_up_to(self.s(), vec![uuid(op), int(bucket)], max)
-                    .await?
-            }
-        };
-        let mut ids = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let b = blob_at(r, 0)?;
-            let id = Uuid::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if after.is_none_or(|a| id > a) {
-                ids.push(id);
-            }
-        }
-        ids.sort_unstable();
-        ids.truncate(limit);
-        Ok(ids)
-    }
-
-    /// Pending work of all operations, oldest first, hour by hour.
-    async fn oldest_work(&self, limit: usize) -> StoreResult<Vec<IndexWork>> {
-        let rows = self.st().hours_get.rows(self.s(), vec![int(0)]).await?;
-        let mut hours = rows
-            .iter()
-            .map(|r| i64_at(r, 0))
-            .collect::<StoreResult<Vec<_>>>()?;
-        hours.sort_unstable();
-        hours.dedup();
-        let this_hour = unix_ms(OffsetDateTime::now_utc()).div_euclid(HOUR_MS);
-        let mut out = Vec::new();
-        for hour in hours {
-            let rows = self
-                .st()
-                .pending_hour_get
-                .rows(self.s(), vec![big(hour)])
-                .await?;
-            if rows.is_empty() && hour < this_hour - 1 {
-                // An empty hour over an hour old gets no more work (work ids are
-                // minted at upsert time): forget it.
-                self.st()
-                    .hours_delete
-                    .run(self.s(), vec![int(0), big(hour)])
-                    .await?;
-                continue;
-            }
-            for w in decode_work(&rows)? {
-                out.push(w);
-                if out.len() >= limit {
-                    return Ok(out);
-                }
-            }
-        }
-        Ok(out)
     }
 }
