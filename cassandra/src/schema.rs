@@ -74,15 +74,26 @@ pub fn statements(config: &CassandraConfig) -> StoreResult<Vec<String>> {
 pub async fn apply_schema(config: &CassandraConfig) -> Result<(), StoreError> {
     let stmts = statements(config)?;
     let session = connect_session(config).await?;
+    // On a multi-node cluster each table needs its keyspace on every node first:
+    // wait for agreement after every statement, unless the server cannot tell.
+    let mut await_agreement = true;
     for stmt in stmts {
         tracing::debug!(%stmt, "applying schema");
         session.query_unpaged(stmt.as_str(), ()).await.map_err(io)?;
-    }
-    // Multi-node clusters: wait until every node has the tables before anyone prepares.
-    match tokio::time::timeout(SCHEMA_AGREEMENT, session.await_schema_agreement()).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "schema agreement not confirmed"),
-        Err(_) => tracing::warn!("schema agreement not reached within {SCHEMA_AGREEMENT:?}"),
+        if await_agreement {
+            match tokio::time::timeout(SCHEMA_AGREEMENT, session.await_schema_agreement()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "the server cannot confirm schema agreement");
+                    await_agreement = false;
+                }
+                Err(_) => {
+                    return Err(StoreError::Io(format!(
+                        "schema agreement not reached within {SCHEMA_AGREEMENT:?}"
+                    )));
+                }
+            }
+        }
     }
     Ok(())
 }
