@@ -9,7 +9,7 @@
 #![allow(dead_code)]
 
 use annostore_cassandra::{CassandraConfig, CassandraStore, apply_schema};
-use futures_util::{SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt};
 use kassandra::KassandraSession;
 use kassandra::error::DbError;
 use kassandra::frame::request::Request;
