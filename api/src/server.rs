@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::routes::{self, AppState};
 use annostore_core::clock::{Clock, SystemClock};
-use annostore_core::service::{Engines, Service};
+use annostore_core::service::{DEFAULT_VISIBILITY_REFRESH, Engines, Service};
 use anyhow::{Context, bail};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use std::sync::Arc;
@@ -41,6 +41,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Service::new(engines, config.limits.clone(), clock.clone())
             .with_index_in_flight(config.index_in_flight),
     );
+    // Other nodes' operation events, followed from before the warm-up so none falls
+    // between the two; the periodic refresh covers events the transport lost.
+    service.follow_events();
+    service.spawn_visibility_refresh(DEFAULT_VISIBILITY_REFRESH);
     let active = service
         .warm_up()
         .await
