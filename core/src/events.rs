@@ -27,7 +27,7 @@ pub enum OperationEvent {
     /// is after the change (inactive, superseded).
     Activated {
         operation: Operation,
-        deactivated: Option<Operation>,
+        deactivated: Option<Box<Operation>>,
     },
     /// Finished without becoming active: a newer run of the key had finished first.
     Finished {
@@ -90,6 +90,8 @@ pub enum EventError {
 
 /// What a subscription yields.
 #[derive(Debug, Clone, PartialEq)]
+// Nearly every delivery is an event: boxing it would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 pub enum Delivery {
     Event(EventEnvelope),
     /// This many events were lost to this subscriber (it fell behind, or the transport
@@ -187,7 +189,7 @@ impl Follower<'_> {
                 deactivated,
             } => {
                 let mut changed = vec![operation.clone()];
-                changed.extend(deactivated.clone());
+                changed.extend(deactivated.as_deref().cloned());
                 self.cache.put(&changed);
                 self.cache.activate(operation);
             }
@@ -228,7 +230,7 @@ mod tests {
                 active = Some(plan.operation.clone());
                 events.push(OperationEvent::Activated {
                     operation: plan.operation,
-                    deactivated: plan.deactivated,
+                    deactivated: plan.deactivated.map(Box::new),
                 });
             } else {
                 events.push(OperationEvent::Finished {
@@ -291,7 +293,11 @@ mod tests {
         for i in [2, 0, 1] {
             follower.follow(&envelope(other, events[i].clone()));
             let v = cache.visibility();
-            assert!(v.is_active(&ids[2]), "run 3 stays active after run {}", i + 1);
+            assert!(
+                v.is_active(&ids[2]),
+                "run 3 stays active after run {}",
+                i + 1
+            );
             assert!(!v.is_active(&ids[0]) && !v.is_active(&ids[1]));
             assert_eq!(v.len(), 1, "one run of the key is active");
         }

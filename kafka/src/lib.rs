@@ -88,7 +88,12 @@ impl KafkaEventBus {
                 .await
                 .map_err(|e| EventError::Transport(format!("assigning partitions: {e}")))??
         };
-        info!(topic, group, partitions = assigned, "following operation events on Kafka");
+        info!(
+            topic,
+            group,
+            partitions = assigned,
+            "following operation events on Kafka"
+        );
         let (tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let pump = tokio::spawn(pump(consumer, tx.clone()));
         Ok(KafkaEventBus {
@@ -119,8 +124,8 @@ impl Drop for KafkaEventBus {
 #[async_trait]
 impl EventBus for KafkaEventBus {
     async fn publish(&self, event: &EventEnvelope) -> Result<(), EventError> {
-        let key = serde_json::to_vec(&event.event.key())
-            .map_err(|e| EventError::Codec(e.to_string()))?;
+        let key =
+            serde_json::to_vec(&event.event.key()).map_err(|e| EventError::Codec(e.to_string()))?;
         let payload = serde_json::to_vec(event).map_err(|e| EventError::Codec(e.to_string()))?;
         let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
         let delivery = self
@@ -135,8 +140,7 @@ impl EventBus for KafkaEventBus {
                 Ok(Err((e, _))) => e.to_string(),
                 Err(_) => "the producer went away before delivering".to_owned(),
             };
-            metrics::counter!("annostore_kafka_delivery_failed_total", "kind" => kind)
-                .increment(1);
+            metrics::counter!("annostore_kafka_delivery_failed_total", "kind" => kind).increment(1);
             warn!(%operation, kind, error, "operation event not delivered to Kafka");
         });
         Ok(())

@@ -9,7 +9,9 @@
 use annostore_core::cache::{MokaOperationCache, OperationCache};
 use annostore_core::clock::SystemClock;
 use annostore_core::events::{EventBus, EventEnvelope, EventError, Subscription};
-use annostore_core::model::{OperationStatus, SearchFilter, SearchRequest, StartOperation, TypeDefinition};
+use annostore_core::model::{
+    OperationStatus, SearchFilter, SearchRequest, StartOperation, TypeDefinition,
+};
 use annostore_core::service::{Engines, Service};
 use annostore_core::validate::Limits;
 use annostore_kafka::{KafkaConfig, KafkaEventBus, ensure_topic};
@@ -65,7 +67,11 @@ async fn two_nodes(config: &KafkaConfig) -> Nodes {
         lose: AtomicBool::new(false),
     });
     let b_bus = KafkaEventBus::connect(config).await.unwrap();
-    assert_ne!(a_bus.inner.group(), b_bus.group(), "a consumer group per node");
+    assert_ne!(
+        a_bus.inner.group(),
+        b_bus.group(),
+        "a consumer group per node"
+    );
     let node = |cache: Arc<dyn OperationCache>, events: Arc<dyn EventBus>| {
         Arc::new(Service::new(
             Engines {
@@ -138,16 +144,28 @@ async fn visible_runs(node: &Service) -> BTreeSet<Uuid> {
         .await
         .unwrap();
     let runs: BTreeSet<Uuid> = page.annotations.iter().map(|a| a.operation_id).collect();
-    assert!(runs.len() <= 1, "two runs of one key visible at once: {runs:?}");
+    assert!(
+        runs.len() <= 1,
+        "two runs of one key visible at once: {runs:?}"
+    );
     if !runs.is_empty() {
-        assert_eq!(page.annotations.len(), ANNOTATIONS_PER_RUN, "a run shown partly");
+        assert_eq!(
+            page.annotations.len(),
+            ANNOTATIONS_PER_RUN,
+            "a run shown partly"
+        );
     }
     runs
 }
 
 /// Polls `node`'s search until it shows exactly `run`, and returns how long that took.
 /// Along the way it may show only `before` (the run it showed until now).
-async fn until_visible(node: &Service, run: Uuid, before: Option<Uuid>, bound: Duration) -> Duration {
+async fn until_visible(
+    node: &Service,
+    run: Uuid,
+    before: Option<Uuid>,
+    bound: Duration,
+) -> Duration {
     let since = Instant::now();
     loop {
         let runs = visible_runs(node).await;
@@ -192,7 +210,10 @@ async fn finish_on_a_is_seen_on_b(config: &KafkaConfig) {
     );
 }
 
-fn mock() -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, KafkaConfig) {
+fn mock() -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    KafkaConfig,
+) {
     let cluster = MockCluster::new(1).unwrap();
     let config = KafkaConfig {
         brokers: cluster.bootstrap_servers(),
@@ -254,9 +275,17 @@ async fn a_lost_event_is_made_up_for_by_the_refresh_from_the_store() {
     nodes.a_bus.lose.store(true, Ordering::SeqCst);
     let run2 = run(&nodes.a).await;
     assert_eq!(visible_runs(&nodes.b).await, BTreeSet::from([run1]));
-    assert_eq!(nodes.b.refresh_visibility().await.unwrap(), 1, "one key moved");
+    assert_eq!(
+        nodes.b.refresh_visibility().await.unwrap(),
+        1,
+        "one key moved"
+    );
     assert_eq!(visible_runs(&nodes.b).await, BTreeSet::from([run2]));
-    assert_eq!(nodes.b.refresh_visibility().await.unwrap(), 0, "in step now");
+    assert_eq!(
+        nodes.b.refresh_visibility().await.unwrap(),
+        0,
+        "in step now"
+    );
 
     // The same through the periodic refresh, as the server runs it.
     let refresh = nodes.b.spawn_visibility_refresh(Duration::from_millis(100));
@@ -307,7 +336,10 @@ fn real_broker() -> Option<KafkaConfig> {
                  SKIPPED: no Kafka broker (set ANNOSTORE_KAFKA_BROKERS=host:port)\n\
                  ==============================================================\n"
             );
-            assert!(!required, "ANNOSTORE_REQUIRE_KAFKA=1 but ANNOSTORE_KAFKA_BROKERS is not set");
+            assert!(
+                !required,
+                "ANNOSTORE_REQUIRE_KAFKA=1 but ANNOSTORE_KAFKA_BROKERS is not set"
+            );
             None
         }
     }

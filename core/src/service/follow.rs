@@ -25,15 +25,11 @@ impl Service {
             node: self.node,
             event,
         };
-        let outcome = tokio::time::timeout(
-            PUBLISH_TIMEOUT,
-            self.engines.events.publish(&envelope),
-        )
-        .await;
+        let outcome =
+            tokio::time::timeout(PUBLISH_TIMEOUT, self.engines.events.publish(&envelope)).await;
         let error = match outcome {
             Ok(Ok(())) => {
-                metrics::counter!("annostore_events_published_total", "kind" => kind)
-                    .increment(1);
+                metrics::counter!("annostore_events_published_total", "kind" => kind).increment(1);
                 return;
             }
             Ok(Err(e)) => e.to_string(),
@@ -76,7 +72,10 @@ impl Service {
                     }
                     Delivery::Missed(n) => {
                         metrics::counter!("annostore_events_missed_total").increment(n);
-                        warn!(missed = n, "operation events lost; refreshing from the store");
+                        warn!(
+                            missed = n,
+                            "operation events lost; refreshing from the store"
+                        );
                         if let Err(e) = service.refresh_visibility().await {
                             warn!(error = %e, "visibility refresh failed");
                         }

@@ -402,7 +402,7 @@ impl Service {
                         self.publish(if plan.operation.active {
                             OperationEvent::Activated {
                                 operation: plan.operation.clone(),
-                                deactivated: plan.deactivated.clone(),
+                                deactivated: plan.deactivated.clone().map(Box::new),
                             }
                         } else {
                             OperationEvent::Finished {
