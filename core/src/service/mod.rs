@@ -249,14 +249,10 @@ impl Service {
             .store
             .expire_operation(id, self.clock.now())
             .await?;
+        let expired = changed.is_some();
         let op = match changed {
             Some(op) => {
                 metrics::counter!("annostore_operations_expired_total").increment(1);
-                self.engines.cache.put(std::slice::from_ref(&op));
-                self.publish(OperationEvent::Expired {
-                    operation: op.clone(),
-                })
-                .await;
                 op
             }
             None => self
@@ -267,6 +263,12 @@ impl Service {
                 .ok_or_else(|| Error::operation_not_found(id))?,
         };
         self.engines.cache.put(std::slice::from_ref(&op));
+        if expired {
+            self.publish(OperationEvent::Expired {
+                operation: op.clone(),
+            })
+            .await;
+        }
         Ok(op)
     }
 
