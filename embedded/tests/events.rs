@@ -5,7 +5,9 @@ mod common;
 
 use annostore_core::cache::MokaOperationCache;
 use annostore_core::clock::{Clock, ManualClock, SystemClock};
-use annostore_core::events::{Delivery, Followed, Subscription};
+use annostore_core::events::{
+    Delivery, EventBus, EventEnvelope, EventError, Followed, LocalEventBus, Subscription,
+};
 use annostore_core::model::{OperationStatus, StartOperation};
 use annostore_core::service::{Engines, Service};
 use annostore_core::validate::Limits;
@@ -206,4 +208,48 @@ async fn another_nodes_older_activations_arriving_late_change_nothing() {
 async fn sync(from: &Service, to: &Service) {
     let marker = from.start(start_request("marker", None)).await.unwrap();
     until_cached(to, marker.id, OperationStatus::Started).await;
+}
+
+/// A bus whose publishing fails, or never answers.
+struct Broken {
+    hangs: bool,
+}
+
+#[async_trait::async_trait]
+impl EventBus for Broken {
+    async fn publish(&self, _: &EventEnvelope) -> Result<(), EventError> {
+        if self.hangs {
+            std::future::pending::<()>().await;
+        }
+        Err(EventError::Transport("the broker is down".into()))
+    }
+
+    fn subscribe(&self) -> Subscription {
+        LocalEventBus::default().subscribe()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_that_fails_or_hangs_never_fails_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, engines) = common::service(dir.path(), Arc::new(SystemClock)).await;
+    for hangs in [false, true] {
+        let service = Arc::new(Service::new(
+            Engines {
+                events: Arc::new(Broken { hangs }),
+                ..engines.clone()
+            },
+            Limits::default(),
+            Arc::new(SystemClock),
+        ));
+        service.follow_events();
+        let id = run(&service).await;
+        let v = service.engines().cache.visibility();
+        assert!(v.is_active(&id), "hangs: {hangs}");
+        let op = service.start(start_request("other", None)).await.unwrap();
+        assert_eq!(
+            service.cancel(op.id).await.unwrap().status,
+            OperationStatus::Cancelled
+        );
+    }
 }
