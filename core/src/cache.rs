@@ -2,14 +2,17 @@
 //! The store stays the authority; entries expire after a short TTL so a node that missed
 //! a change converges on the store.
 //!
-//! Writers may race (an upsert's answer can arrive after a finish's), so operation entries
-//! only ever move to a higher `version`, and visibility moves only by explicit activation,
-//! which the service serialises per operation key.
+//! Writers may race (an upsert's answer can arrive after a finish's, another node's event
+//! after this node's own update), so operation entries only ever move to a higher
+//! `version`, and visibility only ever moves a key to a newer run (a higher
+//! `operation_number`): the cache remembers each key's active run, so however activations
+//! arrive, an older run never replaces a newer one and a key never has two runs visible.
 
-use crate::model::Operation;
+use crate::model::{Operation, OperationKey};
 use crate::visibility::Visibility;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -18,20 +21,30 @@ pub trait OperationCache: Send + Sync + 'static {
     fn get(&self, id: &Uuid) -> Option<Operation>;
     /// Records these operation states, ignoring any older than what is cached.
     fn put(&self, ops: &[Operation]);
-    /// Makes `activated` visible and `deactivated` invisible, in one step.
-    fn activate(&self, activated: Uuid, deactivated: Option<Uuid>);
+    /// Makes `op` its key's visible run, and the key's previous run invisible, in one
+    /// step; unless a newer run of the key is already visible. Returns whether the
+    /// snapshot changed.
+    fn activate(&self, op: &Operation) -> bool;
     /// The current visibility snapshot.
     fn visibility(&self) -> Arc<Visibility>;
     /// Replaces the visibility snapshot with the store's active set.
     fn reset(&self, active: &[Operation]);
+    /// Merges the store's active set, read at some point in the past, into the snapshot:
+    /// each key moves to the store's run if that is newer than the cached one, and keys
+    /// the read did not see are left alone (a change after the read is newer than it).
+    /// Returns how many keys moved.
+    fn refresh(&self, active: &[Operation]) -> usize {
+        active.iter().filter(|op| self.activate(op)).count()
+    }
 }
 
 /// `moka` for operations, `arc-swap` for the snapshot.
 pub struct MokaOperationCache {
     ops: moka::sync::Cache<Uuid, Operation>,
     visibility: ArcSwap<Visibility>,
-    /// Serialises read-modify-write of the entries and of the snapshot.
-    writer: Mutex<()>,
+    /// The visible run of each key, as (operation_number, id). Its lock serialises
+    /// read-modify-write of the entries and of the snapshot.
+    active: Mutex<HashMap<OperationKey, (u64, Uuid)>>,
 }
 
 impl MokaOperationCache {
@@ -42,7 +55,7 @@ impl MokaOperationCache {
                 .time_to_live(ttl)
                 .build(),
             visibility: ArcSwap::from_pointee(Visibility::default()),
-            writer: Mutex::new(()),
+            active: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -59,7 +72,7 @@ impl OperationCache for MokaOperationCache {
     }
 
     fn put(&self, ops: &[Operation]) {
-        let _guard = self.writer.lock();
+        let _guard = self.active.lock();
         for op in ops {
             if self.ops.get(&op.id).is_none_or(|c| c.version <= op.version) {
                 self.ops.insert(op.id, op.clone());
@@ -67,24 +80,59 @@ impl OperationCache for MokaOperationCache {
         }
     }
 
-    fn activate(&self, activated: Uuid, deactivated: Option<Uuid>) {
-        let _guard = self.writer.lock();
+    fn activate(&self, op: &Operation) -> bool {
+        let mut active = self.active.lock();
+        let previous = match active.get(&op.key()) {
+            Some(&(number, _)) if number >= op.operation_number => return false,
+            Some(&(_, id)) => Some(id),
+            None => None,
+        };
+        active.insert(op.key(), (op.operation_number, op.id));
         let next = self
             .visibility
             .load()
-            .with_change(&[activated], deactivated.as_slice());
+            .with_change(&[op.id], previous.as_slice());
         self.visibility.store(Arc::new(next));
+        true
     }
 
     fn visibility(&self) -> Arc<Visibility> {
         self.visibility.load_full()
     }
 
-    fn reset(&self, active: &[Operation]) {
-        let _guard = self.writer.lock();
+    fn reset(&self, ops: &[Operation]) {
+        let mut active = self.active.lock();
+        active.clear();
+        for op in ops {
+            match active.get(&op.key()) {
+                Some(&(number, _)) if number >= op.operation_number => {}
+                _ => {
+                    active.insert(op.key(), (op.operation_number, op.id));
+                }
+            }
+        }
         self.visibility.store(Arc::new(Visibility::from_active(
-            active.iter().map(|o| o.id),
+            active.values().map(|&(_, id)| id),
         )));
+    }
+
+    fn refresh(&self, ops: &[Operation]) -> usize {
+        let mut active = self.active.lock();
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for op in ops {
+            match active.get(&op.key()) {
+                Some(&(number, _)) if number >= op.operation_number => continue,
+                Some(&(_, id)) => off.push(id),
+                None => {}
+            }
+            active.insert(op.key(), (op.operation_number, op.id));
+            on.push(op.id);
+        }
+        if !on.is_empty() {
+            let next = self.visibility.load().with_change(&on, &off);
+            self.visibility.store(Arc::new(next));
+        }
+        on.len()
     }
 }
 
@@ -121,12 +169,91 @@ mod tests {
     #[test]
     fn activation_swaps_in_one_step() {
         let cache = MokaOperationCache::default();
-        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-        cache.activate(a, None);
+        let (a, b) = (op(), next(&op()));
+        assert!(cache.activate(&a));
         let before = cache.visibility();
-        cache.activate(b, Some(a));
+        assert!(cache.activate(&b));
         let after = cache.visibility();
-        assert!(before.is_active(&a) && !before.is_active(&b));
-        assert!(after.is_active(&b) && !after.is_active(&a));
+        assert!(before.is_active(&a.id) && !before.is_active(&b.id));
+        assert!(after.is_active(&b.id) && !after.is_active(&a.id));
+    }
+
+    /// A run of the same key numbered one past `op`.
+    fn next(op: &Operation) -> Operation {
+        Operation {
+            id: Uuid::now_v7(),
+            operation_number: op.operation_number + 1,
+            ..op.clone()
+        }
+    }
+
+    #[test]
+    fn an_older_run_never_replaces_a_newer_one() {
+        let cache = MokaOperationCache::default();
+        let run1 = op();
+        let run2 = next(&run1);
+        assert!(cache.activate(&run2));
+        assert!(!cache.activate(&run1), "run 1 arrives late");
+        assert!(!cache.activate(&run2), "again: nothing changes");
+        let v = cache.visibility();
+        assert!(v.is_active(&run2.id) && !v.is_active(&run1.id));
+        assert_eq!(v.len(), 1);
+    }
+
+    #[test]
+    fn keys_move_independently() {
+        let cache = MokaOperationCache::default();
+        let a = op();
+        let b = Operation {
+            id: Uuid::now_v7(),
+            pivot_id: "other".into(),
+            ..a.clone()
+        };
+        assert!(cache.activate(&a) && cache.activate(&b));
+        let a2 = next(&a);
+        assert!(cache.activate(&a2));
+        let v = cache.visibility();
+        assert!(v.is_active(&a2.id) && v.is_active(&b.id) && !v.is_active(&a.id));
+    }
+
+    #[test]
+    fn a_refresh_from_an_older_read_keeps_newer_runs() {
+        let cache = MokaOperationCache::default();
+        let run1 = op();
+        let run2 = next(&run1);
+        let run3 = next(&run2);
+        let other = Operation {
+            id: Uuid::now_v7(),
+            pivot_id: "other".into(),
+            ..run1.clone()
+        };
+        cache.reset(std::slice::from_ref(&run1));
+        cache.activate(&run3);
+        // The store was read while run 2 was the key's newest, and did not see `other`
+        // yet, which this node activated since.
+        cache.activate(&other);
+        assert_eq!(cache.refresh(std::slice::from_ref(&run2)), 0);
+        let v = cache.visibility();
+        assert!(v.is_active(&run3.id) && v.is_active(&other.id));
+        assert_eq!(v.len(), 2);
+        // A read that is ahead of the cache moves the key.
+        let run4 = next(&run3);
+        assert_eq!(cache.refresh(&[run4.clone(), other.clone()]), 1);
+        let v = cache.visibility();
+        assert!(v.is_active(&run4.id) && !v.is_active(&run3.id) && v.is_active(&other.id));
+        assert_eq!(v.len(), 2);
+    }
+
+    #[test]
+    fn reset_replaces_everything() {
+        let cache = MokaOperationCache::default();
+        let run1 = op();
+        let run2 = next(&run1);
+        cache.activate(&run2);
+        cache.reset(std::slice::from_ref(&run1));
+        let v = cache.visibility();
+        assert!(v.is_active(&run1.id) && !v.is_active(&run2.id));
+        // The key's remembered run went with the reset: run 2 can come back.
+        assert!(cache.activate(&run2));
     }
 }

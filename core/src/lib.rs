@@ -5,6 +5,7 @@
 //! - [`validate`]: limits and per-item validation of annotation batches.
 //! - [`store`], [`index`], [`queue`], [`cache`]: the traits at the engine seams.
 //! - [`visibility`]: which operations a search may show, as an immutable snapshot.
+//! - [`events`]: operation events between the nodes that share a store.
 //! - [`service`]: the one place that orchestrates store, index, queue and cache.
 //! - [`pipeline`]: indexes acknowledged upserts in the background, bounded and ordered.
 //! - [`reconcile`]: replays index work until the index agrees with the store.
@@ -12,6 +13,7 @@
 pub mod cache;
 pub mod clock;
 pub mod error;
+pub mod events;
 pub mod index;
 pub mod lifecycle;
 pub mod model;

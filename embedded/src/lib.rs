@@ -9,6 +9,7 @@ pub mod queue;
 pub mod store;
 
 use annostore_core::cache::MokaOperationCache;
+use annostore_core::events::LocalEventBus;
 use annostore_core::service::Engines;
 use index::{IndexOptions, TantivyIndex};
 use queue::QueueOptions;
@@ -50,5 +51,6 @@ pub fn open(data_dir: &Path) -> Result<Engines, OpenError> {
         index: Arc::new(index),
         queue: Arc::new(queue),
         cache: Arc::new(MokaOperationCache::default()),
+        events: Arc::new(LocalEventBus::default()),
     })
 }

@@ -86,6 +86,7 @@ async fn runs_converge_while_the_index_fails_30_percent_of_writes() {
         index: faulty.clone(),
         queue: Arc::new(queue),
         cache: Arc::new(MokaOperationCache::default()),
+        events: Arc::new(annostore_core::events::LocalEventBus::default()),
     };
     let service = Arc::new(Service::new(
         engines.clone(),

@@ -6,6 +6,7 @@
 use crate::cache::OperationCache;
 use crate::clock::Clock;
 use crate::error::{Error, FieldError};
+use crate::events::{EventBus, OperationEvent};
 use crate::index::Index;
 use crate::lifecycle;
 use crate::model::{
@@ -24,9 +25,11 @@ use std::sync::Arc;
 use tracing::info;
 use uuid::Uuid;
 
+mod follow;
 mod repair;
 mod search;
 
+pub use follow::DEFAULT_VISIBILITY_REFRESH;
 pub use repair::Reindexed;
 pub use search::matches;
 
@@ -37,6 +40,8 @@ pub struct Engines {
     pub index: Arc<dyn Index>,
     pub queue: Arc<dyn RetryQueue>,
     pub cache: Arc<dyn OperationCache>,
+    /// Operation events between the nodes that share the store ([`crate::events`]).
+    pub events: Arc<dyn EventBus>,
 }
 
 pub struct Service {
@@ -49,6 +54,8 @@ pub struct Service {
     types: moka::sync::Cache<(String, u32), Arc<CompiledType>>,
     /// Striped locks that order activations per operation key (see `finish`).
     key_locks: Vec<tokio::sync::Mutex<()>>,
+    /// This node, in the events it publishes (it skips its own when following).
+    node: Uuid,
 }
 
 const KEY_STRIPES: usize = 256;
@@ -92,7 +99,13 @@ impl Service {
             key_locks: (0..KEY_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            node: Uuid::now_v7(),
         }
+    }
+
+    /// This node's id in the operation events it publishes; new with every `Service`.
+    pub fn node_id(&self) -> Uuid {
+        self.node
     }
 
     pub fn limits(&self) -> &Limits {
@@ -125,10 +138,11 @@ impl Service {
         self.pipeline.settle_all().await
     }
 
-    /// Loads the active set from the store into the cache. Call before serving.
+    /// Loads the active set from the store into the cache. Call before serving (and
+    /// after [`Service::follow_events`], so no change falls between the two).
     pub async fn warm_up(&self) -> Result<usize, Error> {
         let active = self.engines.store.active_operations().await?;
-        self.engines.cache.reset(&active);
+        self.engines.cache.refresh(&active);
         Ok(active.len())
     }
 
@@ -201,6 +215,10 @@ impl Service {
             .await?;
         self.engines.cache.put(std::slice::from_ref(&op));
         metrics::counter!("annostore_operations_started_total").increment(1);
+        self.publish(OperationEvent::Started {
+            operation: op.clone(),
+        })
+        .await;
         Ok(op)
     }
 
@@ -231,6 +249,7 @@ impl Service {
             .store
             .expire_operation(id, self.clock.now())
             .await?;
+        let expired = changed.is_some();
         let op = match changed {
             Some(op) => {
                 metrics::counter!("annostore_operations_expired_total").increment(1);
@@ -244,6 +263,12 @@ impl Service {
                 .ok_or_else(|| Error::operation_not_found(id))?,
         };
         self.engines.cache.put(std::slice::from_ref(&op));
+        if expired {
+            self.publish(OperationEvent::Expired {
+                operation: op.clone(),
+            })
+            .await;
+        }
         Ok(op)
     }
 
@@ -368,14 +393,25 @@ impl Service {
                     let mut changed = vec![plan.operation.clone()];
                     changed.extend(plan.deactivated.clone());
                     self.engines.cache.put(&changed);
-                    if let Some(active) = plan.new_active() {
-                        self.engines
-                            .cache
-                            .activate(active, plan.deactivated.as_ref().map(|d| d.id));
+                    if plan.new_active().is_some() {
+                        self.engines.cache.activate(&plan.operation);
                     }
                     if plan.changed {
                         metrics::counter!("annostore_operations_finished_total").increment(1);
                         info!(operation = %id, active = plan.operation.active, "operation finished");
+                        // Published under the key's lock: one node's events of a key
+                        // leave in store order.
+                        self.publish(if plan.operation.active {
+                            OperationEvent::Activated {
+                                operation: plan.operation.clone(),
+                                deactivated: plan.deactivated.clone().map(Box::new),
+                            }
+                        } else {
+                            OperationEvent::Finished {
+                                operation: plan.operation.clone(),
+                            }
+                        })
+                        .await;
                     }
                     return Ok(plan.operation);
                 }
@@ -402,6 +438,10 @@ impl Service {
         {
             Ok(op) => {
                 self.engines.cache.put(std::slice::from_ref(&op));
+                self.publish(OperationEvent::Cancelled {
+                    operation: op.clone(),
+                })
+                .await;
                 Ok(op)
             }
             Err(StoreError::Lifecycle(e)) => Err(self.refused(id, e).await),
