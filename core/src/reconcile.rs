@@ -8,7 +8,7 @@
 
 use crate::Error;
 use crate::index::{Existing, Index};
-use crate::model::Annotation;
+use crate::model::{Annotation, OperationStatus};
 use crate::queue::RetryQueue;
 use crate::store::{IndexWork, IndexWorkKind, Store};
 use async_trait::async_trait;
@@ -68,8 +68,9 @@ impl Reconciler {
         match &work.kind {
             IndexWorkKind::Upsert { annotation_ids } => {
                 let found = self.store.get_annotations(annotation_ids).await?;
-                // An annotation missing from the store was never acknowledged (or was
-                // collected); there is nothing of it to index.
+                if found.iter().any(Option::is_none) {
+                    self.check_missing(work).await?;
+                }
                 let annotations: Vec<_> = found
                     .into_iter()
                     .flatten()
@@ -77,6 +78,25 @@ impl Reconciler {
                     .collect();
                 self.index(work, &annotations, Existing::Unknown).await
             }
+        }
+    }
+
+    /// Work naming annotations the store does not hold. While the operation is STARTED,
+    /// an upsert may still be writing them (a distributed store records the pending work
+    /// before the bodies): completing the work now would let a finish make the run
+    /// visible without them, so the work waits (a finish answers 503; the queue retries).
+    /// Once the operation has ended, nothing will write them: there is nothing to index.
+    async fn check_missing(&self, work: &IndexWork) -> Result<(), Error> {
+        let op = self.store.get_operation(work.operation_id).await?;
+        match op {
+            Some(op) if op.status == OperationStatus::Started => Err(Error::Unavailable {
+                what: "store",
+                detail: format!(
+                    "annotations of index work {} are not all written yet (operation {} is still being written)",
+                    work.id, work.operation_id
+                ),
+            }),
+            _ => Ok(()),
         }
     }
 

@@ -4,6 +4,7 @@
 
 use annostore_core::cache::MokaOperationCache;
 use annostore_core::clock::{Clock, ManualClock, SystemClock};
+use annostore_core::events::LocalEventBus;
 use annostore_core::index::Index;
 use annostore_core::model::{Annotation, SearchRequest, TypeDefinition};
 use annostore_core::service::{Engines, Service};
@@ -77,6 +78,7 @@ async fn failed_index_work_is_retried_until_the_index_has_it() {
         index: faulty.clone(),
         queue: Arc::new(queue),
         cache: Arc::new(MokaOperationCache::default()),
+        events: Arc::new(LocalEventBus::default()),
     })
     .await;
 
