@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod engines;
 pub mod problem;
 pub mod routes;
 pub mod server;

@@ -2,7 +2,7 @@
 
 use annostore_api::cli::{Cli, Command, EngineArgs, SchemaCommand};
 use annostore_api::config::Config;
-use annostore_api::{client, server};
+use annostore_api::{client, engines, server};
 use anyhow::Context;
 use clap::Parser;
 use figment::Figment;
@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Schema(SchemaCommand::Apply(args)) => {
                 let config = engine_config(&args)?;
-                server::apply_schema(&config).await
+                engines::apply_schema(&config).await
             }
         }
     })

@@ -3,45 +3,26 @@
 use crate::config::Config;
 use crate::routes::{self, AppState};
 use annostore_core::clock::{Clock, SystemClock};
-use annostore_core::service::{Engines, Service};
+use annostore_core::service::Service;
 use annostore_reconciler::Worker;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-/// Opens the engines the configuration names.
-pub fn open_engines(config: &Config) -> anyhow::Result<Engines> {
-    for (seam, engine) in [
-        ("store", &config.store),
-        ("index", &config.index),
-        ("queue", &config.queue),
-    ] {
-        if engine.kind != "embedded" {
-            bail!(
-                "[{seam}] kind = {:?} is not available in this build; use \"embedded\"",
-                engine.kind
-            );
-        }
-    }
-    annostore_embedded::open(&config.data_dir).with_context(|| {
-        format!(
-            "opening the embedded engines in {}",
-            config.data_dir.display()
-        )
-    })
-}
-
 /// Opens the engines and the service over them, loads the active operations, and
 /// replays index work that a crash interrupted (what `serve` and `reconcile` share).
 pub async fn open_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Service>> {
-    let engines = open_engines(config)?;
+    let engines = crate::engines::open(config).await?;
     let service = Arc::new(
         Service::new(engines, config.limits.clone(), clock.clone())
             .with_index_in_flight(config.index_in_flight),
     );
+    // Follow the other nodes' operation events from before the active set is read, so
+    // no change falls between the two.
+    service.follow_events();
     let active = service
         .warm_up()
         .await
@@ -70,6 +51,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let service = open_service(&config, clock.clone()).await?;
     let metrics = install_metrics();
     spawn_expiry(service.clone(), &config);
+    service.spawn_visibility_refresh(Duration::from_secs(
+        config.visibility_refresh_seconds.max(1),
+    ));
     // Held until shutdown: dropping the set stops the loops.
     let _reconciler = if config.reconciler.in_process {
         Some(
@@ -145,23 +129,6 @@ pub async fn reconcile(
         None => shutdown_signal().await,
     }
     info!("reconciler shut down");
-    Ok(())
-}
-
-/// `annostore schema apply`: creates what each configured engine needs, idempotently.
-/// The embedded engines create their files on first open and need nothing.
-pub async fn apply_schema(config: &Config) -> anyhow::Result<()> {
-    for (seam, engine) in [
-        ("store", &config.store),
-        ("index", &config.index),
-        ("queue", &config.queue),
-        ("events", &config.events),
-    ] {
-        match engine.kind.as_str() {
-            "embedded" => println!("[{seam}] embedded: nothing to apply"),
-            other => bail!("[{seam}] kind = {other:?} is not available in this build"),
-        }
-    }
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! Kafka, and through the periodic refresh from the store when the event is lost.
 //!
 //! Runs on librdkafka's mock cluster (in process, nothing to install). With
-//! `ANNOSTORE_KAFKA_BROKERS` set, `real_broker_*` runs the same against that cluster
+//! `ANNOSTORE_TEST_KAFKA` set, `real_broker_*` runs the same against that cluster
 //! (creating a fresh topic); `ANNOSTORE_REQUIRE_KAFKA=1` makes its absence a failure.
 
 use annostore_core::cache::{MokaOperationCache, OperationCache};
@@ -320,10 +320,10 @@ async fn ensure_topic_leaves_an_existing_topic_alone() {
     assert!(!ensure_topic(&config, 3, 1).await.unwrap());
 }
 
-/// The real broker named by `ANNOSTORE_KAFKA_BROKERS`, with a fresh topic; `None`
+/// The real broker named by `ANNOSTORE_TEST_KAFKA`, with a fresh topic; `None`
 /// (loudly) when it is not set, unless `ANNOSTORE_REQUIRE_KAFKA=1`.
 fn real_broker() -> Option<KafkaConfig> {
-    match std::env::var("ANNOSTORE_KAFKA_BROKERS") {
+    match std::env::var("ANNOSTORE_TEST_KAFKA") {
         Ok(brokers) if !brokers.is_empty() => Some(KafkaConfig {
             brokers,
             topic: format!("annostore-test-{}", Uuid::now_v7()),
@@ -333,12 +333,12 @@ fn real_broker() -> Option<KafkaConfig> {
             let required = std::env::var("ANNOSTORE_REQUIRE_KAFKA").is_ok_and(|v| v == "1");
             eprintln!(
                 "\n==============================================================\n\
-                 SKIPPED: no Kafka broker (set ANNOSTORE_KAFKA_BROKERS=host:port)\n\
+                 SKIPPED: no Kafka broker (set ANNOSTORE_TEST_KAFKA=host:port)\n\
                  ==============================================================\n"
             );
             assert!(
                 !required,
-                "ANNOSTORE_REQUIRE_KAFKA=1 but ANNOSTORE_KAFKA_BROKERS is not set"
+                "ANNOSTORE_REQUIRE_KAFKA=1 but ANNOSTORE_TEST_KAFKA is not set"
             );
             None
         }
