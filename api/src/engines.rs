@@ -38,7 +38,12 @@ pub async fn open(config: &Config) -> anyhow::Result<Engines> {
         StoreConfig::Cassandra(c) => Arc::new(
             CassandraStore::connect(c)
                 .await
-                .with_context(|| format!("connecting to Cassandra at {:?}", c.contact_points))?,
+                .with_context(|| {
+                    format!(
+                        "opening keyspace {} on Cassandra at {:?} (created by `annostore schema apply`)",
+                        c.keyspace, c.contact_points
+                    )
+                })?,
         ),
     };
     let queue: Arc<dyn RetryQueue> = match &config.queue {

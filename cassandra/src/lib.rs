@@ -13,3 +13,6 @@ mod store;
 pub use config::{CassandraConfig, Replication};
 pub use schema::apply_schema;
 pub use store::CassandraStore;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -12,3 +12,6 @@ pub mod queue;
 
 pub use config::SqsConfig;
 pub use queue::SqsRetryQueue;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;

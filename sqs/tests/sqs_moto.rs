@@ -2,7 +2,7 @@
 //! is SQS's own (redrive, queue setup, message size, backoff by visibility, corrupt
 //! messages).
 
-mod moto;
+use annostore_sqs::testkit as moto;
 
 use annostore_core::queue::{QueueError, RetryQueue};
 use annostore_core::store::{IndexWork, IndexWorkKind};

@@ -1,4 +1,5 @@
-//! A real moto server (a local SQS) for the tests of this process.
+//! A real moto server (a local SQS) for tests: this crate's, and black-box tests that
+//! run `annostore serve` on the SQS queue. Behind the `testkit` feature.
 //!
 //! `moto_server` is looked up in `$ANNOSTORE_MOTO_SERVER` (a path), then
 //! `$ANNOSTORE_VENV/bin/moto_server`, then `/var/tmp/annostore-venv/bin/moto_server`
