@@ -9,7 +9,7 @@ use annostore_core::model::{
 };
 use annostore_core::service::{Engines, Service};
 use annostore_core::store::{IndexWork, PutType, Store, StoreResult, Upserted};
-use annostore_core::testkit::store::start_request;
+use annostore_core::testkit::store::{annotation, start_request};
 use annostore_core::validate::Limits;
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -114,24 +114,6 @@ impl Store for Unwritten {
     }
 }
 
-fn annotation(op: &Operation, i: i64) -> Annotation {
-    Annotation {
-        id: Uuid::new_v4(),
-        media_id: "m".into(),
-        start_ms: i,
-        end_ms: i + 1,
-        label: None,
-        confidence: None,
-        bbox: None,
-        embedding: None,
-        data: None,
-        annotation_type: "objects".into(),
-        annotation_type_version: 1,
-        pivot_id: "p".into(),
-        operation_id: op.id,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finish_waits_for_annotations_still_being_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -159,7 +141,9 @@ async fn a_finish_waits_for_annotations_still_being_written() {
         .await
         .unwrap();
     // Another node's upsert: its pending work is recorded, one body is not readable yet.
-    let batch: Vec<Annotation> = (0..3).map(|i| annotation(&op, i)).collect();
+    let batch: Vec<Annotation> = (0..3)
+        .map(|_| annotation(&op, Uuid::new_v4(), "a"))
+        .collect();
     store.hidden.lock().insert(batch[2].id);
     store
         .upsert_annotations(op.id, &batch, OffsetDateTime::now_utc())

@@ -9,7 +9,7 @@ use annostore_core::index::Index;
 use annostore_core::model::{Annotation, SearchRequest, TypeDefinition};
 use annostore_core::service::{Engines, Service};
 use annostore_core::testkit::faults::FaultyIndex;
-use annostore_core::testkit::store::start_request;
+use annostore_core::testkit::store::{annotation, start_request};
 use annostore_core::validate::Limits;
 use annostore_embedded::index::{IndexOptions, TantivyIndex};
 use annostore_embedded::queue::QueueOptions;
@@ -146,21 +146,7 @@ async fn the_sweep_finds_work_whose_message_was_never_sent() {
     // A node that died right after its store write: pending work, no index write, no
     // message.
     let annotations: Vec<Annotation> = (0..4)
-        .map(|i| Annotation {
-            id: Uuid::new_v4(),
-            media_id: "m".into(),
-            start_ms: i,
-            end_ms: i + 1,
-            label: None,
-            confidence: None,
-            bbox: None,
-            embedding: None,
-            data: None,
-            annotation_type: "objects".into(),
-            annotation_type_version: 1,
-            pivot_id: "p".into(),
-            operation_id: op.id,
-        })
+        .map(|_| annotation(&op, Uuid::new_v4(), "a"))
         .collect();
     let now = SystemClock.now();
     engines

@@ -398,6 +398,18 @@ impl Server {
         cmd.output().expect("running the annostore CLI")
     }
 
+    /// `annostore reconcile --once` on this server's engines (stop it first): the round
+    /// it printed.
+    pub fn reconcile_once(&self) -> Value {
+        let out = self.offline(&["reconcile", "--once"]);
+        assert!(
+            out.status.success(),
+            "reconcile --once failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("reconcile --once prints one JSON object")
+    }
+
     /// The embedded engines' data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

@@ -209,29 +209,14 @@ async fn reconcile_once_audits_and_repairs_a_lost_index() {
     srv.finish(&op).await.expect(200);
     srv.kill9();
 
-    let out = srv.offline(&["reconcile", "--once"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let round = &json_lines(&out)[0];
     assert_eq!(
-        round["audit"],
+        srv.reconcile_once()["audit"],
         json!({"checked": 1, "mismatched": 0, "repaired": 0})
     );
-
     // The index is lost; the store still has the run.
     std::fs::remove_dir_all(srv.data_dir().join("index")).unwrap();
-    let out = srv.offline(&["reconcile", "--once"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let round = &json_lines(&out)[0];
     assert_eq!(
-        round["audit"],
+        srv.reconcile_once()["audit"],
         json!({"checked": 1, "mismatched": 1, "repaired": 1})
     );
 

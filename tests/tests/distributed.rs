@@ -123,15 +123,8 @@ async fn serve_on_cassandra_sqs_and_kafka() {
     assert_eq!(srv.search_all(&json!({}), 10).await.len(), 2);
 
     srv.kill9();
-    let out = srv.offline(&["reconcile", "--once"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let round: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
-        round["audit"],
+        srv.reconcile_once()["audit"],
         json!({"checked": 1, "mismatched": 0, "repaired": 0})
     );
 }
