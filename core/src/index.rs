@@ -109,6 +109,21 @@ pub trait Index: Send + Sync + 'static {
         annotations: &[Annotation],
         existing: Existing<'_>,
     ) -> Result<(), IndexError>;
+    /// The same, as the service writes: `version` is the operation's `version` when the
+    /// store wrote these annotations (the fast path after an upsert) or before it read
+    /// them (a replay, a reindex). For one annotation id it only grows (an id belongs to
+    /// one operation, whose version grows with every batch), so an index shared by many
+    /// nodes can refuse a late, older copy (Elasticsearch: external versioning). An index
+    /// written by one process in order needs nothing more than `upsert`.
+    async fn upsert_versioned(
+        &self,
+        annotations: &[Annotation],
+        existing: Existing<'_>,
+        version: u64,
+    ) -> Result<(), IndexError> {
+        let _ = version;
+        self.upsert(annotations, existing).await
+    }
     /// Matching annotations in scope, in search order.
     async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError>;
     /// How many annotations of an operation the index holds.

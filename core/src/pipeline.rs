@@ -297,6 +297,7 @@ impl IndexPipeline {
                     &upserted.work,
                     &annotations,
                     Existing::Only(&upserted.replaced),
+                    upserted.operation.version,
                 )
                 .await;
             if let Err(e) = indexed {

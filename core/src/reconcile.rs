@@ -8,7 +8,7 @@
 
 use crate::Error;
 use crate::index::{Existing, Index};
-use crate::model::{Annotation, OperationStatus};
+use crate::model::{Annotation, Operation, OperationStatus};
 use crate::queue::RetryQueue;
 use crate::store::{IndexWork, IndexWorkKind, Store};
 use async_trait::async_trait;
@@ -67,36 +67,23 @@ impl Reconciler {
         };
         match &work.kind {
             IndexWorkKind::Upsert { annotation_ids } => {
+                // The version is read before the bodies: whatever they are, a copy
+                // written later carries a version at least as high (see
+                // `Index::upsert_versioned`).
+                let op = self.store.get_operation(work.operation_id).await?;
+                let version = op.as_ref().map_or(0, |o| o.version);
                 let found = self.store.get_annotations(annotation_ids).await?;
                 if found.iter().any(Option::is_none) {
-                    self.check_missing(work).await?;
+                    check_missing(work, op.as_ref())?;
                 }
                 let annotations: Vec<_> = found
                     .into_iter()
                     .flatten()
                     .filter(|a| a.operation_id == work.operation_id)
                     .collect();
-                self.index(work, &annotations, Existing::Unknown).await
+                self.index(work, &annotations, Existing::Unknown, version)
+                    .await
             }
-        }
-    }
-
-    /// Work naming annotations the store does not hold. While the operation is STARTED,
-    /// an upsert may still be writing them (a distributed store records the pending work
-    /// before the bodies): completing the work now would let a finish make the run
-    /// visible without them, so the work waits (a finish answers 503; the queue retries).
-    /// Once the operation has ended, nothing will write them: there is nothing to index.
-    async fn check_missing(&self, work: &IndexWork) -> Result<(), Error> {
-        let op = self.store.get_operation(work.operation_id).await?;
-        match op {
-            Some(op) if op.status == OperationStatus::Started => Err(Error::Unavailable {
-                what: "store",
-                detail: format!(
-                    "annotations of index work {} are not all written yet (operation {} is still being written)",
-                    work.id, work.operation_id
-                ),
-            }),
-            _ => Ok(()),
         }
     }
 
@@ -108,8 +95,11 @@ impl Reconciler {
         work: &IndexWork,
         annotations: &[Annotation],
         existing: Existing<'_>,
+        version: u64,
     ) -> Result<(), Error> {
-        self.index.upsert(annotations, existing).await?;
+        self.index
+            .upsert_versioned(annotations, existing, version)
+            .await?;
         self.store.complete_work(std::slice::from_ref(work)).await?;
         Ok(())
     }
@@ -167,6 +157,24 @@ impl Reconciler {
             queued += 1;
         }
         Ok(queued)
+    }
+}
+
+/// Work naming annotations the store does not hold. While the operation is STARTED,
+/// an upsert may still be writing them (a distributed store records the pending work
+/// before the bodies): completing the work now would let a finish make the run
+/// visible without them, so the work waits (a finish answers 503; the queue retries).
+/// Once the operation has ended, nothing will write them: there is nothing to index.
+fn check_missing(work: &IndexWork, op: Option<&Operation>) -> Result<(), Error> {
+    match op {
+        Some(op) if op.status == OperationStatus::Started => Err(Error::Unavailable {
+            what: "store",
+            detail: format!(
+                "annotations of index work {} are not all written yet (operation {} is still being written)",
+                work.id, work.operation_id
+            ),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -87,9 +87,19 @@ pub fn uuid_text(id: &Uuid) -> String {
 }
 
 /// One annotation's two `_bulk` lines (action, document), each ending in a newline.
-/// Index by id: a write replaces whatever the index held under that id.
-pub fn bulk_lines(a: &Annotation) -> Result<Vec<u8>, serde_json::Error> {
-    let mut out = serde_json::to_vec(&json!({"index": {"_id": uuid_text(&a.id)}}))?;
+/// Index by id: a write replaces whatever the index held under that id, or, with a
+/// `version`, only a copy of a version no higher (`external_gte`: a replay of the same
+/// version rewrites; a late, older copy is refused with a 409).
+pub fn bulk_lines(a: &Annotation, version: Option<u64>) -> Result<Vec<u8>, serde_json::Error> {
+    let action = match version {
+        None => json!({"index": {"_id": uuid_text(&a.id)}}),
+        Some(v) => json!({"index": {
+            "_id": uuid_text(&a.id),
+            "version": v,
+            "version_type": "external_gte",
+        }}),
+    };
+    let mut out = serde_json::to_vec(&action)?;
     out.push(b'\n');
     serde_json::to_writer(&mut out, &Document::of(a))?;
     out.push(b'\n');
@@ -97,10 +107,13 @@ pub fn bulk_lines(a: &Annotation) -> Result<Vec<u8>, serde_json::Error> {
 }
 
 /// The `_bulk` body (NDJSON) for these annotations, in order.
-pub fn bulk(annotations: &[Annotation]) -> Result<Vec<u8>, serde_json::Error> {
+pub fn bulk(
+    annotations: &[Annotation],
+    version: Option<u64>,
+) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::new();
     for a in annotations {
-        out.extend(bulk_lines(a)?);
+        out.extend(bulk_lines(a, version)?);
     }
     Ok(out)
 }

@@ -17,16 +17,15 @@
 //!
 //! Metrics: `annostore_elastic_retries_total{request}`,
 //! `annostore_elastic_bulk_documents_retried_total`,
-//! `annostore_elastic_bulk_documents_refused_total`, `annostore_elastic_search_rounds`.
+//! `annostore_elastic_bulk_documents_refused_total`,
+//! `annostore_elastic_bulk_documents_superseded_total`, `annostore_elastic_search_rounds`.
 //!
-//! Not done: ordering of writes across processes. Documents are written without a
-//! version (internal versioning, last write wins), so if two processes index different
-//! copies of one id, a late older copy can overwrite a newer one until a replay rewrites
-//! it (the service drops such stale hits by their position, but a stale copy can hide
-//! the newer one from a filter). External versioning (`version_type=external_gte`)
-//! would fix it, but needs a version per annotation from the store, which neither
-//! `Annotation` nor `Index::upsert` carries; with it, a 409 would mean "a newer copy is
-//! there" and count as done instead of being retried.
+//! Ordering across processes: the service writes through `upsert_versioned`, with the
+//! operation's version as an external version (`version_type=external_gte`). For one id
+//! it only grows, so a late, older copy from another node is refused with a 409, which
+//! counts as done (`annostore_elastic_bulk_documents_superseded_total`); a replay of the
+//! same version rewrites. Plain `upsert` (no version) is last-write-wins, and a 409 there
+//! is retried.
 
 use crate::body::{self, ScopePlan};
 use crate::config::ElasticConfig;
@@ -202,11 +201,24 @@ impl ElasticIndex {
         }
     }
 
+    /// Index-by-id replaces natively: `Existing` changes nothing here.
+    async fn write(
+        &self,
+        annotations: &[Annotation],
+        version: Option<u64>,
+    ) -> Result<(), IndexError> {
+        let latest = latest_per_id(annotations);
+        for chunk in latest.chunks(self.config.bulk_max_docs) {
+            self.bulk(chunk, version).await?;
+        }
+        Ok(())
+    }
+
     /// Indexes one chunk; see the module comment for the retry rules.
-    async fn bulk(&self, docs: &[&Annotation]) -> Result<(), IndexError> {
+    async fn bulk(&self, docs: &[&Annotation], version: Option<u64>) -> Result<(), IndexError> {
         let lines: Vec<Vec<u8>> = docs
             .iter()
-            .map(|a| body::bulk_lines(a))
+            .map(|a| body::bulk_lines(a, version))
             .collect::<Result<_, _>>()
             .map_err(|e| IndexError::Rejected(format!("serialising a document: {e}")))?;
         let index = self.config.index.as_str();
@@ -235,7 +247,7 @@ impl ElasticIndex {
                         )));
                     }
                     Verdict::Retry => response::describe_body(a.status, &a.body),
-                    Verdict::Done => match self.bulk_items(docs, &pending, &a.body)? {
+                    Verdict::Done => match self.bulk_items(docs, &pending, &a.body, version)? {
                         None => return Ok(()),
                         Some((still, failure)) => {
                             pending = still;
@@ -272,6 +284,7 @@ impl ElasticIndex {
         docs: &[&Annotation],
         pending: &[usize],
         body: &[u8],
+        version: Option<u64>,
     ) -> Result<Option<(Vec<usize>, String)>, IndexError> {
         let parsed: response::BulkResponse = match serde_json::from_slice(body) {
             Ok(r) => r,
@@ -310,6 +323,12 @@ impl ElasticIndex {
             };
             match response::verdict(item.status) {
                 Verdict::Done => {}
+                // A versioned write refused as older than what the index holds: a
+                // newer copy is there already, which is what this write wanted.
+                Verdict::Retry if item.status == 409 && version.is_some() => {
+                    metrics::counter!("annostore_elastic_bulk_documents_superseded_total")
+                        .increment(1);
+                }
                 Verdict::Retry => {
                     again.push(i);
                     first_failure
@@ -385,12 +404,16 @@ impl Index for ElasticIndex {
         annotations: &[Annotation],
         _existing: Existing<'_>,
     ) -> Result<(), IndexError> {
-        // Index-by-id replaces natively: `existing` changes nothing here.
-        let latest = latest_per_id(annotations);
-        for chunk in latest.chunks(self.config.bulk_max_docs) {
-            self.bulk(chunk).await?;
-        }
-        Ok(())
+        self.write(annotations, None).await
+    }
+
+    async fn upsert_versioned(
+        &self,
+        annotations: &[Annotation],
+        _existing: Existing<'_>,
+        version: u64,
+    ) -> Result<(), IndexError> {
+        self.write(annotations, Some(version)).await
     }
 
     async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError> {

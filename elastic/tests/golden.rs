@@ -75,7 +75,7 @@ async fn bulk_body_on_the_wire() {
     assert!(r.query.contains("refresh=wait_for"), "{}", r.query);
     let body = String::from_utf8(r.body.clone()).unwrap();
     golden("bulk.ndjson", &body);
-    assert_eq!(r.body, body::bulk(&[full.clone(), plain]).unwrap());
+    assert_eq!(r.body, body::bulk(&[full.clone(), plain], None).unwrap());
     // The key's bit pattern, as i64.
     let doc: Value = serde_json::from_str(body.lines().nth(1).unwrap()).unwrap();
     assert_eq!(doc["op_key"], json!(0xa000_0000_0000_0001u64 as i64));

@@ -54,10 +54,35 @@ async fn failed_items_alone_are_sent_again_until_indexed() {
     // Byte for byte the same lines as the first time.
     let expected: Vec<u8> = failed
         .iter()
-        .flat_map(|a| body::bulk_lines(a).unwrap())
+        .flat_map(|a| body::bulk_lines(a, None).unwrap())
         .collect();
     assert_eq!(reqs[1].body, expected);
     assert!(reqs[1].query.contains("refresh=wait_for"));
+}
+
+#[tokio::test]
+async fn a_versioned_write_refused_as_older_counts_as_done() {
+    // 409 on a versioned write: the index holds a newer copy. Not sent again.
+    let stub = Stub::start(Box::new(|req, _| {
+        let ids = req.bulk_ids();
+        let kinds: Vec<&str> = (0..ids.len())
+            .map(|i| if i == 1 { "409" } else { "201" })
+            .collect();
+        (200, bulk_answer(&ids, &kinds))
+    }))
+    .await;
+    let docs = batch(3);
+    stub.index()
+        .upsert_versioned(&docs, Existing::Unknown, 7)
+        .await
+        .expect("a newer copy is as good as this one");
+    let reqs = stub.requests();
+    assert_eq!(reqs.len(), 1, "nothing sent again");
+    assert_eq!(reqs[0].body, body::bulk(&docs, Some(7)).unwrap());
+    let first_action: Value =
+        serde_json::from_slice(reqs[0].body.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(first_action["index"]["version"], 7);
+    assert_eq!(first_action["index"]["version_type"], "external_gte");
 }
 
 #[tokio::test]
@@ -248,13 +273,16 @@ async fn large_upserts_are_split_and_duplicates_keep_the_last_copy() {
     let sizes: Vec<usize> = reqs.iter().map(|r| r.bulk_ids().len()).collect();
     assert_eq!(sizes, vec![2, 2, 1], "5 distinct ids in chunks of 2");
     let all: Vec<u8> = reqs.iter().flat_map(|r| r.body.clone()).collect();
-    let expected = body::bulk(&[
-        docs[1].clone(),
-        docs[2].clone(),
-        docs[3].clone(),
-        docs[4].clone(),
-        again,
-    ])
+    let expected = body::bulk(
+        &[
+            docs[1].clone(),
+            docs[2].clone(),
+            docs[3].clone(),
+            docs[4].clone(),
+            again,
+        ],
+        None,
+    )
     .unwrap();
     assert_eq!(all, expected, "the later copy of an id, once");
     // Nothing to send, nothing sent.

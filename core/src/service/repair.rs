@@ -63,7 +63,11 @@ impl Service {
                 .store
                 .annotations_of_operation(op.id, after, REINDEX_PAGE)
                 .await?;
-            self.engines.index.upsert(&page, Existing::Unknown).await?;
+            // `op` was read before its annotations: see `Index::upsert_versioned`.
+            self.engines
+                .index
+                .upsert_versioned(&page, Existing::Unknown, op.version)
+                .await?;
             n += page.len() as u64;
             match page.last() {
                 Some(last) if page.len() == REINDEX_PAGE => after = Some(last.id),

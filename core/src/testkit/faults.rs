@@ -90,6 +90,38 @@ impl Index for FaultyIndex {
         annotations: &[Annotation],
         existing: Existing<'_>,
     ) -> Result<(), IndexError> {
+        self.admit(annotations).await?;
+        self.inner.upsert(annotations, existing).await
+    }
+
+    async fn upsert_versioned(
+        &self,
+        annotations: &[Annotation],
+        existing: Existing<'_>,
+        version: u64,
+    ) -> Result<(), IndexError> {
+        self.admit(annotations).await?;
+        self.inner
+            .upsert_versioned(annotations, existing, version)
+            .await
+    }
+
+    async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError> {
+        self.inner.search(query).await
+    }
+
+    async fn count_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {
+        self.inner.count_operation(operation_id).await
+    }
+
+    async fn refresh(&self) {
+        self.inner.refresh().await
+    }
+}
+
+impl FaultyIndex {
+    /// Holds a write while held, then fails it or lets it through (and records it).
+    async fn admit(&self, annotations: &[Annotation]) -> Result<(), IndexError> {
         let mut open = self.open.subscribe();
         if !*open.borrow() {
             self.waiting.send_modify(|w| *w += 1);
@@ -107,18 +139,6 @@ impl Index for FaultyIndex {
         self.passed
             .lock()
             .push(annotations.iter().map(|a| a.id).collect());
-        self.inner.upsert(annotations, existing).await
-    }
-
-    async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError> {
-        self.inner.search(query).await
-    }
-
-    async fn count_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {
-        self.inner.count_operation(operation_id).await
-    }
-
-    async fn refresh(&self) {
-        self.inner.refresh().await
+        Ok(())
     }
 }
