@@ -99,6 +99,21 @@ impl MayExist {
     }
 }
 
+/// The version of a fast-path write: from the operation `version` the store gave the
+/// batch. An id belongs to one operation, whose version grows with every batch, so for
+/// one id these only grow.
+pub fn batch_version(operation_version: u64) -> u64 {
+    operation_version.saturating_mul(2)
+}
+
+/// The version of a replay or reindex write, from the operation `version` read BEFORE
+/// reading the annotations back: above every earlier batch's write, and below the
+/// write of the batch of that very version (a store may give a batch its version
+/// before its bodies are readable, so the copy read may be older than that batch's).
+pub fn replay_version(operation_version_read_before: u64) -> u64 {
+    batch_version(operation_version_read_before).saturating_sub(1)
+}
+
 #[async_trait]
 pub trait Index: Send + Sync + 'static {
     /// Adds or replaces these annotations (by id). Once this returns Ok they are
@@ -109,12 +124,11 @@ pub trait Index: Send + Sync + 'static {
         annotations: &[Annotation],
         existing: Existing<'_>,
     ) -> Result<(), IndexError>;
-    /// The same, as the service writes: `version` is the operation's `version` when the
-    /// store wrote these annotations (the fast path after an upsert) or before it read
-    /// them (a replay, a reindex). For one annotation id it only grows (an id belongs to
-    /// one operation, whose version grows with every batch), so an index shared by many
-    /// nodes can refuse a late, older copy (Elasticsearch: external versioning). An index
-    /// written by one process in order needs nothing more than `upsert`.
+    /// The same, as the service writes, with a version that only grows for one
+    /// annotation id (see [`batch_version`] and [`replay_version`]), so an index shared
+    /// by many nodes can refuse a late, older copy while accepting the same version
+    /// again (Elasticsearch: `external_gte` versions). An index written by one process
+    /// in order needs nothing more than `upsert`.
     async fn upsert_versioned(
         &self,
         annotations: &[Annotation],

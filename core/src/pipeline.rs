@@ -297,7 +297,7 @@ impl IndexPipeline {
                     &upserted.work,
                     &annotations,
                     Existing::Only(&upserted.replaced),
-                    upserted.operation.version,
+                    crate::index::batch_version(upserted.operation.version),
                 )
                 .await;
             if let Err(e) = indexed {

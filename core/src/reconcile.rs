@@ -7,7 +7,7 @@
 //! upserts them by id.
 
 use crate::Error;
-use crate::index::{Existing, Index};
+use crate::index::{Existing, Index, replay_version};
 use crate::model::{Annotation, Operation, OperationStatus};
 use crate::queue::RetryQueue;
 use crate::store::{IndexWork, IndexWorkKind, Store};
@@ -67,11 +67,9 @@ impl Reconciler {
         };
         match &work.kind {
             IndexWorkKind::Upsert { annotation_ids } => {
-                // The version is read before the bodies: whatever they are, a copy
-                // written later carries a version at least as high (see
-                // `Index::upsert_versioned`).
+                // The version is read before the bodies: see `replay_version`.
                 let op = self.store.get_operation(work.operation_id).await?;
-                let version = op.as_ref().map_or(0, |o| o.version);
+                let version = replay_version(op.as_ref().map_or(0, |o| o.version));
                 let found = self.store.get_annotations(annotation_ids).await?;
                 if found.iter().any(Option::is_none) {
                     check_missing(work, op.as_ref())?;

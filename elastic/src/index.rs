@@ -20,9 +20,10 @@
 //! `annostore_elastic_bulk_documents_refused_total`,
 //! `annostore_elastic_bulk_documents_superseded_total`, `annostore_elastic_search_rounds`.
 //!
-//! Ordering across processes: the service writes through `upsert_versioned`, with the
-//! operation's version as an external version (`version_type=external_gte`). For one id
-//! it only grows, so a late, older copy from another node is refused with a 409, which
+//! Ordering across processes: the service writes through `upsert_versioned`, with a
+//! version derived from the operation's (`annostore_core::index::batch_version`,
+//! `replay_version`), sent as an external version (`version_type=external_gte`). For
+//! one id it only grows, so a late, older copy from another node is refused with a 409, which
 //! counts as done (`annostore_elastic_bulk_documents_superseded_total`); a replay of the
 //! same version rewrites. Plain `upsert` (no version) is last-write-wins, and a 409 there
 //! is retried.

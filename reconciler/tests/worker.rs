@@ -5,7 +5,7 @@
 use annostore_core::cache::MokaOperationCache;
 use annostore_core::clock::{Clock, ManualClock, SystemClock};
 use annostore_core::events::LocalEventBus;
-use annostore_core::index::Index;
+use annostore_core::index::{Index, batch_version, replay_version};
 use annostore_core::model::{Annotation, SearchRequest, TypeDefinition};
 use annostore_core::service::{Engines, Service};
 use annostore_core::testkit::faults::FaultyIndex;
@@ -82,12 +82,21 @@ async fn failed_index_work_is_retried_until_the_index_has_it() {
     })
     .await;
 
-    faulty.fail_percent(100);
+    // First a batch that gets through, so the index holds a version to be ordered after.
     let op = service
         .start(start_request("objects", 1, "p"))
         .await
         .unwrap();
-    service.upsert(op.id, &items("m", 3)).await.unwrap();
+    service.upsert(op.id, &items("m", 1)).await.unwrap();
+    service.settle().await;
+    let after_first = engines.store.get_operation(op.id).await.unwrap().unwrap();
+    assert_eq!(
+        faulty.versions(),
+        vec![Some(batch_version(after_first.version))]
+    );
+
+    faulty.fail_percent(100);
+    service.upsert(op.id, &items("n", 3)).await.unwrap();
     service.settle().await;
     assert_eq!(
         engines.queue.depth().await.unwrap(),
@@ -120,6 +129,13 @@ async fn failed_index_work_is_retried_until_the_index_has_it() {
     queue_clock.advance_ms(61_000);
     let round = worker(&service).run_once().await.unwrap();
     assert_eq!((round.applied, round.failed), (1, 0), "{round:?}");
+    // The replay's version is above the first batch's write and below the write of
+    // the batch it replays.
+    let before_replay = engines.store.get_operation(op.id).await.unwrap().unwrap();
+    let replayed = faulty.versions().last().copied().flatten().unwrap();
+    assert_eq!(replayed, replay_version(before_replay.version));
+    assert!(batch_version(after_first.version) < replayed);
+    assert!(replayed < batch_version(before_replay.version));
     assert!(
         engines
             .store
@@ -129,7 +145,7 @@ async fn failed_index_work_is_retried_until_the_index_has_it() {
             .is_empty()
     );
     service.finish(op.id).await.unwrap();
-    assert_eq!(visible(&service).await, 3);
+    assert_eq!(visible(&service).await, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

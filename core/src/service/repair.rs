@@ -2,7 +2,7 @@
 
 use super::Service;
 use crate::error::Error;
-use crate::index::Existing;
+use crate::index::{Existing, replay_version};
 use crate::model::{Operation, OperationFilter, OperationStatus};
 use tracing::info;
 use uuid::Uuid;
@@ -63,10 +63,10 @@ impl Service {
                 .store
                 .annotations_of_operation(op.id, after, REINDEX_PAGE)
                 .await?;
-            // `op` was read before its annotations: see `Index::upsert_versioned`.
+            // `op` was read before its annotations: see `replay_version`.
             self.engines
                 .index
-                .upsert_versioned(&page, Existing::Unknown, op.version)
+                .upsert_versioned(&page, Existing::Unknown, replay_version(op.version))
                 .await?;
             n += page.len() as u64;
             match page.last() {

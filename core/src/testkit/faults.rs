@@ -23,6 +23,7 @@ pub struct FaultyIndex {
     fail_percent: AtomicU64,
     draws: Mutex<u64>,
     passed: Mutex<Vec<Vec<Uuid>>>,
+    versions: Mutex<Vec<Option<u64>>>,
 }
 
 impl FaultyIndex {
@@ -35,6 +36,7 @@ impl FaultyIndex {
             fail_percent: AtomicU64::new(0),
             draws: Mutex::new(0x9E37_79B9_7F4A_7C15),
             passed: Mutex::new(Vec::new()),
+            versions: Mutex::new(Vec::new()),
         })
     }
 
@@ -77,6 +79,12 @@ impl FaultyIndex {
         *x % 100 < percent
     }
 
+    /// The version each upsert passed to the index carried (None: a plain `upsert`), in
+    /// the order they were passed.
+    pub fn versions(&self) -> Vec<Option<u64>> {
+        self.versions.lock().clone()
+    }
+
     /// The ids of each upsert passed to the index, in the order they were passed.
     pub fn passed(&self) -> Vec<Vec<Uuid>> {
         self.passed.lock().clone()
@@ -90,7 +98,7 @@ impl Index for FaultyIndex {
         annotations: &[Annotation],
         existing: Existing<'_>,
     ) -> Result<(), IndexError> {
-        self.admit(annotations).await?;
+        self.admit(annotations, None).await?;
         self.inner.upsert(annotations, existing).await
     }
 
@@ -100,7 +108,7 @@ impl Index for FaultyIndex {
         existing: Existing<'_>,
         version: u64,
     ) -> Result<(), IndexError> {
-        self.admit(annotations).await?;
+        self.admit(annotations, Some(version)).await?;
         self.inner
             .upsert_versioned(annotations, existing, version)
             .await
@@ -121,7 +129,11 @@ impl Index for FaultyIndex {
 
 impl FaultyIndex {
     /// Holds a write while held, then fails it or lets it through (and records it).
-    async fn admit(&self, annotations: &[Annotation]) -> Result<(), IndexError> {
+    async fn admit(
+        &self,
+        annotations: &[Annotation],
+        version: Option<u64>,
+    ) -> Result<(), IndexError> {
         let mut open = self.open.subscribe();
         if !*open.borrow() {
             self.waiting.send_modify(|w| *w += 1);
@@ -139,6 +151,7 @@ impl FaultyIndex {
         self.passed
             .lock()
             .push(annotations.iter().map(|a| a.id).collect());
+        self.versions.lock().push(version);
         Ok(())
     }
 }
