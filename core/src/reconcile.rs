@@ -17,6 +17,9 @@ use time::OffsetDateTime;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+/// Enqueue failures in a row after which a sweep gives up (the queue is down).
+const SWEEP_FAILURES_IN_A_ROW: usize = 3;
+
 #[derive(Clone)]
 pub struct Reconciler {
     store: Arc<dyn Store>,
@@ -147,12 +150,24 @@ impl Reconciler {
     pub async fn sweep(&self, cutoff: OffsetDateTime, limit: usize) -> Result<usize, Error> {
         let pending = self.store.pending_work(None, limit).await?;
         let mut queued = 0;
+        let mut failed_in_a_row = 0;
         for work in pending {
             if work.created_at().is_some_and(|t| t > cutoff) {
                 continue;
             }
-            self.queue.enqueue(&work).await.map_err(queue_err)?;
-            queued += 1;
+            match self.queue.enqueue(&work).await {
+                Ok(()) => {
+                    queued += 1;
+                    failed_in_a_row = 0;
+                }
+                // One piece of work the queue refuses (too large for it, say) must not
+                // keep the sweep from the rest; a queue that refuses everything ends it.
+                Err(e) if failed_in_a_row + 1 < SWEEP_FAILURES_IN_A_ROW => {
+                    failed_in_a_row += 1;
+                    warn!(work = %work.id, operation = %work.operation_id, error = %e, "could not re-enqueue pending work; it stays pending");
+                }
+                Err(e) => return Err(queue_err(e)),
+            }
         }
         Ok(queued)
     }
