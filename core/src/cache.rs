@@ -81,19 +81,7 @@ impl OperationCache for MokaOperationCache {
     }
 
     fn activate(&self, op: &Operation) -> bool {
-        let mut active = self.active.lock();
-        let previous = match active.get(&op.key()) {
-            Some(&(number, _)) if number >= op.operation_number => return false,
-            Some(&(_, id)) => Some(id),
-            None => None,
-        };
-        active.insert(op.key(), (op.operation_number, op.id));
-        let next = self
-            .visibility
-            .load()
-            .with_change(&[op.id], previous.as_slice());
-        self.visibility.store(Arc::new(next));
-        true
+        self.refresh(std::slice::from_ref(op)) == 1
     }
 
     fn visibility(&self) -> Arc<Visibility> {
@@ -104,12 +92,7 @@ impl OperationCache for MokaOperationCache {
         let mut active = self.active.lock();
         active.clear();
         for op in ops {
-            match active.get(&op.key()) {
-                Some(&(number, _)) if number >= op.operation_number => {}
-                _ => {
-                    active.insert(op.key(), (op.operation_number, op.id));
-                }
-            }
+            advance(&mut active, op);
         }
         self.visibility.store(Arc::new(Visibility::from_active(
             active.values().map(|&(_, id)| id),
@@ -120,13 +103,10 @@ impl OperationCache for MokaOperationCache {
         let mut active = self.active.lock();
         let (mut on, mut off) = (Vec::new(), Vec::new());
         for op in ops {
-            match active.get(&op.key()) {
-                Some(&(number, _)) if number >= op.operation_number => continue,
-                Some(&(_, id)) => off.push(id),
-                None => {}
+            if let Some(previous) = advance(&mut active, op) {
+                on.push(op.id);
+                off.extend(previous);
             }
-            active.insert(op.key(), (op.operation_number, op.id));
-            on.push(op.id);
         }
         if !on.is_empty() {
             let next = self.visibility.load().with_change(&on, &off);
@@ -134,6 +114,20 @@ impl OperationCache for MokaOperationCache {
         }
         on.len()
     }
+}
+
+/// Makes `op` its key's run in `active` if it is newer than the key's run there. None
+/// when it is not; else the run it replaced, if any.
+fn advance(
+    active: &mut HashMap<OperationKey, (u64, Uuid)>,
+    op: &Operation,
+) -> Option<Option<Uuid>> {
+    let previous = match active.get(&op.key()) {
+        Some(&(number, _)) if number >= op.operation_number => return None,
+        current => current.map(|&(_, id)| id),
+    };
+    active.insert(op.key(), (op.operation_number, op.id));
+    Some(previous)
 }
 
 #[cfg(test)]
