@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-/// Opens the engines and the service over them, loads the active operations, and
-/// replays index work that a crash interrupted (what `serve` and `reconcile` share).
+/// Opens the engines and the service over them, follows the other nodes' operation
+/// events and loads the active operations (what `serve` and `reconcile` share).
 pub async fn open_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Service>> {
     let engines = crate::engines::open(config).await?;
     let service = Arc::new(
@@ -27,13 +27,20 @@ pub async fn open_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Res
         .warm_up()
         .await
         .context("loading the active operations")?;
+    info!(active, "engines open");
+    Ok(service)
+}
+
+/// Re-enqueues every pending piece of index work: what a crash interrupted is replayed
+/// before anything else (the sweep loop's first pass is one period away).
+async fn sweep_at_start(service: &Service, clock: &dyn Clock) -> anyhow::Result<()> {
     let replay = service
         .reconciler()
         .sweep(clock.now(), usize::MAX)
         .await
         .context("re-enqueueing pending index work")?;
-    info!(active, replay, "engines open");
-    Ok(service)
+    info!(replay, "pending index work re-enqueued");
+    Ok(())
 }
 
 fn install_metrics() -> Option<PrometheusHandle> {
@@ -49,6 +56,7 @@ fn install_metrics() -> Option<PrometheusHandle> {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let service = open_service(&config, clock.clone()).await?;
+    sweep_at_start(&service, clock.as_ref()).await?;
     let metrics = install_metrics();
     spawn_expiry(service.clone(), &config);
     service.spawn_visibility_refresh(Duration::from_secs(
@@ -97,12 +105,18 @@ pub async fn reconcile(
 ) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let service = open_service(&config, clock.clone()).await?;
-    let worker = Arc::new(Worker::new(service, clock, config.reconciler.clone()));
+    let worker = Arc::new(Worker::new(
+        service.clone(),
+        clock.clone(),
+        config.reconciler.clone(),
+    ));
+    // One round sweeps everything itself.
     if once {
         let report = worker.run_once().await.context("reconciling")?;
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
+    sweep_at_start(&service, clock.as_ref()).await?;
     let metrics = install_metrics();
     let _loops = worker.spawn();
     match metrics_listen {
