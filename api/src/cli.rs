@@ -84,12 +84,8 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long)]
     pub listen: Option<String>,
-    /// Directory of the embedded engines [default: ./annostore-data].
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Configuration file [default: ./annostore.toml when it exists].
-    #[arg(long, env = "ANNOSTORE_CONFIG")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub engines: EngineArgs,
 }
 
 #[derive(Debug, Args, Clone)]

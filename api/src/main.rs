@@ -33,31 +33,27 @@ fn main() -> anyhow::Result<()> {
                 if let Some(listen) = args.listen {
                     flags = flags.merge(Serialized::default("listen", listen));
                 }
-                if let Some(dir) = args.data_dir {
-                    flags = flags.merge(Serialized::default("data_dir", dir));
-                }
-                let config = Config::load(args.config.as_deref(), flags)
-                    .context("reading the configuration")?;
+                let config = engine_config(&args.engines, flags)?;
                 server::run(config).await
             }
             Command::Types(cmd) => client::types(cmd).await,
             Command::Ops(cmd) => client::ops(cmd).await,
             Command::Reindex(args) => client::reindex(args).await,
             Command::Reconcile(args) => {
-                let config = engine_config(&args.engines)?;
+                let config = engine_config(&args.engines, Figment::new())?;
                 server::reconcile(config, args.once, args.metrics_listen).await
             }
             Command::Schema(SchemaCommand::Apply(args)) => {
-                let config = engine_config(&args)?;
+                let config = engine_config(&args, Figment::new())?;
                 engines::apply_schema(&config).await
             }
         }
     })
 }
 
-/// The layered configuration for a command that opens the engines itself.
-fn engine_config(args: &EngineArgs) -> anyhow::Result<Config> {
-    let mut flags = Figment::new();
+/// The layered configuration for a command that opens the engines itself, with its
+/// own `flags` on top.
+fn engine_config(args: &EngineArgs, mut flags: Figment) -> anyhow::Result<Config> {
     if let Some(dir) = &args.data_dir {
         flags = flags.merge(Serialized::default("data_dir", dir));
     }

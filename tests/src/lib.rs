@@ -381,21 +381,12 @@ impl Server {
     /// server's data directory, with its environment. Stop the server first: the
     /// embedded engines have one owner at a time.
     pub fn offline(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(binary());
-        cmd.args(args)
+        command(self.dir.path(), &self.env)
+            .args(args)
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null());
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("ANNOSTORE_") {
-                cmd.env_remove(k);
-            }
-        }
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        cmd.output().expect("running the annostore CLI")
+            .output()
+            .expect("running the annostore CLI")
     }
 
     /// `annostore reconcile --once` on this server's engines (stop it first): the round
@@ -422,23 +413,12 @@ impl Drop for Server {
     }
 }
 
-fn spawn(root: &Path, env: &[(String, String)]) -> (Child, String) {
-    let log_path = root.join("server.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .expect("server log file");
+/// The `annostore` binary run in `root`, with `env` as its only `ANNOSTORE_*` variables.
+fn command(root: &Path, env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(binary());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(root.join("data"))
-        // No ./annostore.toml of the developer's may leak in.
-        .current_dir(root)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log));
-    // The server reads every ANNOSTORE_* variable as configuration: pass only ours
-    // (ANNOSTORE_BIN of the test run, say, is not one).
+    // No ./annostore.toml of the developer's may leak in.
+    cmd.current_dir(root).stdin(Stdio::null());
+    // The binary reads ANNOSTORE_* variables as configuration: pass only ours.
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("ANNOSTORE_") {
             cmd.env_remove(k);
@@ -447,7 +427,23 @@ fn spawn(root: &Path, env: &[(String, String)]) -> (Child, String) {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawning annostore serve");
+    cmd
+}
+
+fn spawn(root: &Path, env: &[(String, String)]) -> (Child, String) {
+    let log_path = root.join("server.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .expect("server log file");
+    let mut child = command(root, env)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(root.join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawning annostore serve");
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel::<String>();
     std::thread::spawn(move || {
