@@ -39,10 +39,7 @@ use elasticsearch::cert::{Certificate, CertificateValidation};
 use elasticsearch::http::Url;
 use elasticsearch::http::response::Response;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
-use elasticsearch::indices::{
-    IndicesCreateParts, IndicesExistsParts, IndicesPutIndexTemplateParts, IndicesPutMappingParts,
-    IndicesRefreshParts,
-};
+use elasticsearch::indices::IndicesRefreshParts;
 use elasticsearch::params::Refresh;
 use elasticsearch::{BulkParts, CountParts, Elasticsearch, SearchParts};
 use serde_json::Value;
@@ -72,8 +69,8 @@ const SEARCH_FILTER: &[&str] = &[
 /// The Elasticsearch index behind [`Index`]. Cheap to clone (one HTTP client).
 #[derive(Clone)]
 pub struct ElasticIndex {
-    client: Elasticsearch,
-    config: ElasticConfig,
+    pub(crate) client: Elasticsearch,
+    pub(crate) config: ElasticConfig,
 }
 
 impl std::fmt::Debug for ElasticIndex {
@@ -84,17 +81,17 @@ impl std::fmt::Debug for ElasticIndex {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> IndexError {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> IndexError {
     IndexError::Unavailable(e.to_string())
 }
 
 /// One answer read whole: status and body.
-struct Answer {
-    status: u16,
-    body: Vec<u8>,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
 }
 
-async fn read(sent: Result<Response, elasticsearch::Error>) -> Result<Answer, String> {
+pub(crate) async fn read(sent: Result<Response, elasticsearch::Error>) -> Result<Answer, String> {
     let response = sent.map_err(|e| format!("request failed: {e}"))?;
     let status = response.status_code().as_u16();
     let body = response
@@ -159,7 +156,7 @@ impl ElasticIndex {
     /// How long to wait before retry number `attempt` (1-based): exponential from
     /// `retry_backoff_ms`, capped, with "equal jitter" (between half and all of it) so
     /// that writers rejected together do not come back together.
-    fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let base = self.config.retry_backoff_ms.max(1);
         let exp = base.saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
         let capped = exp.min(self.config.retry_max_backoff_ms.max(base));
@@ -169,7 +166,11 @@ impl ElasticIndex {
 
     /// Sends a request (built anew per attempt by `send`) until it succeeds, fails for
     /// good, or `max_retries` retries are spent.
-    async fn with_retries<F, Fut>(&self, what: &str, send: F) -> Result<Vec<u8>, IndexError>
+    pub(crate) async fn with_retries<F, Fut>(
+        &self,
+        what: &str,
+        send: F,
+    ) -> Result<Vec<u8>, IndexError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Response, elasticsearch::Error>>,
@@ -502,97 +503,6 @@ impl Index for ElasticIndex {
             ),
             Err(e) => warn!(failure = %e, "elasticsearch refresh failed"),
         }
-    }
-}
-
-/// Puts the index template (always: a newer annostore may bring a newer one) and
-/// creates the index when missing; on an index that exists, puts the template's
-/// mappings (new fields are added; a changed field is refused by the cluster and
-/// reported). Idempotent: `annostore schema apply` calls it.
-pub async fn apply_schema(config: &ElasticConfig) -> Result<(), IndexError> {
-    let es = ElasticIndex::connect(config)?;
-    let template = body::template(config)
-        .map_err(|e| IndexError::Rejected(format!("the shipped template: {e}")))?;
-    let name = config.template_name();
-    es.with_retries("put index template", || async {
-        es.client
-            .indices()
-            .put_index_template(IndicesPutIndexTemplateParts::Name(&name))
-            .body(template.clone())
-            .send()
-            .await
-    })
-    .await?;
-    let index = [config.index.as_str()];
-    let exists = index_exists(&es, &index).await?;
-    if exists {
-        let mappings = template["template"]["mappings"].clone();
-        es.with_retries("put mapping", || async {
-            es.client
-                .indices()
-                .put_mapping(IndicesPutMappingParts::Index(&index))
-                .body(mappings.clone())
-                .send()
-                .await
-        })
-        .await?;
-        return Ok(());
-    }
-    let created = read(
-        es.client
-            .indices()
-            .create(IndicesCreateParts::Index(&config.index))
-            .send()
-            .await,
-    )
-    .await
-    .map_err(unavailable)?;
-    match response::verdict(created.status) {
-        Verdict::Done => Ok(()),
-        // Someone else created it between the check and now: fine.
-        _ if String::from_utf8_lossy(&created.body)
-            .contains("resource_already_exists_exception") =>
-        {
-            Ok(())
-        }
-        Verdict::Retry => Err(IndexError::Unavailable(format!(
-            "create index: {}",
-            response::describe_body(created.status, &created.body)
-        ))),
-        Verdict::Reject => Err(IndexError::Rejected(format!(
-            "create index: {}",
-            response::describe_body(created.status, &created.body)
-        ))),
-    }
-}
-
-/// HEAD <index>: 200 exists (index or alias), 404 does not.
-async fn index_exists(es: &ElasticIndex, index: &[&str]) -> Result<bool, IndexError> {
-    let mut attempt = 0u32;
-    loop {
-        let sent = es
-            .client
-            .indices()
-            .exists(IndicesExistsParts::Index(index))
-            .send()
-            .await;
-        let failure = match read(sent).await {
-            Ok(a) if a.status == 200 => return Ok(true),
-            Ok(a) if a.status == 404 => return Ok(false),
-            Ok(a) if response::verdict(a.status) == Verdict::Reject => {
-                return Err(IndexError::Rejected(format!(
-                    "index exists: {}",
-                    response::describe_body(a.status, &a.body)
-                )));
-            }
-            Ok(a) => response::describe_body(a.status, &a.body),
-            Err(e) => e,
-        };
-        attempt += 1;
-        if attempt > es.config.max_retries {
-            return Err(IndexError::Unavailable(format!("index exists: {failure}")));
-        }
-        tokio::time::sleep(es.backoff(attempt)).await;
     }
 }
 

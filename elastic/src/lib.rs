@@ -21,6 +21,8 @@ pub mod body;
 pub mod config;
 pub mod index;
 pub mod response;
+pub mod schema;
 
 pub use config::ElasticConfig;
-pub use index::{ElasticIndex, apply_schema};
+pub use index::ElasticIndex;
+pub use schema::apply_schema;
