@@ -34,6 +34,128 @@ pub enum Command {
     /// Create the tables, index templates, queues and topics the configured engines need.
     #[command(subcommand)]
     Schema(SchemaCommand),
+    /// Detect objects in videos and write each video's run to a server: decode, detect,
+    /// embed crops, upsert, finish (cancelled on failure).
+    Ingest(IngestArgs),
+    /// Start runs for videos and publish one Kafka task per segment for `worker`s.
+    Submit(SubmitArgs),
+    /// Process segment tasks from Kafka (stateless; run as many as you like) and finish
+    /// runs whose segments are all done.
+    Worker(WorkerArgs),
+}
+
+/// The models a run uses.
+#[derive(Debug, Args, Clone)]
+pub struct ModelArgs {
+    /// Detector ONNX model: CenterNet-style [1,N,6] or YOLOv8-style [1,4+C,anchors] output.
+    #[arg(long, env = "ANNOSTORE_DETECTOR")]
+    pub detector: PathBuf,
+    /// Class names, one per line [default: coco_classes.txt beside the detector].
+    #[arg(long, env = "ANNOSTORE_CLASSES")]
+    pub classes: Option<PathBuf>,
+    /// Drop detections scoring below this.
+    #[arg(long, default_value_t = 0.3)]
+    pub score_threshold: f32,
+    /// Image embedder ONNX model ([N,3,H,W] in, [N,D] out) for crop embeddings; none
+    /// when absent.
+    #[arg(long, env = "ANNOSTORE_EMBEDDER")]
+    pub embedder: Option<PathBuf>,
+    /// The embedder's output holding the vector [default: `embedding`, else the first].
+    #[arg(long)]
+    pub embedder_output: Option<String>,
+    /// libonnxruntime.so [default: ORT_DYLIB_PATH, then the onnxruntime wheel in
+    /// /var/tmp/annostore-venv].
+    #[arg(long, env = "ANNOSTORE_ONNXRUNTIME")]
+    pub onnxruntime: Option<PathBuf>,
+}
+
+/// How videos are cut and their runs written.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Sampled frames per second of video.
+    #[arg(long, default_value_t = 1.0)]
+    pub fps: f64,
+    /// Segment length in seconds (the unit of parallel work).
+    #[arg(long, default_value_t = 10.0)]
+    pub segment_seconds: f64,
+    /// Annotation type of the runs (registered if missing).
+    #[arg(long = "type", default_value = "objects")]
+    pub annotation_type: String,
+    #[arg(long, default_value_t = 1)]
+    pub type_version: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Local files or http(s) URLs.
+    #[arg(required = true)]
+    pub videos: Vec<String>,
+    /// Media id of the video [default: its file name]; only with one video.
+    #[arg(long)]
+    pub media_id: Option<String>,
+    /// Segments computed at once [default: the number of CPUs].
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub models: ModelArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Where the segment tasks go.
+#[derive(Debug, Args, Clone)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (host:port,...).
+    #[arg(long, env = "ANNOSTORE_KAFKA_BROKERS")]
+    pub kafka: String,
+    /// Topic of segment tasks.
+    #[arg(long, default_value = "annostore-ingest-tasks")]
+    pub tasks_topic: String,
+    /// Topic where workers report segments done or failed.
+    #[arg(long, default_value = "annostore-ingest-progress")]
+    pub progress_topic: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[arg(required = true)]
+    pub videos: Vec<String>,
+    #[arg(long)]
+    pub media_id: Option<String>,
+    /// Partitions of the task topic when this creates it.
+    #[arg(long, default_value_t = 6)]
+    pub partitions: i32,
+    /// Length of the embeddings the workers' embedder gives (registers the type with
+    /// it); 0 for workers without an embedder.
+    #[arg(long, default_value_t = 1280)]
+    pub embedding_dim: usize,
+    /// Wait until every run is finished or cancelled, and print them.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Consumer group shared by every worker.
+    #[arg(long, default_value = "annostore-ingest-workers")]
+    pub group: String,
+    /// Segments this worker computes at once.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub models: ModelArgs,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]

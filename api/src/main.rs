@@ -2,7 +2,7 @@
 
 use annostore_api::cli::{Cli, Command, EngineArgs, SchemaCommand};
 use annostore_api::config::Config;
-use annostore_api::{client, engines, server};
+use annostore_api::{client, engines, ingest, server};
 use anyhow::Context;
 use clap::Parser;
 use figment::Figment;
@@ -47,6 +47,9 @@ fn main() -> anyhow::Result<()> {
                 let config = engine_config(&args, Figment::new())?;
                 engines::apply_schema(&config).await
             }
+            Command::Ingest(args) => ingest::ingest(args).await,
+            Command::Submit(args) => ingest::submit(args).await,
+            Command::Worker(args) => ingest::worker(args).await,
         }
     })
 }

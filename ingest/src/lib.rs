@@ -1,0 +1,16 @@
+//! annostore's ingest workers: decode a video (FFmpeg), detect objects and embed their
+//! crops (ONNX Runtime), and write each run through annostore's operation API.
+//!
+//! - `media`: probing and sampling videos.
+//! - `model`, `detect`, `embed`: ONNX Runtime, the detector decoders, crop embeddings.
+//! - `segment`: one time range of one video, end to end, with deterministic ids.
+//! - `api`: the producer's HTTP client.
+//! - `run`: whole videos on this machine (`annostore ingest`).
+
+pub mod api;
+pub mod detect;
+pub mod embed;
+pub mod media;
+pub mod model;
+pub mod run;
+pub mod segment;

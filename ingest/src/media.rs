@@ -1,0 +1,338 @@
+//! Video decoding with FFmpeg (ffmpeg-next): probe a video, then sample one segment
+//! of it at fixed times, each sample scaled by swscale straight to the detector's
+//! input size as packed RGB.
+//!
+//! A `Sampler` reuses its frames: one decoded frame and one scaled frame for the
+//! whole segment (allocating a new output frame per decoded frame cost 2.5x).
+
+use ffmpeg::format::Pixel;
+use ffmpeg::software::scaling;
+use ffmpeg::util::frame;
+use ffmpeg::{Dictionary, Rational};
+use ffmpeg_next as ffmpeg;
+use std::sync::Once;
+
+/// A video that cannot be read, named with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("{source_name}: cannot open: {reason}")]
+    Open { source_name: String, reason: String },
+    #[error("{source_name}: not a video (no video stream)")]
+    NoVideo { source_name: String },
+    #[error("{source_name}: corrupt video stream near {at_ms} ms: {reason}")]
+    Corrupt {
+        source_name: String,
+        at_ms: u64,
+        reason: String,
+    },
+    #[error("{source_name}: {reason}")]
+    Other { source_name: String, reason: String },
+}
+
+/// What a probe of a video found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaInfo {
+    pub duration_ms: u64,
+    pub width: u32,
+    pub height: u32,
+    /// Average frame rate of the video stream (0 when the container does not say).
+    pub frame_rate: f64,
+    pub codec: String,
+}
+
+/// An RGB24 image, rows packed without padding.
+#[derive(Debug, Clone, Default)]
+pub struct RgbImage {
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
+}
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        // Only fails when FFmpeg's network layer cannot start; opening a URL then
+        // reports its own error.
+        let _ = ffmpeg::init();
+        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Error);
+    });
+}
+
+fn open_input(source: &str) -> Result<ffmpeg::format::context::Input, MediaError> {
+    init();
+    let mut options = Dictionary::new();
+    if source.starts_with("http://") || source.starts_with("https://") {
+        // Give up on a dead server instead of waiting forever (microseconds).
+        options.set("rw_timeout", "30000000");
+        options.set("reconnect", "1");
+    }
+    ffmpeg::format::input_with_dictionary(&source, options).map_err(|e| MediaError::Open {
+        source_name: source.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Opens `source` (a path or an http(s) URL) and reads its length, size and rate.
+pub fn probe(source: &str) -> Result<MediaInfo, MediaError> {
+    let input = open_input(source)?;
+    let stream = input
+        .streams()
+        .best(ffmpeg::media::Type::Video)
+        .ok_or_else(|| MediaError::NoVideo {
+            source_name: source.to_owned(),
+        })?;
+    let params = stream.parameters();
+    let ctx = ffmpeg::codec::context::Context::from_parameters(params).map_err(|e| {
+        MediaError::Other {
+            source_name: source.to_owned(),
+            reason: format!("reading the video stream's parameters: {e}"),
+        }
+    })?;
+    let decoder = ctx.decoder().video().map_err(|e| MediaError::Other {
+        source_name: source.to_owned(),
+        reason: format!("no decoder for the video stream: {e}"),
+    })?;
+    let duration_ms = if stream.duration() > 0 {
+        rescale_ms(stream.duration(), stream.time_base())
+    } else if input.duration() > 0 {
+        (input.duration() / 1000) as u64
+    } else {
+        0
+    };
+    if duration_ms == 0 {
+        return Err(MediaError::Other {
+            source_name: source.to_owned(),
+            reason: "the video has no duration".into(),
+        });
+    }
+    let rate = stream.avg_frame_rate();
+    Ok(MediaInfo {
+        duration_ms,
+        width: decoder.width(),
+        height: decoder.height(),
+        frame_rate: if rate.denominator() != 0 {
+            f64::from(rate.numerator()) / f64::from(rate.denominator())
+        } else {
+            0.0
+        },
+        codec: decoder
+            .codec()
+            .map(|c| c.name().to_owned())
+            .unwrap_or_else(|| "unknown".into()),
+    })
+}
+
+fn rescale_ms(ts: i64, time_base: Rational) -> u64 {
+    let ms = ts as f64 * f64::from(time_base.numerator()) * 1000.0
+        / f64::from(time_base.denominator().max(1));
+    ms.max(0.0).round() as u64
+}
+
+/// Decodes one video and hands out frames at chosen times, scaled to a fixed size.
+pub struct Sampler {
+    source: String,
+    input: ffmpeg::format::context::Input,
+    stream_index: usize,
+    time_base: Rational,
+    decoder: ffmpeg::decoder::Video,
+    scaler: scaling::Context,
+    decoded: frame::Video,
+    scaled: frame::Video,
+    image: RgbImage,
+    /// Frames decoded since open (sampled or not): decode speed.
+    pub frames_decoded: u64,
+}
+
+impl Sampler {
+    /// Opens `source` for sampling at `width` x `height` RGB. `threads` is the decoder's
+    /// thread count (1 when several segments decode in parallel).
+    pub fn open(source: &str, width: u32, height: u32, threads: usize) -> Result<Self, MediaError> {
+        let input = open_input(source)?;
+        let stream = input
+            .streams()
+            .best(ffmpeg::media::Type::Video)
+            .ok_or_else(|| MediaError::NoVideo {
+                source_name: source.to_owned(),
+            })?;
+        let stream_index = stream.index();
+        let time_base = stream.time_base();
+        let mut ctx = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
+            .map_err(|e| MediaError::Other {
+                source_name: source.to_owned(),
+                reason: format!("reading the video stream's parameters: {e}"),
+            })?;
+        ctx.set_threading(ffmpeg::codec::threading::Config::count(threads.max(1)));
+        // Report damaged data as an error instead of concealing it: a run computed from
+        // a broken stream must not be finished as if it were whole.
+        let mut options = Dictionary::new();
+        options.set("err_detect", "explode");
+        let codec = ffmpeg::decoder::find(ctx.id()).ok_or_else(|| MediaError::Other {
+            source_name: source.to_owned(),
+            reason: format!("no decoder for {:?} in this FFmpeg", ctx.id()),
+        })?;
+        let decoder = ctx
+            .decoder()
+            .open_as_with(codec, options)
+            .and_then(|d| d.video())
+            .map_err(|e| MediaError::Other {
+                source_name: source.to_owned(),
+                reason: format!("cannot decode the video stream: {e}"),
+            })?;
+        let scaler = scaling::Context::get(
+            decoder.format(),
+            decoder.width(),
+            decoder.height(),
+            Pixel::RGB24,
+            width,
+            height,
+            scaling::Flags::BILINEAR,
+        )
+        .map_err(|e| MediaError::Other {
+            source_name: source.to_owned(),
+            reason: format!(
+                "cannot scale {:?} {}x{} to RGB {width}x{height}: {e}",
+                decoder.format(),
+                decoder.width(),
+                decoder.height()
+            ),
+        })?;
+        Ok(Sampler {
+            source: source.to_owned(),
+            input,
+            stream_index,
+            time_base,
+            decoder,
+            scaler,
+            decoded: frame::Video::empty(),
+            scaled: frame::Video::new(Pixel::RGB24, width, height),
+            image: RgbImage {
+                width,
+                height,
+                data: Vec::with_capacity(width as usize * height as usize * 3),
+            },
+            frames_decoded: 0,
+        })
+    }
+
+    /// Calls `on_sample(t, image)` once for each time `t` of `times_ms` (ascending), with
+    /// the first frame shown at or after `t`. Times past the last frame get no call.
+    /// Returns how many samples were handed out.
+    pub fn sample<E>(
+        &mut self,
+        times_ms: &[u64],
+        mut on_sample: impl FnMut(u64, &RgbImage) -> Result<(), E>,
+    ) -> Result<usize, SampleError<E>> {
+        let Some(&first) = times_ms.first() else {
+            return Ok(0);
+        };
+        // Seek to the key frame at or before the first time, then decode forward.
+        let target_us = first as i64 * 1000;
+        if first > 0 {
+            self.input
+                .seek(target_us, ..target_us)
+                .map_err(|e| self.other(first, format!("seeking to {first} ms: {e}")))?;
+        }
+        self.decoder.flush();
+        let mut next = 0usize;
+        let mut packet = ffmpeg::Packet::empty();
+        let mut last_ms = first;
+        loop {
+            match packet.read(&mut self.input) {
+                Ok(()) => {}
+                Err(ffmpeg::Error::Eof) => break,
+                Err(e) => return Err(self.corrupt(last_ms, format!("reading the container: {e}"))),
+            }
+            if packet.stream() != self.stream_index {
+                continue;
+            }
+            if let Err(e) = self.decoder.send_packet(&packet) {
+                return Err(self.corrupt(last_ms, e.to_string()));
+            }
+            next = self.drain(times_ms, next, &mut last_ms, &mut on_sample)?;
+            if next == times_ms.len() {
+                return Ok(next);
+            }
+        }
+        // End of the file: the decoder may still hold frames.
+        let _ = self.decoder.send_eof();
+        next = self.drain(times_ms, next, &mut last_ms, &mut on_sample)?;
+        Ok(next)
+    }
+
+    /// Receives every frame the decoder has ready; hands out those that reach the next
+    /// wanted time. Returns the index of the next wanted time.
+    fn drain<E>(
+        &mut self,
+        times_ms: &[u64],
+        mut next: usize,
+        last_ms: &mut u64,
+        on_sample: &mut impl FnMut(u64, &RgbImage) -> Result<(), E>,
+    ) -> Result<usize, SampleError<E>> {
+        loop {
+            match self.decoder.receive_frame(&mut self.decoded) {
+                Ok(()) => {}
+                Err(ffmpeg::Error::Eof) => return Ok(next),
+                Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => {
+                    return Ok(next);
+                }
+                Err(e) => return Err(self.corrupt(*last_ms, e.to_string())),
+            }
+            self.frames_decoded += 1;
+            let Some(ts) = self.decoded.timestamp().or(self.decoded.pts()) else {
+                continue;
+            };
+            let frame_ms = rescale_ms(ts, self.time_base);
+            *last_ms = frame_ms;
+            if next >= times_ms.len() || frame_ms < times_ms[next] {
+                continue;
+            }
+            self.scaler
+                .run(&self.decoded, &mut self.scaled)
+                .map_err(|e| self.other(frame_ms, format!("scaling a frame: {e}")))?;
+            copy_packed(&self.scaled, &mut self.image);
+            // One decoded frame can stand for several wanted times when sampling faster
+            // than the video's own rate.
+            while next < times_ms.len() && times_ms[next] <= frame_ms {
+                on_sample(times_ms[next], &self.image).map_err(SampleError::Sink)?;
+                next += 1;
+            }
+        }
+    }
+
+    fn corrupt<E>(&self, at_ms: u64, reason: String) -> SampleError<E> {
+        SampleError::Media(MediaError::Corrupt {
+            source_name: self.source.clone(),
+            at_ms,
+            reason,
+        })
+    }
+
+    fn other<E>(&self, at_ms: u64, reason: String) -> SampleError<E> {
+        SampleError::Media(MediaError::Other {
+            source_name: self.source.clone(),
+            reason: format!("{reason} (near {at_ms} ms)"),
+        })
+    }
+}
+
+/// Why sampling stopped: the video, or the caller's sink.
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError<E> {
+    #[error(transparent)]
+    Media(MediaError),
+    #[error(transparent)]
+    Sink(E),
+}
+
+/// swscale's frames pad their rows; the models want them packed.
+fn copy_packed(scaled: &frame::Video, image: &mut RgbImage) {
+    let row = image.width as usize * 3;
+    let stride = scaled.stride(0);
+    let plane = scaled.data(0);
+    image.data.clear();
+    for y in 0..image.height as usize {
+        image
+            .data
+            .extend_from_slice(&plane[y * stride..y * stride + row]);
+    }
+}
