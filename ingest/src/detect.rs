@@ -157,6 +157,20 @@ impl Detector {
                     ))
                 })?,
         };
+        // A YOLOv8 output with a static class count must match the class names.
+        if let Some(out) = session.outputs().iter().find(|o| o.name() == output_name)
+            && let Ok(shape) = model::float_shape(&path, "output", out.name(), out.dtype())
+            && guess_layout(&shape) == Some(Layout::Yolov8)
+            && shape[1] > 4
+            && shape[1] as usize - 4 != classes.len()
+        {
+            return Err(tensors(format!(
+                "output `{output_name}` scores {} classes but {} names {}",
+                shape[1] - 4,
+                classes_path.display(),
+                classes.len()
+            )));
+        }
         let (width, height) = (dim(w), dim(h));
         Ok(Detector {
             input_name: input.name().to_owned(),

@@ -54,7 +54,9 @@ fn init() {
         // Only fails when FFmpeg's network layer cannot start; opening a URL then
         // reports its own error.
         let _ = ffmpeg::init();
-        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Error);
+        // FFmpeg's own messages would break the progress bars; what goes wrong reaches
+        // the caller as an error instead.
+        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Fatal);
     });
 }
 
