@@ -56,6 +56,10 @@ pub struct ModelArgs {
     /// Drop detections scoring below this.
     #[arg(long, default_value_t = 0.3)]
     pub score_threshold: f32,
+    /// Input size of a detector whose input size is dynamic (frames are stretched to
+    /// it); a fixed size in the model wins.
+    #[arg(long, default_value_t = 640)]
+    pub detector_size: u32,
     /// Image embedder ONNX model ([N,3,H,W] in, [N,D] out) for crop embeddings; none
     /// when absent.
     #[arg(long, env = "ANNOSTORE_EMBEDDER")]

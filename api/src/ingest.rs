@@ -15,6 +15,7 @@ pub fn model_config(args: &ModelArgs, threads: usize) -> ModelConfig {
             path: args.detector.clone(),
             classes: args.classes.clone(),
             score_threshold: args.score_threshold,
+            input_size: args.detector_size,
             ..DetectorConfig::default()
         },
         embedder: args.embedder.as_ref().map(|path| EmbedderConfig {

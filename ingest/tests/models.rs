@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn shared(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared")
+        .join(path)
 }
 
 fn models_dir() -> PathBuf {
@@ -67,9 +69,19 @@ fn centernet_finds_each_still_of_the_slideshow_in_its_time_range() {
             .map(|i| i.label.clone())
             .collect()
     };
-    assert!(labels_in(8_000, 12_000).contains("cup"), "{:?}", labels_in(8_000, 12_000));
-    assert_eq!(labels_in(12_000, 16_000), BTreeSet::from(["motorcycle".to_owned()]));
-    assert_eq!(labels_in(16_000, 20_000), BTreeSet::from(["person".to_owned()]));
+    assert!(
+        labels_in(8_000, 12_000).contains("cup"),
+        "{:?}",
+        labels_in(8_000, 12_000)
+    );
+    assert_eq!(
+        labels_in(12_000, 16_000),
+        BTreeSet::from(["motorcycle".to_owned()])
+    );
+    assert_eq!(
+        labels_in(16_000, 20_000),
+        BTreeSet::from(["person".to_owned()])
+    );
     assert!(!labels_in(0, 12_000).contains("motorcycle"));
     for i in &items {
         assert_eq!(i.end_ms, i.start_ms + 1000);
@@ -80,7 +92,10 @@ fn centernet_finds_each_still_of_the_slideshow_in_its_time_range() {
         assert!(i.bbox.x + i.bbox.w <= 1.0 && i.bbox.y + i.bbox.h <= 1.0);
     }
     // Near-duplicate boxes of one object are suppressed: one person per frame.
-    let persons_at_16s = items.iter().filter(|i| i.start_ms == 16_000 && i.label == "person").count();
+    let persons_at_16s = items
+        .iter()
+        .filter(|i| i.start_ms == 16_000 && i.label == "person")
+        .count();
     assert_eq!(persons_at_16s, 1);
     // The same segment computed again gives the same ids and content.
     let again = segment::process(&mut models, &job, 1, |_| {}).expect("process again");
@@ -93,7 +108,16 @@ fn clip_of(image: &Path, dir: &Path) -> PathBuf {
     let status = Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-loop", "1", "-t", "2", "-i"])
         .arg(image)
-        .args(["-vf", "scale=640:640,format=yuv420p", "-r", "10", "-c:v", "libx264", "-preset", "ultrafast"])
+        .args([
+            "-vf",
+            "scale=640:640,format=yuv420p",
+            "-r",
+            "10",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ])
         .arg(&out)
         .status()
         .expect("the ffmpeg CLI (scripts/setup-system installs it)");
@@ -121,11 +145,19 @@ fn a_real_yolov8_model_finds_the_astronauts_face() {
     let faces: Vec<_> = items.iter().filter(|i| i.label == "FACE_FEMALE").collect();
     let seconds: BTreeSet<u64> = items.iter().map(|i| i.start_ms).collect();
     assert!(seconds.len() >= 2, "{items:#?}");
-    assert_eq!(faces.len(), seconds.len(), "one face per sampled second: {items:#?}");
+    assert_eq!(
+        faces.len(),
+        seconds.len(),
+        "one face per sampled second: {items:#?}"
+    );
     for f in faces {
         // Eileen Collins' face is in the upper middle of the portrait.
         let (cx, cy) = (f.bbox.x + f.bbox.w / 2.0, f.bbox.y + f.bbox.h / 2.0);
-        assert!((0.35..0.65).contains(&cx) && (0.1..0.45).contains(&cy), "{:?}", f.bbox);
+        assert!(
+            (0.35..0.65).contains(&cx) && (0.1..0.45).contains(&cy),
+            "{:?}",
+            f.bbox
+        );
         assert!(f.embedding.is_none());
     }
 }
@@ -142,7 +174,11 @@ fn models_that_do_not_fit_are_refused_with_their_tensors_named() {
     let mobilenet = shared("models/mobilenetv2_imagenet.onnx");
     let centernet = shared("models/centernet.onnx");
     // An image classifier is not a detector.
-    let e = load_error(config(&mobilenet, Some(shared("models/coco_classes.txt")), None));
+    let e = load_error(config(
+        &mobilenet,
+        Some(shared("models/coco_classes.txt")),
+        None,
+    ));
     assert!(matches!(e, ModelError::Tensors { .. }), "{e}");
     assert!(e.to_string().contains("detector layout"), "{e}");
     // A detector is not an embedder (NHWC input).
@@ -150,12 +186,23 @@ fn models_that_do_not_fit_are_refused_with_their_tensors_named() {
     assert!(e.to_string().contains("[N, 3, H, W]"), "{e}");
     // A YOLOv8 with 18 classes and a file of 80 names.
     let nudenet = models_dir().join("nudenet_320n.onnx");
-    let e = load_error(config(&nudenet, Some(shared("models/coco_classes.txt")), None));
+    let e = load_error(config(
+        &nudenet,
+        Some(shared("models/coco_classes.txt")),
+        None,
+    ));
     assert!(e.to_string().contains("scores 18 classes"), "{e}");
     // Not a model at all.
     let e = load_error(config(&shared("models/coco_classes.txt"), None, None));
-    assert!(matches!(e, ModelError::Classes { .. } | ModelError::Load { .. }), "{e}");
-    let e = load_error(config(Path::new("/nonexistent/model.onnx"), Some(shared("models/coco_classes.txt")), None));
+    assert!(
+        matches!(e, ModelError::Classes { .. } | ModelError::Load { .. }),
+        "{e}"
+    );
+    let e = load_error(config(
+        Path::new("/nonexistent/model.onnx"),
+        Some(shared("models/coco_classes.txt")),
+        None,
+    ));
     assert!(e.to_string().contains("no such model file"), "{e}");
 }
 
@@ -177,7 +224,9 @@ fn a_file_that_is_not_a_video_and_a_corrupt_stream_are_media_errors() {
     }
     let corrupt = tmp.path().join("corrupt.mp4");
     std::fs::write(&corrupt, bytes).unwrap();
-    let mut models = config(&shared("models/centernet.onnx"), None, None).load().unwrap();
+    let mut models = config(&shared("models/centernet.onnx"), None, None)
+        .load()
+        .unwrap();
     let job = whole(&corrupt, 1.0);
     match segment::process(&mut models, &job, 1, |_| {}) {
         Err(SegmentError::Media(e)) => assert!(e.to_string().contains("corrupt"), "{e}"),
