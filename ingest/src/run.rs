@@ -304,6 +304,10 @@ fn worker_loop(mut models: Models, rx: Arc<Mutex<mpsc::Receiver<Task>>>, decoder
             },
             Err(_) => return,
         };
+        // The run this task belongs to has failed or been interrupted: skip it.
+        if task.reply.is_closed() {
+            continue;
+        }
         let bar = task.bar.clone();
         let result = segment::process(
             &mut models,

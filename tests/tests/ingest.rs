@@ -417,3 +417,50 @@ async fn several_videos_make_one_run_each() {
             .all(|p| p["start_ms"].as_u64().unwrap() < 4_000)
     );
 }
+
+/// Ctrl-C during a run cancels it: the command exits non-zero and nothing shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_is_cancelled() {
+    let server = Server::start();
+    let mut args: Vec<String> = vec![
+        "ingest".into(),
+        slideshow(),
+        "--fps".into(),
+        "10".into(),
+        "--jobs".into(),
+        "1".into(),
+        "--server".into(),
+        server.api().base.clone(),
+    ];
+    args.extend(model_args());
+    let mut child = Command::new(annostore_tests::binary())
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the run has started and is writing.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let started = operations(&server, "STARTED").await;
+        if let Some(op) = started.first()
+            && op["annotation_count"].as_u64().unwrap_or(0) > 0
+        {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be interrupted");
+        assert!(Instant::now() < deadline, "the run never wrote");
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    assert_eq!(operations(&server, "CANCELLED").await.len(), 1);
+    assert!(operations(&server, "STARTED").await.is_empty());
+    assert!(visible(&server, "slideshow_720p.mp4").await.is_empty());
+}
