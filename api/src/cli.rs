@@ -150,8 +150,7 @@ pub struct WorkerArgs {
     /// Consumer group shared by every worker.
     #[arg(long, default_value = "annostore-ingest-workers")]
     pub group: String,
-    /// Segments this worker computes at once (only 1 for now: run more workers to
-    /// use more cores).
+    /// Segments this worker computes at once (each with its own consumer and models).
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
     /// A worker that stops heartbeating for this long loses its tasks to the others.

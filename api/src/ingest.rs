@@ -212,8 +212,8 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
 /// `annostore worker`: computes segment tasks until Ctrl-C or SIGTERM (then finishes
 /// the current task and exits 0); fails on a model error, leaving the task to others.
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
-    if args.jobs != 1 {
-        bail!("--jobs must be 1 for now: run one worker per core instead");
+    if args.jobs < 1 {
+        bail!("--jobs must be at least 1");
     }
     let settings = WorkerSettings {
         kafka: kafka_settings(&args.kafka, "annostore-worker"),
@@ -229,7 +229,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         tracing::info!("stopping: finishing the current task");
         let _ = stop_tx.send(true);
     });
-    kafka::run_worker(api, settings, models, stop).await
+    kafka::run_worker(api, settings, models, args.jobs, stop).await
 }
 
 /// Ctrl-C or SIGTERM.

@@ -46,6 +46,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -180,24 +181,96 @@ impl TaskPublisher {
 // ---------------------------------------------------------------------------------
 // The worker.
 
-/// Runs a worker until `stop` turns true (it then finishes its current task) or until
+/// Runs a worker until `stop` turns true (it then finishes its current tasks) or until
 /// it must not go on (a model error, Kafka misconfiguration): then it returns the error,
-/// leaving the task uncommitted.
+/// leaving its tasks uncommitted.
+///
+/// `jobs` tasks are computed at once, each by a consumer of its own (in the one group)
+/// with its own models: a consumer handles one task at a time, so its commits follow
+/// the order of its partitions.
 pub async fn run_worker(
     api: ApiClient,
     settings: WorkerSettings,
     models: ModelConfig,
-    mut stop: watch::Receiver<bool>,
+    jobs: usize,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let abort_after: Option<u64> = std::env::var(FAULT_ABORT_AFTER_UPSERT)
-        .ok()
-        .and_then(|v| v.parse().ok());
-    let models = tokio::task::spawn_blocking(move || models.load())
-        .await
-        .context("loading the models")?
-        .context("loading the models")?;
+    let jobs = jobs.max(1);
+    let failpoint = Arc::new(Failpoint {
+        abort_after: std::env::var(FAULT_ABORT_AFTER_UPSERT)
+            .ok()
+            .and_then(|v| v.parse().ok()),
+        upserts: AtomicU64::new(0),
+    });
+    // With one job, let the decoder use both cores' worth of threads (as `run::Pool`).
+    let decoder_threads = if jobs == 1 { 2 } else { 1 };
+    let mut loaded = Vec::new();
+    for _ in 0..jobs {
+        let config = models.clone();
+        loaded.push(
+            tokio::task::spawn_blocking(move || config.load())
+                .await
+                .context("loading the models")?
+                .context("loading the models")?,
+        );
+    }
     let producer = producer(&settings.kafka)?;
+    let mut consumers = tokio::task::JoinSet::new();
+    for models in loaded {
+        let consumer = tasks_consumer(&settings)?;
+        consumers.spawn(consume(
+            api.clone(),
+            consumer,
+            producer.clone(),
+            settings.kafka.progress_topic.clone(),
+            models,
+            decoder_threads,
+            stop.clone(),
+            failpoint.clone(),
+        ));
+    }
+    let finisher = tokio::spawn(run_finisher(api.clone(), settings.clone(), stop.clone()));
+    info!(
+        group = settings.group,
+        topic = settings.kafka.tasks_topic,
+        jobs,
+        "worker waiting for segment tasks"
+    );
+    while let Some(ended) = consumers.join_next().await {
+        match ended {
+            Ok(Ok(())) => {}
+            // Dropping the set aborts the other consumers mid-task: nothing of theirs is
+            // committed, so their tasks go to other workers.
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(anyhow!("a task consumer panicked: {e}")),
+        }
+    }
+    let _ = finisher.await;
+    Ok(())
+}
+
+/// The test-only failpoint (see the module comment), shared by a worker's consumers.
+struct Failpoint {
+    abort_after: Option<u64>,
+    upserts: AtomicU64,
+}
+
+impl Failpoint {
+    fn upserted(&self, operation: Uuid) {
+        let n = self.upserts.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.abort_after == Some(n) {
+            eprintln!(
+                "{FAULT_ABORT_AFTER_UPSERT}: aborting after upserting into {operation}, \
+                 before reporting and committing"
+            );
+            std::process::abort();
+        }
+    }
+}
+
+fn tasks_consumer(settings: &WorkerSettings) -> anyhow::Result<StreamConsumer> {
     let session = settings.session_timeout_ms.to_string();
+    let heartbeat = (settings.session_timeout_ms / 4).max(100).to_string();
     let poll = settings.max_poll_interval_ms.to_string();
     let consumer: StreamConsumer = settings
         .kafka
@@ -209,9 +282,9 @@ pub async fn run_worker(
             ("auto.offset.reset", "earliest"),
             ("enable.partition.eof", "false"),
             ("session.timeout.ms", session.as_str()),
-            ("heartbeat.interval.ms", &(settings.session_timeout_ms / 4).max(100).to_string()),
+            ("heartbeat.interval.ms", heartbeat.as_str()),
             ("max.poll.interval.ms", poll.as_str()),
-            // One task at a time: do not prefetch what another worker could take.
+            // Little prefetch: tasks are small and each takes a while.
             ("queued.max.messages.kbytes", "64"),
         ])
         .create()
@@ -219,17 +292,25 @@ pub async fn run_worker(
     consumer
         .subscribe(&[settings.kafka.tasks_topic.as_str()])
         .with_context(|| format!("subscribing to {}", settings.kafka.tasks_topic))?;
-    let finisher = tokio::spawn(run_finisher(api.clone(), settings.clone(), stop.clone()));
-    info!(
-        group = settings.group,
-        topic = settings.kafka.tasks_topic,
-        "worker waiting for segment tasks"
-    );
+    Ok(consumer)
+}
+
+/// One consumer's loop: a task at a time, committed once settled.
+#[allow(clippy::too_many_arguments)]
+async fn consume(
+    api: ApiClient,
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    progress_topic: String,
+    models: Models,
+    decoder_threads: usize,
+    mut stop: watch::Receiver<bool>,
+    failpoint: Arc<Failpoint>,
+) -> anyhow::Result<()> {
     let mut models = Some(models);
-    let mut upserts = 0u64;
-    let result = loop {
+    loop {
         if *stop.borrow() {
-            break Ok(());
+            return Ok(());
         }
         let message = tokio::select! {
             _ = stop.changed() => continue,
@@ -246,32 +327,18 @@ pub async fn run_worker(
         let step = handle_task(
             &api,
             &producer,
-            &settings.kafka.progress_topic,
-            &mut models,
+            &progress_topic,
+            (&mut models, decoder_threads),
             &message,
             &mut stop,
-            &mut |operation| {
-                upserts += 1;
-                if abort_after == Some(upserts) {
-                    eprintln!(
-                        "{FAULT_ABORT_AFTER_UPSERT}: aborting after upserting into {operation}, \
-                         before reporting and committing"
-                    );
-                    std::process::abort();
-                }
-            },
+            &|operation| failpoint.upserted(operation),
         )
-        .await;
+        .await?;
         match step {
-            Ok(Handled::Commit) => {}
-            Ok(Handled::Leave) => continue,
-            Err(e) => break Err(e),
+            Handled::Commit => commit(&consumer, &message),
+            Handled::Leave => {}
         }
-        commit(&consumer, &message);
-    };
-    drop(consumer);
-    let _ = finisher.await;
-    result
+    }
 }
 
 /// What a task came to.
@@ -286,10 +353,10 @@ async fn handle_task(
     api: &ApiClient,
     producer: &FutureProducer,
     progress_topic: &str,
-    models: &mut Option<Models>,
+    (models, decoder_threads): (&mut Option<Models>, usize),
     message: &OwnedMessage,
     stop: &mut watch::Receiver<bool>,
-    after_upsert: &mut impl FnMut(Uuid),
+    after_upsert: &impl Fn(Uuid),
 ) -> anyhow::Result<Handled> {
     let task: SegmentTask = match message.payload().map(serde_json::from_slice) {
         Some(Ok(t)) => t,
@@ -317,7 +384,7 @@ async fn handle_task(
         .ok_or_else(|| anyhow!("internal: the models were lost by an earlier task"))?;
     let (back, result) = tokio::task::spawn_blocking(move || {
         let mut m = taken;
-        let r = segment::process(&mut m, &job, 2, |_| {});
+        let r = segment::process(&mut m, &job, decoder_threads, |_| {});
         (m, r)
     })
     .await
@@ -342,7 +409,11 @@ async fn handle_task(
                 stop,
             )
             .await;
-            return Ok(if sent { Handled::Commit } else { Handled::Leave });
+            return Ok(if sent {
+                Handled::Commit
+            } else {
+                Handled::Leave
+            });
         }
         Err(SegmentError::Model(e)) => {
             return Err(anyhow!(e).context(format!(
@@ -353,7 +424,10 @@ async fn handle_task(
         }
     };
     loop {
-        match api.upsert(job.operation_id, &items, task.upsert_batch).await {
+        match api
+            .upsert(job.operation_id, &items, task.upsert_batch)
+            .await
+        {
             Ok(()) => break,
             Err(e) if e.is_transient() => {
                 warn!(operation = %job.operation_id, error = %e, "upsert keeps failing; retrying");
@@ -375,7 +449,11 @@ async fn handle_task(
     )
     .await;
     info!(operation = %job.operation_id, segment = job.segment.index, annotations, "segment done");
-    Ok(if sent { Handled::Commit } else { Handled::Leave })
+    Ok(if sent {
+        Handled::Commit
+    } else {
+        Handled::Leave
+    })
 }
 
 /// A permanent refusal of an upsert: the run is over. If it FINISHED, this segment was
@@ -408,7 +486,11 @@ async fn refused(
         stop,
     )
     .await;
-    Ok(if sent { Handled::Commit } else { Handled::Leave })
+    Ok(if sent {
+        Handled::Commit
+    } else {
+        Handled::Leave
+    })
 }
 
 /// Publishes `progress` and waits for its delivery, retrying until it is delivered
@@ -669,7 +751,10 @@ async fn finisher_loop(
             ("auto.offset.reset", "earliest"),
             ("enable.partition.eof", "false"),
             ("session.timeout.ms", session.as_str()),
-            ("heartbeat.interval.ms", &(settings.session_timeout_ms / 4).max(100).to_string()),
+            (
+                "heartbeat.interval.ms",
+                &(settings.session_timeout_ms / 4).max(100).to_string(),
+            ),
         ])
         .create_with_context(FinisherContext {
             tracker: tracker.clone(),
@@ -804,7 +889,10 @@ mod tests {
         t.settle(op);
         assert!(t.due().is_empty());
         t.observe(0, 4, &report(op, 2, 3, true));
-        assert!(t.due().is_empty(), "a late duplicate does not finish it again");
+        assert!(
+            t.due().is_empty(),
+            "a late duplicate does not finish it again"
+        );
     }
 
     #[test]
@@ -838,7 +926,11 @@ mod tests {
         t.settle(b);
         assert_eq!(t.commits(), vec![]);
         t.settle(a);
-        assert_eq!(t.commits(), vec![(0, 13)], "c is the oldest unsettled run now");
+        assert_eq!(
+            t.commits(),
+            vec![(0, 13)],
+            "c is the oldest unsettled run now"
+        );
         t.settle(c);
         assert_eq!(t.commits(), vec![(0, 14)], "past the last report");
     }

@@ -11,8 +11,8 @@
 pub mod api;
 pub mod detect;
 pub mod embed;
+pub mod kafka;
 pub mod media;
 pub mod model;
-pub mod kafka;
 pub mod run;
 pub mod segment;

@@ -6,7 +6,8 @@
 //!   before it reports or commits: the run still finishes, with exactly the annotations
 //!   a local `annostore ingest` of the same video gives.
 //! - A file that is not a video: `submit` fails and starts no run.
-//! - A video deleted after `submit`: the worker's media error cancels the run.
+//! - A video deleted after `submit`: the worker's media error cancels the run (and the
+//!   worker goes on, until SIGTERM makes it exit 0).
 //!
 //! Needs the shared test media and models and ONNX Runtime (as `annostore ingest`'s own
 //! tests do); without them the tests say so and pass.
@@ -91,7 +92,13 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(name: &str, server: &Server, kafka: &Kafka, env: &[(&str, &str)]) -> Worker {
+    fn spawn(
+        name: &str,
+        server: &Server,
+        kafka: &Kafka,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Worker {
         let dir = tempfile::tempdir().unwrap();
         let env: Vec<(String, String)> = env
             .iter()
@@ -104,6 +111,7 @@ impl Worker {
             .args(["--session-timeout-ms", SESSION_TIMEOUT_MS])
             .args(["--detector", DETECTOR, "--embedder", EMBEDDER])
             .args(["--server", &server.base])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -196,7 +204,10 @@ async fn settled(api: &Api, op: &str, timeout: Duration) -> Value {
         if run["status"] != json!("STARTED") {
             return run;
         }
-        assert!(Instant::now() < deadline, "operation {op} did not settle: {run}");
+        assert!(
+            Instant::now() < deadline,
+            "operation {op} did not settle: {run}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -278,6 +289,7 @@ async fn a_worker_killed_mid_task_changes_nothing() {
         &server,
         &kafka,
         &[("ANNOSTORE_FAULT_ABORT_AFTER_UPSERT", "1")],
+        &[],
     );
     let deadline = Instant::now() + Duration::from_secs(90);
     while !a.log().contains("processing segment") {
@@ -286,10 +298,15 @@ async fn a_worker_killed_mid_task_changes_nothing() {
             "worker A took no task:\n{}",
             a.log()
         );
-        assert!(a.child.try_wait().unwrap().is_none(), "A exited early:\n{}", a.log());
+        assert!(
+            a.child.try_wait().unwrap().is_none(),
+            "A exited early:\n{}",
+            a.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let b = Worker::spawn("B", &server, &kafka, &[]);
+    // B computes two segments at once (two consumers in the group).
+    let b = Worker::spawn("B", &server, &kafka, &[], &["--jobs", "2"]);
     let status = a.exit(Duration::from_secs(120)).await;
     assert_eq!(
         status.signal(),
@@ -315,7 +332,11 @@ async fn a_worker_killed_mid_task_changes_nothing() {
     ids.dedup();
     assert_eq!(ids.len(), dist.len(), "no annotation twice");
     assert_eq!(dist.len(), reference.len(), "as many as the clean run");
-    assert_eq!(content(&dist), content(&reference), "the clean run's content");
+    assert_eq!(
+        content(&dist),
+        content(&reference),
+        "the clean run's content"
+    );
     assert_eq!(
         run["annotation_count"],
         json!(reference.len()),
@@ -359,7 +380,7 @@ async fn a_video_gone_before_its_worker_cancels_the_run() {
     let op = s(&submitted, "operation_id");
     std::fs::remove_file(&copy).unwrap();
 
-    let mut worker = Worker::spawn("W", &server, &kafka, &[]);
+    let mut worker = Worker::spawn("W", &server, &kafka, &[], &[]);
     let run = settled(&server.api(), &op, Duration::from_secs(120)).await;
     assert_eq!(run["status"], json!("CANCELLED"), "{run}\n{}", worker.log());
     // A media error fails the run, not the worker.
@@ -368,4 +389,12 @@ async fn a_video_gone_before_its_worker_cancels_the_run() {
         "the worker keeps running:\n{}",
         worker.log()
     );
+    // SIGTERM: it stops taking tasks and exits 0.
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &worker.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = worker.exit(Duration::from_secs(60)).await;
+    assert!(status.success(), "{status:?}:\n{}", worker.log());
 }
