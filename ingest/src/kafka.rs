@@ -313,7 +313,11 @@ async fn consume(
             return Ok(());
         }
         let message = tokio::select! {
-            _ = stop.changed() => continue,
+            // A dropped sender can no longer say stop: take it as one.
+            r = stop.changed() => match r {
+                Ok(()) => continue,
+                Err(_) => return Ok(()),
+            },
             m = consumer.recv() => m,
         };
         let message = match message {
@@ -769,7 +773,10 @@ async fn finisher_loop(
             return Ok(());
         }
         tokio::select! {
-            _ = stop.changed() => continue,
+            r = stop.changed() => match r {
+                Ok(()) => continue,
+                Err(_) => return Ok(()),
+            },
             _ = tick.tick() => {}
             m = consumer.recv() => match m {
                 Ok(m) => {

@@ -376,13 +376,43 @@ async fn a_video_gone_before_its_worker_cancels_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("gone.mp4");
     std::fs::copy(VIDEO, &copy).unwrap();
-    let submitted = submit(&server, &kafka, copy.to_str().unwrap(), "gone");
-    let op = s(&submitted, "operation_id");
+    // `submit --wait`: it waits for the run, and fails because it was cancelled.
+    let mut args = strings(&["submit", copy.to_str().unwrap(), "--media-id", "gone"]);
+    args.extend(strings(&["--segment-seconds", "4", "--wait"]));
+    args.extend(kafka.args());
+    let waiting = command(dir.path(), &[])
+        .args(&args)
+        .args(["--server", &server.base])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning annostore submit --wait");
+    // Once its run has started, the video is not read again by submit: delete it.
+    let api = server.api();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let op = loop {
+        let ops = api.get("/v1/operations").await.expect(200).clone();
+        if let Some(op) = ops["operations"].as_array().and_then(|a| a.first()) {
+            break s(op, "id");
+        }
+        assert!(Instant::now() < deadline, "submit started no run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     std::fs::remove_file(&copy).unwrap();
 
     let mut worker = Worker::spawn("W", &server, &kafka, &[], &[]);
-    let run = settled(&server.api(), &op, Duration::from_secs(120)).await;
+    let run = settled(&api, &op, Duration::from_secs(120)).await;
     assert_eq!(run["status"], json!("CANCELLED"), "{run}\n{}", worker.log());
+    let out = tokio::task::spawn_blocking(move || waiting.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "submit --wait fails: {stdout}");
+    let line: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(line["operation_id"], json!(op), "{line}");
+    assert_eq!(line["status"], json!("CANCELLED"), "{line}");
+    assert_eq!(line["media_id"], json!("gone"), "{line}");
     // A media error fails the run, not the worker.
     assert!(
         worker.child.try_wait().unwrap().is_none(),
