@@ -2,9 +2,9 @@
 //! segment to librdkafka's mock cluster (in this process, on real localhost ports), and
 //! `annostore worker` child processes compute them against an `annostore serve`.
 //!
-//! - Two workers, one aborted (the test-only failpoint) right after its first upsert,
-//!   before it reports or commits: the run still finishes, with exactly the annotations
-//!   a local `annostore ingest` of the same video gives.
+//! - Two workers, one aborted (the test-only failpoint) right after its second upsert,
+//!   before it reports or commits it: the run still finishes, with exactly the
+//!   annotations a local `annostore ingest` of the same video gives.
 //! - A file that is not a video: `submit` fails and starts no run.
 //! - A video deleted after `submit`: the worker's media error cancels the run (and the
 //!   worker goes on, until SIGTERM makes it exit 0).
@@ -281,21 +281,24 @@ async fn a_worker_killed_mid_task_changes_nothing() {
     let op = s(&submitted, "operation_id");
     let t0 = Instant::now();
 
-    // A takes a task first (it alone is in the group then), and dies right after its
-    // first upsert, before reporting or committing. B joins meanwhile and, once A's
-    // session times out, owns every partition, A's half-done task included.
+    // A is alone in the group at first: it completes one segment (upserted, reported,
+    // committed), then dies right after upserting its second, before reporting or
+    // committing it. B joins while A computes that second one and, once A's session
+    // times out, owns every task partition (A's half-done task included) and every
+    // progress partition: its finisher must count A's first report, re-read from the
+    // finishers' committed offset.
     let mut a = Worker::spawn(
         "A",
         &server,
         &kafka,
-        &[("ANNOSTORE_FAULT_ABORT_AFTER_UPSERT", "1")],
+        &[("ANNOSTORE_FAULT_ABORT_AFTER_UPSERT", "2")],
         &[],
     );
     let deadline = Instant::now() + Duration::from_secs(90);
-    while !a.log().contains("processing segment") {
+    while a.log().matches("processing segment").count() < 2 {
         assert!(
             Instant::now() < deadline,
-            "worker A took no task:\n{}",
+            "worker A did not take a second task:\n{}",
             a.log()
         );
         assert!(
@@ -325,6 +328,11 @@ async fn a_worker_killed_mid_task_changes_nothing() {
         killed_after.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+
+    // A completed one segment and B the five others (A's half-done one included): B's
+    // finisher counted A's report of the first, re-read from Kafka.
+    assert_eq!(a.log().matches("segment done").count(), 1, "{}", a.log());
+    assert_eq!(b.log().matches("segment done").count(), 5, "{}", b.log());
 
     let dist = api.search_all(&json!({"media_id": "dist"}), 500).await;
     let mut ids: Vec<String> = dist.iter().map(|a| s(a, "id")).collect();
