@@ -19,7 +19,8 @@
 //!   yet, so whoever owns the partition next re-reads everything it needs to rebuild
 //!   the state.
 //!
-//! Outcomes of a task: annotations upserted → `Done`, commit. A video that cannot be
+//! Outcomes of a task: a run that is over is not computed (FINISHED: commit; CANCELLED
+//! or EXPIRED: `Failed`, commit). Annotations upserted → `Done`, commit. A video that cannot be
 //! read (`SegmentError::Media`) or an upsert the server refuses for good (4xx, e.g. the
 //! run was cancelled or expired: 409) → `Failed`, commit (the finisher cancels the run).
 //! A refusal because the run is already FINISHED means the segment was done before (a
@@ -376,6 +377,30 @@ async fn handle_task(
         }
     };
     let job = task.job.clone();
+    // A run that is over needs no computing: FINISHED means this segment was done before
+    // (a worker died before committing); CANCELLED or EXPIRED is reported as a failure,
+    // so that a finisher settles the run rather than wait for its segments forever.
+    if let Ok(op) = api.operation(job.operation_id).await
+        && op.status != "STARTED"
+    {
+        info!(operation = %job.operation_id, segment = job.segment.index, status = op.status, "skipping a segment of a run that is over");
+        if op.status == "FINISHED" {
+            return Ok(Handled::Commit);
+        }
+        let failed = Progress {
+            operation_id: job.operation_id,
+            segment: job.segment,
+            outcome: Outcome::Failed {
+                error: format!("the run is {}", op.status),
+            },
+        };
+        let sent = publish_progress(producer, progress_topic, &failed, stop).await;
+        return Ok(if sent {
+            Handled::Commit
+        } else {
+            Handled::Leave
+        });
+    }
     info!(
         operation = %job.operation_id,
         segment = job.segment.index,
@@ -792,6 +817,7 @@ async fn finisher_loop(
                                 if let Ok(op) = api.operation(progress.operation_id).await
                                     && op.status != "STARTED"
                                 {
+                                    info!(operation = %op.id, status = op.status, "reports of a run that is already over");
                                     lock(&tracker).settle(op.id);
                                 }
                             }

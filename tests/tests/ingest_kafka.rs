@@ -6,6 +6,7 @@
 //!   before it reports or commits it: the run still finishes, with exactly the
 //!   annotations a local `annostore ingest` of the same video gives.
 //! - A file that is not a video: `submit` fails and starts no run.
+//! - A run cancelled before its tasks are taken: workers skip them without computing.
 //! - A video deleted after `submit`: the worker's media error cancels the run (and the
 //!   worker goes on, until SIGTERM makes it exit 0).
 //!
@@ -435,4 +436,43 @@ async fn a_video_gone_before_its_worker_cancels_the_run() {
     assert!(term.success());
     let status = worker.exit(Duration::from_secs(60)).await;
     assert!(status.success(), "{status:?}:\n{}", worker.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_of_a_cancelled_run_are_skipped() {
+    if !inputs_present() {
+        return;
+    }
+    let kafka = Kafka::new();
+    let server = Server::start();
+    let api = server.api();
+    let submitted = submit(&server, &kafka, VIDEO, "dropped");
+    let op = s(&submitted, "operation_id");
+    api.cancel(&op).await.expect(200);
+
+    let worker = Worker::spawn("C", &server, &kafka, &[], &[]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while worker.log().matches("skipping a segment").count() < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not skip all six tasks:\n{}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !worker.log().contains("processing segment"),
+        "{}",
+        worker.log()
+    );
+    // The finisher took note: the run holds no progress offset back.
+    while !worker.log().contains("a run that is already over") {
+        assert!(
+            Instant::now() < deadline,
+            "the finisher did not settle the run:\n{}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(api.op_ok(&op).await["status"], json!("CANCELLED"));
 }
