@@ -17,7 +17,9 @@
 //!   a second consumer, in group `<group>-finish`, whose bookkeeping is [`Tracker`]. It
 //!   commits, per partition, the offset of the oldest report of a run it has not settled
 //!   yet, so whoever owns the partition next re-reads everything it needs to rebuild
-//!   the state.
+//!   the state. Runs that end without reports (cancelled by hand, expired) are found
+//!   by asking the API: when a finisher first meets a run, and every minute for the
+//!   runs it waits for.
 //!
 //! Outcomes of a task: a run that is over is not computed (FINISHED: commit; CANCELLED
 //! or EXPIRED: `Failed`, commit). Annotations upserted → `Done`, commit. A video that cannot be
@@ -59,6 +61,8 @@ pub const FAULT_ABORT_AFTER_UPSERT: &str = "ANNOSTORE_FAULT_ABORT_AFTER_UPSERT";
 
 /// How long a delivery to Kafka may take before it is retried.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the finisher checks the runs it waits for.
+const AUDIT_INTERVAL: Duration = Duration::from_secs(60);
 /// Pause between in-place retries of a transient failure.
 const RETRY_PAUSE: Duration = Duration::from_secs(2);
 
@@ -697,6 +701,21 @@ impl Tracker {
         due
     }
 
+    /// Runs with reports here that are neither settled nor due: waiting for segments.
+    pub fn waiting(&self) -> Vec<Uuid> {
+        let due: BTreeSet<Uuid> = self.due().into_iter().map(|(id, _)| id).collect();
+        let mut out: Vec<Uuid> = self
+            .partitions
+            .values()
+            .flat_map(|p| p.runs.iter())
+            .filter(|(id, r)| !r.settled && !due.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The run is finished or cancelled: later reports of it change nothing.
     pub fn settle(&mut self, operation: Uuid) {
         for state in self.partitions.values_mut() {
@@ -793,6 +812,10 @@ async fn finisher_loop(
         .subscribe(&[settings.kafka.progress_topic.as_str()])
         .with_context(|| format!("subscribing to {}", settings.kafka.progress_topic))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Runs can end without a report: cancelled by hand, or expired after their tasks
+    // were lost. Such a run would hold its partition's offset back forever.
+    let mut audit = tokio::time::interval(AUDIT_INTERVAL);
+    audit.tick().await;
     loop {
         if *stop.borrow() {
             return Ok(());
@@ -803,6 +826,17 @@ async fn finisher_loop(
                 Err(_) => return Ok(()),
             },
             _ = tick.tick() => {}
+            _ = audit.tick() => {
+                let waiting = lock(&tracker).waiting();
+                for id in waiting {
+                    if let Ok(op) = api.operation(id).await
+                        && op.status != "STARTED"
+                    {
+                        info!(operation = %id, status = op.status, "a run ended without its reports");
+                        lock(&tracker).settle(id);
+                    }
+                }
+            }
             m = consumer.recv() => match m {
                 Ok(m) => {
                     let (partition, offset) = (m.partition(), m.offset());
@@ -917,8 +951,10 @@ mod tests {
         assert_eq!(t.observe(0, 1, &report(op, 1, 3, true)), Observed::Known);
         t.observe(0, 2, &report(op, 1, 3, true));
         assert!(t.due().is_empty(), "two of three segments");
+        assert_eq!(t.waiting(), vec![op]);
         t.observe(0, 3, &report(op, 2, 3, true));
         assert_eq!(t.due(), vec![(op, Action::Finish)]);
+        assert!(t.waiting().is_empty(), "due, not waiting");
         t.settle(op);
         assert!(t.due().is_empty());
         t.observe(0, 4, &report(op, 2, 3, true));
