@@ -128,9 +128,12 @@ pub struct SubmitArgs {
     pub videos: Vec<String>,
     #[arg(long)]
     pub media_id: Option<String>,
-    /// Partitions of the task topic when this creates it.
+    /// Partitions of the task and progress topics when this creates them.
     #[arg(long, default_value_t = 6)]
     pub partitions: i32,
+    /// Replication factor of the topics when this creates them.
+    #[arg(long, default_value_t = 1)]
+    pub replication: i32,
     /// Length of the embeddings the workers' embedder gives (registers the type with
     /// it); 0 for workers without an embedder.
     #[arg(long, default_value_t = 1280)]
@@ -151,9 +154,15 @@ pub struct WorkerArgs {
     /// Consumer group shared by every worker.
     #[arg(long, default_value = "annostore-ingest-workers")]
     pub group: String,
-    /// Segments this worker computes at once.
+    /// Segments this worker computes at once (each with its own consumer and models).
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
+    /// A worker that stops heartbeating for this long loses its tasks to the others.
+    #[arg(long, default_value_t = 10_000)]
+    pub session_timeout_ms: u64,
+    /// The longest one segment may take before the worker counts as stuck.
+    #[arg(long, default_value_t = 300_000)]
+    pub max_poll_interval_ms: u64,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]

@@ -1,13 +1,17 @@
 //! The producer commands: `ingest` (this machine), `submit` and `worker` (Kafka).
 //! They turn flags into `annostore-ingest` configurations and report the outcome.
 
-use crate::cli::{IngestArgs, ModelArgs, RunArgs, SubmitArgs, WorkerArgs};
+use crate::cli::{IngestArgs, KafkaArgs, ModelArgs, RunArgs, SubmitArgs, WorkerArgs};
 use annostore_ingest::api::ApiClient;
 use annostore_ingest::detect::DetectorConfig;
 use annostore_ingest::embed::EmbedderConfig;
+use annostore_ingest::kafka::{self, KafkaSettings, TaskPublisher, WorkerSettings};
+use annostore_ingest::media;
 use annostore_ingest::run::{self, Pool, RunOptions, VideoSpec};
 use annostore_ingest::segment::ModelConfig;
+use annostore_kafka::KafkaConfig;
 use anyhow::{Context, bail};
+use serde_json::json;
 
 pub fn model_config(args: &ModelArgs, threads: usize) -> ModelConfig {
     ModelConfig {
@@ -95,12 +99,152 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
-    let _ = args;
-    bail!("annostore submit is not built yet")
+/// The Kafka side of `submit` and `worker`.
+fn kafka_settings(args: &KafkaArgs, client_id: &str) -> KafkaSettings {
+    KafkaSettings {
+        connection: KafkaConfig {
+            brokers: args.kafka.clone(),
+            client_id: client_id.to_owned(),
+            ..KafkaConfig::default()
+        },
+        tasks_topic: args.tasks_topic.clone(),
+        progress_topic: args.progress_topic.clone(),
+    }
 }
 
+/// `annostore submit`: probes every video (nothing starts if one is not a video),
+/// starts their runs, publishes one task per segment. Prints one JSON line per run;
+/// with `--wait`, once the runs are settled, and fails unless all FINISHED.
+pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
+    let options = run_options(&args.run)?;
+    let specs = video_specs(&args.videos, args.media_id.as_ref())?;
+    if args.partitions < 1 || args.replication < 1 {
+        bail!("--partitions and --replication must be at least 1");
+    }
+    for spec in &specs {
+        if run::is_url(&spec.source) {
+            continue;
+        }
+        let source = spec.source.clone();
+        tokio::task::spawn_blocking(move || media::probe(&source))
+            .await
+            .context("probing the videos")?
+            .with_context(|| format!("submitting {}: no run started", spec.source))?;
+    }
+    let api = ApiClient::new(&args.client.server);
+    let embedding_dim = (args.embedding_dim > 0).then_some(args.embedding_dim);
+    run::register_type(&api, &options, embedding_dim)
+        .await
+        .context("registering the annotation type")?;
+    let settings = kafka_settings(&args.kafka, "annostore-submit");
+    kafka::ensure_topics(&settings, args.partitions, args.replication).await?;
+    let publisher = TaskPublisher::new(&settings)?;
+    let mut started = Vec::new();
+    for spec in &specs {
+        let published = match run::prepare(&api, spec, &options, "annostore submit").await {
+            Ok(video) => match publisher.publish(&video, &options).await {
+                Ok(()) => Ok(video),
+                Err(e) => {
+                    let _ = api.cancel(video.operation.id).await;
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e.into()),
+        };
+        match published {
+            Ok(video) => started.push(video),
+            Err(e) => {
+                // All or nothing: the runs already published are cancelled too.
+                for video in &started {
+                    let _ = api.cancel(video.operation.id).await;
+                }
+                return Err(e.context(format!(
+                    "submitting {} ({} earlier runs of this submit cancelled)",
+                    spec.source,
+                    started.len()
+                )));
+            }
+        }
+    }
+    if !args.wait {
+        for video in &started {
+            println!(
+                "{}",
+                json!({
+                    "operation_id": video.operation.id,
+                    "media_id": video.media_id,
+                    "source": video.source,
+                    "pivot_id": video.pivot_id,
+                    "segments": video.segments.len(),
+                    "status": video.operation.status,
+                })
+            );
+        }
+        return Ok(());
+    }
+    let mut failed = 0;
+    for video in &started {
+        let op = loop {
+            let op = api.operation(video.operation.id).await?;
+            if op.status != "STARTED" {
+                break op;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        };
+        if op.status != "FINISHED" {
+            failed += 1;
+        }
+        println!(
+            "{}",
+            json!({
+                "operation_id": op.id,
+                "media_id": video.media_id,
+                "status": op.status,
+                "annotation_count": op.annotation_count,
+            })
+        );
+    }
+    if failed > 0 {
+        bail!("{failed} of {} runs did not finish", started.len());
+    }
+    Ok(())
+}
+
+/// `annostore worker`: computes segment tasks until Ctrl-C or SIGTERM (then finishes
+/// the current task and exits 0); fails on a model error, leaving the task to others.
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
-    let _ = args;
-    bail!("annostore worker is not built yet")
+    if args.jobs < 1 {
+        bail!("--jobs must be at least 1");
+    }
+    let settings = WorkerSettings {
+        kafka: kafka_settings(&args.kafka, "annostore-worker"),
+        group: args.group.clone(),
+        session_timeout_ms: args.session_timeout_ms,
+        max_poll_interval_ms: args.max_poll_interval_ms,
+    };
+    let api = ApiClient::new(&args.client.server);
+    let models = model_config(&args.models, 1);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("stopping: finishing the current task");
+        let _ = stop_tx.send(true);
+    });
+    kafka::run_worker(api, settings, models, args.jobs, stop).await
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -349,7 +349,11 @@ pub fn decode_yolov8(shape: &[i64], values: &[f32], threshold: f32, iou: f32) ->
                 class_id = c;
             }
         }
-        if !(best >= threshold) {
+        // Not `best < threshold`: a NaN score (or threshold) drops the anchor.
+        if !matches!(
+            best.partial_cmp(&threshold),
+            Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+        ) {
             continue;
         }
         let (cx, cy, w, h) = (at(0, a), at(1, a), at(2, a), at(3, a));
@@ -401,7 +405,7 @@ fn normalise(r: &RawBox, width: f32, height: f32, label: &str) -> Option<Detecti
     let y1 = (r.y1 / height).clamp(0.0, 1.0);
     let x2 = (r.x2 / width).clamp(0.0, 1.0);
     let y2 = (r.y2 / height).clamp(0.0, 1.0);
-    if !(x2 > x1 && y2 > y1) || !(0.0..=1.0).contains(&r.score) {
+    if !(x2 > x1 && y2 > y1 && (0.0..=1.0).contains(&r.score)) {
         return None;
     }
     Some(Detection {

@@ -186,9 +186,9 @@ impl Embedder {
                 .map_err(|e| self.run_error(&e))?;
             let base = i * 3 * plane;
             for (p, px) in self.crop.buffer().chunks_exact(3).enumerate() {
-                for c in 0..3 {
+                for (c, v) in px.iter().enumerate() {
                     self.input[base + c * plane + p] =
-                        (f32::from(px[c]) / 255.0 - self.config.mean[c]) / self.config.std[c];
+                        (f32::from(*v) / 255.0 - self.config.mean[c]) / self.config.std[c];
                 }
             }
         }

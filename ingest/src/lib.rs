@@ -6,10 +6,12 @@
 //! - `segment`: one time range of one video, end to end, with deterministic ids.
 //! - `api`: the producer's HTTP client.
 //! - `run`: whole videos on this machine (`annostore ingest`).
+//! - `kafka`: segments over Kafka (`annostore submit`, `annostore worker`).
 
 pub mod api;
 pub mod detect;
 pub mod embed;
+pub mod kafka;
 pub mod media;
 pub mod model;
 pub mod run;

@@ -62,7 +62,7 @@ impl fmt::Debug for KafkaConfig {
 impl KafkaConfig {
     /// A librdkafka client configuration: connection and authentication, then
     /// `defaults` (the client's own settings), then the user's `properties`.
-    pub(crate) fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+    pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
             .set("client.id", &self.client_id);

@@ -414,7 +414,7 @@ impl Drop for Server {
 }
 
 /// The `annostore` binary run in `root`, with `env` as its only `ANNOSTORE_*` variables.
-fn command(root: &Path, env: &[(String, String)]) -> Command {
+pub fn command(root: &Path, env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(binary());
     // No ./annostore.toml of the developer's may leak in.
     cmd.current_dir(root).stdin(Stdio::null());
