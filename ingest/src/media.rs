@@ -5,6 +5,7 @@
 //! A `Sampler` reuses its frames: one decoded frame and one scaled frame for the
 //! whole segment (allocating a new output frame per decoded frame cost 2.5x).
 
+use ffmpeg::codec::discard::Discard;
 use ffmpeg::format::Pixel;
 use ffmpeg::software::scaling;
 use ffmpeg::util::frame;
@@ -143,7 +144,15 @@ pub struct Sampler {
     image: RgbImage,
     /// Frames decoded since open (sampled or not): decode speed.
     pub frames_decoded: u64,
+    /// Skip decoding frames no other frame refers to while the next wanted time is
+    /// further than `SKIP_MARGIN_MS` ahead (on by default; the samples are the same).
+    pub skip_unneeded: bool,
+    discard: Discard,
 }
+
+/// Frames presented this much before the next wanted time are never handed out, so
+/// those that are not references need not be decoded. Wider than any B-frame delay.
+const SKIP_MARGIN_MS: u64 = 500;
 
 impl Sampler {
     /// Opens `source` for sampling at `width` x `height` RGB. `threads` is the decoder's
@@ -213,6 +222,8 @@ impl Sampler {
                 data: Vec::with_capacity(width as usize * height as usize * 3),
             },
             frames_decoded: 0,
+            skip_unneeded: true,
+            discard: Discard::Default,
         })
     }
 
@@ -246,6 +257,22 @@ impl Sampler {
             }
             if packet.stream() != self.stream_index {
                 continue;
+            }
+            // At 1 sample per second of a 30 fps video, most frames are never shown to
+            // a model: those that are not references are not even decoded.
+            let far = self.skip_unneeded
+                && next < times_ms.len()
+                && packet.pts().is_some_and(|p| {
+                    rescale_ms(p, self.time_base) + SKIP_MARGIN_MS < times_ms[next]
+                });
+            let discard = if far {
+                Discard::NonReference
+            } else {
+                Discard::Default
+            };
+            if discard != self.discard {
+                self.decoder.skip_frame(discard);
+                self.discard = discard;
             }
             if let Err(e) = self.decoder.send_packet(&packet) {
                 return Err(self.corrupt(last_ms, e.to_string()));

@@ -233,3 +233,33 @@ fn a_file_that_is_not_a_video_and_a_corrupt_stream_are_media_errors() {
         other => panic!("expected a media error, got {:?}", other.map(|v| v.len())),
     }
 }
+
+/// Skipping frames that no other frame refers to, far from the wanted times, hands out
+/// exactly the same pictures, and decodes fewer frames.
+#[test]
+fn skipping_unneeded_frames_changes_no_sample() {
+    use annostore_ingest::media::Sampler;
+    let source = shared("media/slideshow_720p.mp4").display().to_string();
+    let whole = segment::plan(24_000, 24_000)[0];
+    let times = segment::sample_times(&whole, 1.0);
+    let samples = |skip: bool| {
+        let mut sampler = Sampler::open(&source, 320, 180, 1).unwrap();
+        sampler.skip_unneeded = skip;
+        let mut pictures = Vec::new();
+        sampler
+            .sample(&times, |t, image| {
+                pictures.push((t, image.data.clone()));
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .unwrap();
+        (pictures, sampler.frames_decoded)
+    };
+    let (all, decoded_all) = samples(false);
+    let (skipped, decoded_skipped) = samples(true);
+    assert_eq!(all.len(), 24);
+    assert!(all == skipped, "the same pictures at the same times");
+    assert!(
+        decoded_skipped < decoded_all,
+        "{decoded_skipped} frames decoded with skipping, {decoded_all} without"
+    );
+}

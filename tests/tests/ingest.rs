@@ -449,7 +449,10 @@ async fn an_interrupted_run_is_cancelled() {
         {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be interrupted");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be interrupted"
+        );
         assert!(Instant::now() < deadline, "the run never wrote");
     }
     let status = Command::new("kill")

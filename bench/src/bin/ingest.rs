@@ -54,7 +54,10 @@ fn start_server(dir: &std::path::Path) -> anyhow::Result<(Serve, String)> {
     let exe = std::env::current_exe()?;
     let bin = exe.with_file_name("annostore");
     if !bin.exists() {
-        bail!("{} not found: build it with `cargo build --release -p annostore-api`", bin.display());
+        bail!(
+            "{} not found: build it with `cargo build --release -p annostore-api`",
+            bin.display()
+        );
     }
     let mut child = Command::new(&bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -82,7 +85,9 @@ fn start_server(dir: &std::path::Path) -> anyhow::Result<(Serve, String)> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(args))
 }
 
@@ -153,7 +158,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let load = Instant::now();
     let pool = Pool::start(&models, jobs)?;
-    println!("models loaded for {jobs} workers in {:.2} s", load.elapsed().as_secs_f64());
+    println!(
+        "models loaded for {jobs} workers in {:.2} s",
+        load.elapsed().as_secs_f64()
+    );
     run::register_type(&api, &options, pool.embedding_dim).await?;
     let bars = indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden());
     let mut rates = Vec::new();
