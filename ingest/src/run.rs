@@ -6,11 +6,12 @@ use crate::api::{ApiClient, ApiError, Operation, StartOperation};
 use crate::media::{self, MediaError, MediaInfo};
 use crate::model::ModelError;
 use crate::segment::{self, FrameDone, ModelConfig, Models, Segment, SegmentError, SegmentJob};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -222,11 +223,30 @@ pub async fn prepare(
 /// One segment to compute, and where its outcome goes.
 struct Task {
     job: SegmentJob,
-    bar: ProgressBar,
+    progress: VideoProgress,
     reply: tokio::sync::mpsc::UnboundedSender<(
         Segment,
         Result<Vec<crate::api::AnnotationItem>, SegmentError>,
     )>,
+}
+
+/// A video's progress bar and its running count of detections, shared by the threads
+/// computing its segments.
+#[derive(Clone)]
+struct VideoProgress {
+    bar: ProgressBar,
+    detections: Arc<AtomicU64>,
+}
+
+impl VideoProgress {
+    fn frame_done(&self, done: FrameDone) {
+        let total = self
+            .detections
+            .fetch_add(done.detections as u64, Ordering::Relaxed)
+            + done.detections as u64;
+        self.bar.set_message(format!("{total} detections"));
+        self.bar.inc(1);
+    }
 }
 
 /// Threads that each own a copy of the models and compute segments.
@@ -308,18 +328,10 @@ fn worker_loop(mut models: Models, rx: Arc<Mutex<mpsc::Receiver<Task>>>, decoder
         if task.reply.is_closed() {
             continue;
         }
-        let bar = task.bar.clone();
-        let result = segment::process(
-            &mut models,
-            &task.job,
-            decoder_threads,
-            |done: FrameDone| {
-                bar.inc(1);
-                if done.detections > 0 {
-                    bar.set_message(format!("+{} detections", done.detections));
-                }
-            },
-        );
+        let progress = task.progress.clone();
+        let result = segment::process(&mut models, &task.job, decoder_threads, |done| {
+            progress.frame_done(done)
+        });
         let _ = task.reply.send((task.job.segment, result));
     }
 }
@@ -356,8 +368,14 @@ pub async fn run_video(
     let frames = video.samples(options);
     let bar = bars.add(ProgressBar::new(frames));
     bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} frames, {per_sec} {msg}")
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} frames, {fps}, {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key(
+                "fps",
+                |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.1} frames/s", state.per_sec());
+                },
+            )
             .progress_chars("=> "),
     );
     bar.set_prefix(video.media_id.clone());
@@ -406,10 +424,14 @@ async fn compute_and_upsert(
     bar: &ProgressBar,
 ) -> Result<u64, IngestError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let progress = VideoProgress {
+        bar: bar.clone(),
+        detections: Arc::new(AtomicU64::new(0)),
+    };
     for s in &video.segments {
         pool.submit(Task {
             job: video.job(*s, options),
-            bar: bar.clone(),
+            progress: progress.clone(),
             reply: tx.clone(),
         });
     }
