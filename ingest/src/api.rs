@@ -154,39 +154,37 @@ impl ApiClient {
     }
 
     pub async fn finish(&self, operation: Uuid) -> Result<Operation, ApiError> {
-        let v = self
-            .call(
-                &format!("finishing {operation}"),
-                reqwest::Method::POST,
-                &format!("/v1/operations/{operation}/finish"),
-                None,
-            )
-            .await?;
-        self.parse("finishing an operation", v)
+        self.on_operation("finishing", reqwest::Method::POST, operation, "/finish")
+            .await
     }
 
     pub async fn cancel(&self, operation: Uuid) -> Result<Operation, ApiError> {
-        let v = self
-            .call(
-                &format!("cancelling {operation}"),
-                reqwest::Method::POST,
-                &format!("/v1/operations/{operation}/cancel"),
-                None,
-            )
-            .await?;
-        self.parse("cancelling an operation", v)
+        self.on_operation("cancelling", reqwest::Method::POST, operation, "/cancel")
+            .await
     }
 
     pub async fn operation(&self, operation: Uuid) -> Result<Operation, ApiError> {
+        self.on_operation("reading", reqwest::Method::GET, operation, "")
+            .await
+    }
+
+    /// A call on `/v1/operations/{operation}{suffix}` that answers the operation.
+    async fn on_operation(
+        &self,
+        verb: &str,
+        method: reqwest::Method,
+        operation: Uuid,
+        suffix: &str,
+    ) -> Result<Operation, ApiError> {
         let v = self
             .call(
-                &format!("reading {operation}"),
-                reqwest::Method::GET,
-                &format!("/v1/operations/{operation}"),
+                &format!("{verb} {operation}"),
+                method,
+                &format!("/v1/operations/{operation}{suffix}"),
                 None,
             )
             .await?;
-        self.parse("reading an operation", v)
+        self.parse(&format!("{verb} an operation"), v)
     }
 
     fn parse<T: serde::de::DeserializeOwned>(&self, what: &str, v: Value) -> Result<T, ApiError> {

@@ -75,21 +75,32 @@ fn open_input(source: &str) -> Result<ffmpeg::format::context::Input, MediaError
     })
 }
 
-/// Opens `source` (a path or an http(s) URL) and reads its length, size and rate.
-pub fn probe(source: &str) -> Result<MediaInfo, MediaError> {
-    let input = open_input(source)?;
+/// The best video stream of an opened input: its index, time base and codec context.
+fn video_stream(
+    input: &ffmpeg::format::context::Input,
+    source: &str,
+) -> Result<(usize, Rational, ffmpeg::codec::context::Context), MediaError> {
     let stream = input
         .streams()
         .best(ffmpeg::media::Type::Video)
         .ok_or_else(|| MediaError::NoVideo {
             source_name: source.to_owned(),
         })?;
-    let params = stream.parameters();
-    let ctx = ffmpeg::codec::context::Context::from_parameters(params).map_err(|e| {
-        MediaError::Other {
+    let ctx = ffmpeg::codec::context::Context::from_parameters(stream.parameters()).map_err(
+        |e| MediaError::Other {
             source_name: source.to_owned(),
             reason: format!("reading the video stream's parameters: {e}"),
-        }
+        },
+    )?;
+    Ok((stream.index(), stream.time_base(), ctx))
+}
+
+/// Opens `source` (a path or an http(s) URL) and reads its length, size and rate.
+pub fn probe(source: &str) -> Result<MediaInfo, MediaError> {
+    let input = open_input(source)?;
+    let (index, _, ctx) = video_stream(&input, source)?;
+    let stream = input.stream(index).ok_or_else(|| MediaError::NoVideo {
+        source_name: source.to_owned(),
     })?;
     let decoder = ctx.decoder().video().map_err(|e| MediaError::Other {
         source_name: source.to_owned(),
@@ -159,19 +170,7 @@ impl Sampler {
     /// thread count (1 when several segments decode in parallel).
     pub fn open(source: &str, width: u32, height: u32, threads: usize) -> Result<Self, MediaError> {
         let input = open_input(source)?;
-        let stream = input
-            .streams()
-            .best(ffmpeg::media::Type::Video)
-            .ok_or_else(|| MediaError::NoVideo {
-                source_name: source.to_owned(),
-            })?;
-        let stream_index = stream.index();
-        let time_base = stream.time_base();
-        let mut ctx = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
-            .map_err(|e| MediaError::Other {
-                source_name: source.to_owned(),
-                reason: format!("reading the video stream's parameters: {e}"),
-            })?;
+        let (stream_index, time_base, mut ctx) = video_stream(&input, source)?;
         ctx.set_threading(ffmpeg::codec::threading::Config::count(threads.max(1)));
         // Report damaged data as an error instead of concealing it: a run computed from
         // a broken stream must not be finished as if it were whole.

@@ -39,6 +39,19 @@ fn ingest(server: &Server, extra: &[&str]) -> Output {
     server.cli(&args)
 }
 
+/// `annostore ingest` of the slideshow on one worker thread, in the background.
+fn spawn_ingest(server: &Server, extra: &[&str]) -> std::process::Child {
+    Command::new(annostore_tests::binary())
+        .args(["ingest", &slideshow(), "--jobs", "1", "--server", &server.api().base])
+        .args(extra)
+        .args(model_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting annostore ingest")
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -141,26 +154,7 @@ async fn a_second_run_replaces_the_first_atomically() {
     assert!(first_count > 0);
 
     // The second run samples twice as often: different annotations, same key.
-    let mut args: Vec<String> = vec![
-        "ingest".into(),
-        slideshow(),
-        "--media-id".into(),
-        "slides".into(),
-        "--fps".into(),
-        "2".into(),
-        "--jobs".into(),
-        "1".into(),
-        "--server".into(),
-        server.api().base.clone(),
-    ];
-    args.extend(model_args());
-    let mut child = Command::new(annostore_tests::binary())
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_ingest(&server, &["--media-id", "slides", "--fps", "2"]);
     let mut seen_during = 0;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -422,24 +416,7 @@ async fn several_videos_make_one_run_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_run_is_cancelled() {
     let server = Server::start();
-    let mut args: Vec<String> = vec![
-        "ingest".into(),
-        slideshow(),
-        "--fps".into(),
-        "10".into(),
-        "--jobs".into(),
-        "1".into(),
-        "--server".into(),
-        server.api().base.clone(),
-    ];
-    args.extend(model_args());
-    let mut child = Command::new(annostore_tests::binary())
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_ingest(&server, &["--fps", "10"]);
     // Interrupt once the run has started and is writing.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -176,6 +176,18 @@ enum Handled {
     Leave,
 }
 
+impl Handled {
+    /// A task whose report was delivered is settled; one whose report was not (the
+    /// worker is stopping) is left.
+    fn after_report(delivered: bool) -> Handled {
+        if delivered {
+            Handled::Commit
+        } else {
+            Handled::Leave
+        }
+    }
+}
+
 async fn handle_task(
     api: &ApiClient,
     producer: &FutureProducer,
@@ -217,11 +229,7 @@ async fn handle_task(
             },
         };
         let sent = publish_progress(producer, progress_topic, &failed, stop).await;
-        return Ok(if sent {
-            Handled::Commit
-        } else {
-            Handled::Leave
-        });
+        return Ok(Handled::after_report(sent));
     }
     info!(
         operation = %job.operation_id,
@@ -260,11 +268,7 @@ async fn handle_task(
                 stop,
             )
             .await;
-            return Ok(if sent {
-                Handled::Commit
-            } else {
-                Handled::Leave
-            });
+            return Ok(Handled::after_report(sent));
         }
         Err(SegmentError::Model(e)) => {
             return Err(anyhow!(e).context(format!(
@@ -300,11 +304,7 @@ async fn handle_task(
     )
     .await;
     info!(operation = %job.operation_id, segment = job.segment.index, annotations, "segment done");
-    Ok(if sent {
-        Handled::Commit
-    } else {
-        Handled::Leave
-    })
+    Ok(Handled::after_report(sent))
 }
 
 /// A permanent refusal of an upsert: the run is over. If it FINISHED, this segment was
@@ -337,11 +337,7 @@ async fn refused(
         stop,
     )
     .await;
-    Ok(if sent {
-        Handled::Commit
-    } else {
-        Handled::Leave
-    })
+    Ok(Handled::after_report(sent))
 }
 
 /// Publishes `progress` and waits for its delivery, retrying until it is delivered
