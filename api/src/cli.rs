@@ -67,6 +67,15 @@ pub struct ModelArgs {
     /// The embedder's output holding the vector [default: `embedding`, else the first].
     #[arg(long)]
     pub embedder_output: Option<String>,
+    /// Crop size fed to an embedder whose input size is dynamic (a fixed size wins).
+    #[arg(long, default_value_t = 224)]
+    pub embedder_size: u32,
+    /// Per-channel (R,G,B) mean subtracted from crops scaled to 0..1.
+    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.485, 0.456, 0.406])]
+    pub embedder_mean: Vec<f32>,
+    /// Per-channel (R,G,B) standard deviation crops are divided by, after the mean.
+    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.229, 0.224, 0.225])]
+    pub embedder_std: Vec<f32>,
     /// libonnxruntime.so [default: ORT_DYLIB_PATH, then the onnxruntime wheel in
     /// /var/tmp/annostore-venv].
     #[arg(long, env = "ANNOSTORE_ONNXRUNTIME")]

@@ -13,8 +13,22 @@ use annostore_kafka::KafkaConfig;
 use anyhow::{Context, bail};
 use serde_json::json;
 
-pub fn model_config(args: &ModelArgs, threads: usize) -> ModelConfig {
-    ModelConfig {
+pub fn model_config(args: &ModelArgs, threads: usize) -> anyhow::Result<ModelConfig> {
+    let channels = |name: &str, v: &[f32]| -> anyhow::Result<[f32; 3]> {
+        match v {
+            [r, g, b] if v.iter().all(|x| x.is_finite()) => Ok([*r, *g, *b]),
+            _ => bail!("--{name} takes three finite numbers (R,G,B), not {v:?}"),
+        }
+    };
+    let mean = channels("embedder-mean", &args.embedder_mean)?;
+    let std = channels("embedder-std", &args.embedder_std)?;
+    if std.iter().any(|s| *s <= 0.0) {
+        bail!("--embedder-std must be above 0 in every channel, not {std:?}");
+    }
+    if !(1..=4096).contains(&args.embedder_size) || !(1..=8192).contains(&args.detector_size) {
+        bail!("--embedder-size must be 1 to 4096 and --detector-size 1 to 8192");
+    }
+    Ok(ModelConfig {
         detector: DetectorConfig {
             path: args.detector.clone(),
             classes: args.classes.clone(),
@@ -25,11 +39,14 @@ pub fn model_config(args: &ModelArgs, threads: usize) -> ModelConfig {
         embedder: args.embedder.as_ref().map(|path| EmbedderConfig {
             path: path.clone(),
             output: args.embedder_output.clone(),
+            input_size: args.embedder_size,
+            mean,
+            std,
             ..EmbedderConfig::default()
         }),
         runtime: args.onnxruntime.clone(),
         threads,
-    }
+    })
 }
 
 pub fn run_options(args: &RunArgs) -> anyhow::Result<RunOptions> {
@@ -73,7 +90,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let api = ApiClient::new(&args.client.server);
-    let models = model_config(&args.models, 1);
+    let models = model_config(&args.models, 1)?;
     let pool = tokio::task::spawn_blocking(move || Pool::start(&models, jobs))
         .await
         .context("loading the models")?
@@ -223,7 +240,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         max_poll_interval_ms: args.max_poll_interval_ms,
     };
     let api = ApiClient::new(&args.client.server);
-    let models = model_config(&args.models, 1);
+    let models = model_config(&args.models, 1)?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;

@@ -350,6 +350,9 @@ async fn bad_input_fails_clearly_and_leaves_no_visible_run() {
         "{}",
         stderr(&out)
     );
+    let out = ingest(&server, &[&slideshow(), "--embedder-std", "0.2,0,0.2"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--embedder-std must be above 0"), "{}", stderr(&out));
     let out = ingest(&server, &[&slideshow(), &slideshow(), "--media-id", "x"]);
     assert!(
         stderr(&out).contains("--media-id names one video"),
