@@ -86,12 +86,13 @@ fn video_stream(
         .ok_or_else(|| MediaError::NoVideo {
             source_name: source.to_owned(),
         })?;
-    let ctx = ffmpeg::codec::context::Context::from_parameters(stream.parameters()).map_err(
-        |e| MediaError::Other {
-            source_name: source.to_owned(),
-            reason: format!("reading the video stream's parameters: {e}"),
-        },
-    )?;
+    let ctx =
+        ffmpeg::codec::context::Context::from_parameters(stream.parameters()).map_err(|e| {
+            MediaError::Other {
+                source_name: source.to_owned(),
+                reason: format!("reading the video stream's parameters: {e}"),
+            }
+        })?;
     Ok((stream.index(), stream.time_base(), ctx))
 }
 

@@ -42,7 +42,14 @@ fn ingest(server: &Server, extra: &[&str]) -> Output {
 /// `annostore ingest` of the slideshow on one worker thread, in the background.
 fn spawn_ingest(server: &Server, extra: &[&str]) -> std::process::Child {
     Command::new(annostore_tests::binary())
-        .args(["ingest", &slideshow(), "--jobs", "1", "--server", &server.api().base])
+        .args([
+            "ingest",
+            &slideshow(),
+            "--jobs",
+            "1",
+            "--server",
+            &server.api().base,
+        ])
         .args(extra)
         .args(model_args())
         .stdin(Stdio::null())
@@ -352,7 +359,11 @@ async fn bad_input_fails_clearly_and_leaves_no_visible_run() {
     );
     let out = ingest(&server, &[&slideshow(), "--embedder-std", "0.2,0,0.2"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("--embedder-std must be above 0"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--embedder-std must be above 0"),
+        "{}",
+        stderr(&out)
+    );
     let out = ingest(&server, &[&slideshow(), &slideshow(), "--media-id", "x"]);
     assert!(
         stderr(&out).contains("--media-id names one video"),
