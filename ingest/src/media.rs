@@ -150,10 +150,11 @@ pub struct Sampler {
     stream_index: usize,
     time_base: Rational,
     decoder: ffmpeg::decoder::Video,
-    scaler: scaling::Context,
     decoded: frame::Video,
-    scaled: frame::Video,
-    image: RgbImage,
+    /// Frames at the model's input size.
+    model: Scaled,
+    /// Frames at (up to) the video's own size, to cut crops from, when asked for.
+    crops: Option<Scaled>,
     /// Frames decoded since open (sampled or not): decode speed.
     pub frames_decoded: u64,
     /// Skip decoding frames no other frame refers to while the next wanted time is
@@ -189,51 +190,44 @@ impl Sampler {
                 source_name: source.to_owned(),
                 reason: format!("cannot decode the video stream: {e}"),
             })?;
-        let scaler = scaling::Context::get(
-            decoder.format(),
-            decoder.width(),
-            decoder.height(),
-            Pixel::RGB24,
-            width,
-            height,
-            scaling::Flags::BILINEAR,
-        )
-        .map_err(|e| MediaError::Other {
-            source_name: source.to_owned(),
-            reason: format!(
-                "cannot scale {:?} {}x{} to RGB {width}x{height}: {e}",
-                decoder.format(),
-                decoder.width(),
-                decoder.height()
-            ),
-        })?;
+        let model = Scaled::new(&decoder, width, height, source)?;
         Ok(Sampler {
             source: source.to_owned(),
             input,
             stream_index,
             time_base,
             decoder,
-            scaler,
             decoded: frame::Video::empty(),
-            scaled: frame::Video::new(Pixel::RGB24, width, height),
-            image: RgbImage {
-                width,
-                height,
-                data: Vec::with_capacity(width as usize * height as usize * 3),
-            },
+            model,
+            crops: None,
             frames_decoded: 0,
             skip_unneeded: true,
             discard: Discard::Default,
         })
     }
 
-    /// Calls `on_sample(t, image)` once for each time `t` of `times_ms` (ascending), with
+    /// Also hands out each sample at the video's own size, or `max_width` wide when it
+    /// is wider (aspect kept): crops cut from it keep the detail the model's stretched
+    /// input lost.
+    pub fn with_crop_frames(mut self, max_width: u32) -> Result<Self, MediaError> {
+        let (w, h) = (self.decoder.width(), self.decoder.height());
+        let (cw, ch) = if w <= max_width {
+            (w, h)
+        } else {
+            let ch = (u64::from(h) * u64::from(max_width) / u64::from(w.max(1))).max(2) as u32;
+            (max_width, ch & !1)
+        };
+        self.crops = Some(Scaled::new(&self.decoder, cw, ch, &self.source)?);
+        Ok(self)
+    }
+
+    /// Calls `on_sample(t, frames)` once for each time `t` of `times_ms` (ascending), with
     /// the first frame shown at or after `t`. Times past the last frame get no call.
     /// Returns how many samples were handed out.
     pub fn sample<E>(
         &mut self,
         times_ms: &[u64],
-        mut on_sample: impl FnMut(u64, &RgbImage) -> Result<(), E>,
+        mut on_sample: impl FnMut(u64, Frames<'_>) -> Result<(), E>,
     ) -> Result<usize, SampleError<E>> {
         let Some(&first) = times_ms.first() else {
             return Ok(0);
@@ -295,7 +289,7 @@ impl Sampler {
         times_ms: &[u64],
         mut next: usize,
         last_ms: &mut u64,
-        on_sample: &mut impl FnMut(u64, &RgbImage) -> Result<(), E>,
+        on_sample: &mut impl FnMut(u64, Frames<'_>) -> Result<(), E>,
     ) -> Result<usize, SampleError<E>> {
         loop {
             match self.decoder.receive_frame(&mut self.decoded) {
@@ -315,14 +309,20 @@ impl Sampler {
             if next >= times_ms.len() || frame_ms < times_ms[next] {
                 continue;
             }
-            self.scaler
-                .run(&self.decoded, &mut self.scaled)
-                .map_err(|e| self.other(frame_ms, format!("scaling a frame: {e}")))?;
-            copy_packed(&self.scaled, &mut self.image);
+            for scaled in std::iter::once(&mut self.model).chain(self.crops.as_mut()) {
+                scaled.run(&self.decoded).map_err(|e| SampleError::Media(MediaError::Other {
+                    source_name: self.source.clone(),
+                    reason: format!("scaling a frame: {e} (near {frame_ms} ms)"),
+                }))?;
+            }
+            let frames = Frames {
+                model: &self.model.image,
+                crops: self.crops.as_ref().map_or(&self.model.image, |c| &c.image),
+            };
             // One decoded frame can stand for several wanted times when sampling faster
             // than the video's own rate.
             while next < times_ms.len() && times_ms[next] <= frame_ms {
-                on_sample(times_ms[next], &self.image).map_err(SampleError::Sink)?;
+                on_sample(times_ms[next], frames).map_err(SampleError::Sink)?;
                 next += 1;
             }
         }
@@ -351,6 +351,64 @@ pub enum SampleError<E> {
     Media(MediaError),
     #[error(transparent)]
     Sink(E),
+}
+
+/// One sample, as the model sees it and as crops are cut from it (the same image
+/// unless `Sampler::with_crop_frames` was asked for).
+#[derive(Clone, Copy)]
+pub struct Frames<'a> {
+    pub model: &'a RgbImage,
+    pub crops: &'a RgbImage,
+}
+
+/// A swscale context to one RGB size, with its reused output frame and packed image.
+struct Scaled {
+    scaler: scaling::Context,
+    frame: frame::Video,
+    image: RgbImage,
+}
+
+impl Scaled {
+    fn new(
+        decoder: &ffmpeg::decoder::Video,
+        width: u32,
+        height: u32,
+        source: &str,
+    ) -> Result<Scaled, MediaError> {
+        let scaler = scaling::Context::get(
+            decoder.format(),
+            decoder.width(),
+            decoder.height(),
+            Pixel::RGB24,
+            width,
+            height,
+            scaling::Flags::BILINEAR,
+        )
+        .map_err(|e| MediaError::Other {
+            source_name: source.to_owned(),
+            reason: format!(
+                "cannot scale {:?} {}x{} to RGB {width}x{height}: {e}",
+                decoder.format(),
+                decoder.width(),
+                decoder.height()
+            ),
+        })?;
+        Ok(Scaled {
+            scaler,
+            frame: frame::Video::new(Pixel::RGB24, width, height),
+            image: RgbImage {
+                width,
+                height,
+                data: Vec::with_capacity(width as usize * height as usize * 3),
+            },
+        })
+    }
+
+    fn run(&mut self, decoded: &frame::Video) -> Result<(), ffmpeg::Error> {
+        self.scaler.run(decoded, &mut self.frame)?;
+        copy_packed(&self.frame, &mut self.image);
+        Ok(())
+    }
 }
 
 /// swscale's frames pad their rows; the models want them packed.

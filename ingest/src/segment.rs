@@ -12,6 +12,10 @@ use serde_json::json;
 use std::path::PathBuf;
 use uuid::Uuid;
 
+/// Crops are cut from the frame at the video's own size, up to this width: detail the
+/// detector's stretched input lost, at a cost of one more swscale per sample.
+const CROP_FRAME_MAX_WIDTH: u32 = 1920;
+
 /// A time range of a video: `[start_ms, end_ms)`, the `index`-th of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Segment {
@@ -120,12 +124,15 @@ pub fn process(
     let times = sample_times(&job.segment, job.fps);
     let (w, h) = models.detector.input_size();
     let mut sampler = Sampler::open(&job.source, w, h, threads)?;
+    if models.embedder.is_some() {
+        sampler = sampler.with_crop_frames(CROP_FRAME_MAX_WIDTH)?;
+    }
     let interval = (1000.0 / job.fps).round().max(1.0) as u64;
     let mut items = Vec::new();
-    let result = sampler.sample(&times, |t, frame| -> Result<(), ModelError> {
-        let detections = models.detector.detect(frame)?;
+    let result = sampler.sample(&times, |t, frames| -> Result<(), ModelError> {
+        let detections = models.detector.detect(frames.model)?;
         let embeddings = match models.embedder.as_mut() {
-            Some(e) if !detections.is_empty() => Some(e.embed(frame, &detections)?),
+            Some(e) if !detections.is_empty() => Some(e.embed(frames.crops, &detections)?),
             _ => None,
         };
         for (rank, d) in detections.iter().enumerate() {

@@ -247,8 +247,8 @@ fn skipping_unneeded_frames_changes_no_sample() {
         sampler.skip_unneeded = skip;
         let mut pictures = Vec::new();
         sampler
-            .sample(&times, |t, image| {
-                pictures.push((t, image.data.clone()));
+            .sample(&times, |t, frames| {
+                pictures.push((t, frames.model.data.clone()));
                 Ok::<(), std::convert::Infallible>(())
             })
             .unwrap();
