@@ -310,10 +310,12 @@ impl Sampler {
                 continue;
             }
             for scaled in std::iter::once(&mut self.model).chain(self.crops.as_mut()) {
-                scaled.run(&self.decoded).map_err(|e| SampleError::Media(MediaError::Other {
-                    source_name: self.source.clone(),
-                    reason: format!("scaling a frame: {e} (near {frame_ms} ms)"),
-                }))?;
+                scaled.run(&self.decoded).map_err(|e| {
+                    SampleError::Media(MediaError::Other {
+                        source_name: self.source.clone(),
+                        reason: format!("scaling a frame: {e} (near {frame_ms} ms)"),
+                    })
+                })?;
             }
             let frames = Frames {
                 model: &self.model.image,
