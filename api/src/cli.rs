@@ -71,10 +71,10 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = 224)]
     pub embedder_size: u32,
     /// Per-channel (R,G,B) mean subtracted from crops scaled to 0..1.
-    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.485, 0.456, 0.406])]
+    #[arg(long, value_delimiter = ',', default_values_t = [0.485, 0.456, 0.406])]
     pub embedder_mean: Vec<f32>,
     /// Per-channel (R,G,B) standard deviation crops are divided by, after the mean.
-    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.229, 0.224, 0.225])]
+    #[arg(long, value_delimiter = ',', default_values_t = [0.229, 0.224, 0.225])]
     pub embedder_std: Vec<f32>,
     /// libonnxruntime.so [default: ORT_DYLIB_PATH, then the onnxruntime wheel in
     /// /var/tmp/annostore-venv].
