@@ -16,3 +16,5 @@ pub mod media;
 pub mod model;
 pub mod run;
 pub mod segment;
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -6,21 +6,10 @@ use annostore_ingest::detect::DetectorConfig;
 use annostore_ingest::embed::EmbedderConfig;
 use annostore_ingest::model::ModelError;
 use annostore_ingest::segment::{self, ModelConfig, SegmentError, SegmentJob};
+use annostore_ingest::testkit::{fetched_model, shared};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn shared(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared")
-        .join(path)
-}
-
-fn models_dir() -> PathBuf {
-    std::env::var_os("ANNOSTORE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/annostore-models"))
-}
 
 fn config(detector: &Path, classes: Option<PathBuf>, embedder: Option<&Path>) -> ModelConfig {
     ModelConfig {
@@ -127,17 +116,11 @@ fn clip_of(image: &Path, dir: &Path) -> PathBuf {
 
 #[test]
 fn a_real_yolov8_model_finds_the_astronauts_face() {
-    let dir = models_dir();
-    let model = dir.join("nudenet_320n.onnx");
-    assert!(
-        model.is_file(),
-        "{} is missing: run scripts/setup-models",
-        model.display()
-    );
+    let model = fetched_model("nudenet_320n.onnx");
     let tmp = tempfile::tempdir().unwrap();
     let clip = clip_of(&shared("media/astronaut.png"), tmp.path());
     // The model's input size is dynamic; nudenet runs it at 320.
-    let mut cfg = config(&model, Some(dir.join("nudenet_classes.txt")), None);
+    let mut cfg = config(&model, Some(fetched_model("nudenet_classes.txt")), None);
     cfg.detector.input_size = 320;
     let mut models = cfg.load().expect("load nudenet");
     assert_eq!(models.detector.input_size(), (320, 320));
@@ -185,7 +168,7 @@ fn models_that_do_not_fit_are_refused_with_their_tensors_named() {
     let e = load_error(config(&centernet, None, Some(&centernet)));
     assert!(e.to_string().contains("[N, 3, H, W]"), "{e}");
     // A YOLOv8 with 18 classes and a file of 80 names.
-    let nudenet = models_dir().join("nudenet_320n.onnx");
+    let nudenet = fetched_model("nudenet_320n.onnx");
     let e = load_error(config(
         &nudenet,
         Some(shared("models/coco_classes.txt")),

@@ -11,7 +11,7 @@
 //!   worker goes on, until SIGTERM makes it exit 0).
 //!
 //! Needs the shared test media and models and ONNX Runtime (as `annostore ingest`'s own
-//! tests do); without them the tests say so and pass.
+//! tests do); without them the tests fail, saying what is missing.
 
 use annostore_tests::{Api, Server, command, s};
 use rdkafka::mocking::MockCluster;
@@ -25,22 +25,24 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-const VIDEO: &str = "/work/shared/media/slideshow_720p.mp4";
-const DETECTOR: &str = "/work/shared/models/centernet.onnx";
-const EMBEDDER: &str = "/work/shared/models/mobilenetv2_imagenet.onnx";
+fn shared(rel: &str) -> String {
+    annostore_ingest::testkit::shared(rel).display().to_string()
+}
+
+fn video() -> String {
+    shared("media/slideshow_720p.mp4")
+}
+
+fn detector() -> String {
+    shared("models/centernet.onnx")
+}
+
+fn embedder() -> String {
+    shared("models/mobilenetv2_imagenet.onnx")
+}
+
 /// Short sessions: a dead worker's partitions move within seconds.
 const SESSION_TIMEOUT_MS: &str = "6000";
-
-fn inputs_present() -> bool {
-    let missing: Vec<&str> = [VIDEO, DETECTOR, EMBEDDER]
-        .into_iter()
-        .filter(|p| !Path::new(p).is_file())
-        .collect();
-    if !missing.is_empty() {
-        eprintln!("skipping: missing {missing:?}");
-    }
-    missing.is_empty()
-}
 
 /// A mock cluster with fresh tasks (4 partitions) and progress (2) topics.
 struct Kafka {
@@ -110,7 +112,7 @@ impl Worker {
             .args(kafka.args())
             .args(["--group", &kafka.group])
             .args(["--session-timeout-ms", SESSION_TIMEOUT_MS])
-            .args(["--detector", DETECTOR, "--embedder", EMBEDDER])
+            .args(["--detector", &detector(), "--embedder", &embedder()])
             .args(["--server", &server.base])
             .args(args)
             .stdout(Stdio::null())
@@ -238,9 +240,6 @@ fn content(anns: &[Value]) -> BTreeMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_task_changes_nothing() {
-    if !inputs_present() {
-        return;
-    }
     let started = Instant::now();
     let kafka = Kafka::new();
     let server = Server::start();
@@ -253,15 +252,15 @@ async fn a_worker_killed_mid_task_changes_nothing() {
         &server,
         &strings(&[
             "ingest",
-            VIDEO,
+            &video(),
             "--media-id",
             "clean",
             "--segment-seconds",
             "4",
             "--detector",
-            DETECTOR,
+            &detector(),
             "--embedder",
-            EMBEDDER,
+            &embedder(),
         ]),
     );
     assert!(
@@ -277,7 +276,7 @@ async fn a_worker_killed_mid_task_changes_nothing() {
         started.elapsed().as_secs_f64()
     );
 
-    let submitted = submit(&server, &kafka, VIDEO, "dist");
+    let submitted = submit(&server, &kafka, &video(), "dist");
     assert_eq!(submitted["segments"], json!(6), "{submitted}");
     let op = s(&submitted, "operation_id");
     let t0 = Instant::now();
@@ -377,14 +376,11 @@ async fn a_file_that_is_not_a_video_starts_no_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_video_gone_before_its_worker_cancels_the_run() {
-    if !inputs_present() {
-        return;
-    }
     let kafka = Kafka::new();
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("gone.mp4");
-    std::fs::copy(VIDEO, &copy).unwrap();
+    std::fs::copy(&video(), &copy).unwrap();
     // `submit --wait`: it waits for the run, and fails because it was cancelled.
     let mut args = strings(&["submit", copy.to_str().unwrap(), "--media-id", "gone"]);
     args.extend(strings(&["--segment-seconds", "4", "--wait"]));
@@ -440,13 +436,10 @@ async fn a_video_gone_before_its_worker_cancels_the_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_of_a_cancelled_run_are_skipped() {
-    if !inputs_present() {
-        return;
-    }
     let kafka = Kafka::new();
     let server = Server::start();
     let api = server.api();
-    let submitted = submit(&server, &kafka, VIDEO, "dropped");
+    let submitted = submit(&server, &kafka, &video(), "dropped");
     let op = s(&submitted, "operation_id");
     api.cancel(&op).await.expect(200);
 
