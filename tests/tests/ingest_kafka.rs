@@ -379,7 +379,7 @@ async fn a_video_gone_before_its_worker_cancels_the_run() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("gone.mp4");
-    std::fs::copy(&video(), &copy).unwrap();
+    std::fs::copy(video(), &copy).unwrap();
     // `submit --wait`: it waits for the run, and fails because it was cancelled.
     let mut args = strings(&["submit", copy.to_str().unwrap(), "--media-id", "gone"]);
     args.extend(strings(&["--segment-seconds", "4", "--wait"]));
