@@ -88,7 +88,8 @@ pub struct RunArgs {
     /// Sampled frames per second of video.
     #[arg(long, default_value_t = 1.0)]
     pub fps: f64,
-    /// Segment length in seconds (the unit of parallel work).
+    /// Longest segment in seconds (the unit of parallel work); `ingest` evens segments
+    /// out to a multiple of its `--jobs`.
     #[arg(long, default_value_t = 10.0)]
     pub segment_seconds: f64,
     /// Annotation type of the runs (registered if missing).

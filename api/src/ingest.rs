@@ -84,11 +84,12 @@ pub fn video_specs(videos: &[String], media_id: Option<&String>) -> anyhow::Resu
 /// `annostore ingest`: every video in turn, its segments in parallel. Prints one JSON
 /// report per finished run; fails on the first video that fails (its run cancelled).
 pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
-    let options = run_options(&args.run)?;
+    let mut options = run_options(&args.run)?;
     let specs = video_specs(&args.videos, args.media_id.as_ref())?;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    options.workers = jobs;
     let api = ApiClient::new(&args.client.server);
     let models = model_config(&args.models, 1)?;
     let pool = tokio::task::spawn_blocking(move || Pool::start(&models, jobs))

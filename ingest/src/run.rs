@@ -46,8 +46,11 @@ impl From<SegmentError> for IngestError {
 pub struct RunOptions {
     /// Sampled frames per second of video.
     pub fps: f64,
-    /// Length of the segments a video is cut into (the unit of parallel work).
+    /// Longest segment a video is cut into (the unit of parallel work).
     pub segment_ms: u64,
+    /// Workers computing the segments at once: segments are evened out so that their
+    /// number is a multiple of it (1 when unknown, as for Kafka workers).
+    pub workers: usize,
     pub annotation_type: String,
     pub type_version: u32,
     /// The operation's lease: it expires when no upsert renews it for this long.
@@ -61,6 +64,7 @@ impl Default for RunOptions {
         RunOptions {
             fps: 1.0,
             segment_ms: 10_000,
+            workers: 1,
             annotation_type: "objects".into(),
             type_version: 1,
             lease_seconds: 3600,
@@ -211,7 +215,7 @@ pub async fn prepare(
         })
         .await?;
     Ok(PreparedVideo {
-        segments: segment::plan(info.duration_ms, options.segment_ms),
+        segments: segment::plan_balanced(info.duration_ms, options.segment_ms, options.workers),
         source: spec.source.clone(),
         media_id,
         pivot_id: pivot,

@@ -39,6 +39,16 @@ pub fn plan(duration_ms: u64, segment_ms: u64) -> Vec<Segment> {
         .collect()
 }
 
+/// Cuts `[0, duration_ms)` into segments of at most `max_segment_ms`, as many as a
+/// multiple of `workers` and of equal length, so that `workers` threads finish together
+/// (a 24 s video with 10 s segments on 2 workers: 4 of 6 s, not 10 + 10 + 4).
+pub fn plan_balanced(duration_ms: u64, max_segment_ms: u64, workers: usize) -> Vec<Segment> {
+    let workers = workers.max(1) as u64;
+    let count = duration_ms.div_ceil(max_segment_ms.max(1)).max(1);
+    let count = count.div_ceil(workers) * workers;
+    plan(duration_ms, duration_ms.div_ceil(count).max(1))
+}
+
 /// The sample times of `segment` at `fps`: every `k * 1000 / fps` ms (rounded) that
 /// falls in it. The times depend only on `fps`, never on how the video was cut.
 pub fn sample_times(segment: &Segment, fps: f64) -> Vec<u64> {
@@ -187,6 +197,27 @@ mod tests {
         assert_eq!((s[2].start_ms, s[2].end_ms), (20_000, 24_000));
         assert!(s.iter().all(|x| x.count == 3));
         assert_eq!(plan(0, 10_000).len(), 1);
+    }
+
+    #[test]
+    fn balanced_plans_give_each_worker_the_same_share() {
+        let s = plan_balanced(24_000, 10_000, 2);
+        assert_eq!(
+            s.iter().map(|x| x.end_ms - x.start_ms).collect::<Vec<_>>(),
+            vec![6_000; 4]
+        );
+        assert_eq!(plan_balanced(24_000, 10_000, 1).len(), 3);
+        // Long videos: already a multiple of the workers, segments stay at the maximum.
+        let long = plan_balanced(3_600_000, 10_000, 2);
+        assert_eq!(long.len(), 360);
+        assert!(long.iter().all(|x| x.end_ms - x.start_ms == 10_000));
+        // Never longer than the maximum, and the video covered without gaps.
+        for (d, m, w) in [(1, 10_000, 4), (9_999, 10_000, 3), (100_001, 7_000, 2)] {
+            let p = plan_balanced(d, m, w);
+            assert!(p.iter().all(|x| x.end_ms - x.start_ms <= m), "{d} {m} {w}");
+            assert_eq!(p.last().map(|x| x.end_ms), Some(d));
+            assert!(p.windows(2).all(|x| x[0].end_ms == x[1].start_ms));
+        }
     }
 
     #[test]

@@ -120,14 +120,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let m = models.load()?;
         m.detector.input_size()
     };
-    for (label, fps, threads) in [
-        ("decode, every frame, 1 thread", info.frame_rate.max(1.0), 1),
-        ("decode, 1 fps samples, 1 thread", args.fps, 1),
-        ("decode, 1 fps samples, 2 threads", args.fps, 2),
+    for (label, fps, threads, crops) in [
+        (
+            "decode, every frame, 1 thread",
+            info.frame_rate.max(1.0),
+            1,
+            false,
+        ),
+        ("decode, 1 fps samples, 1 thread", args.fps, 1, false),
+        (
+            "decode, 1 fps samples and full-size crop frames, 1 thread",
+            args.fps,
+            1,
+            true,
+        ),
+        ("decode, 1 fps samples, 2 threads", args.fps, 2, false),
     ] {
         let whole = segment::plan(info.duration_ms, info.duration_ms)[0];
         let times = segment::sample_times(&whole, fps);
         let mut sampler = Sampler::open(&args.video, w, h, threads)?;
+        if crops {
+            sampler = sampler.with_crop_frames(1920)?;
+        }
         let t = Instant::now();
         let n = sampler
             .sample(&times, |_, _| Ok::<(), std::convert::Infallible>(()))
@@ -154,6 +168,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let options = RunOptions {
         fps: args.fps,
         segment_ms: (args.segment_seconds * 1000.0) as u64,
+        workers: jobs,
         ..RunOptions::default()
     };
     let load = Instant::now();
