@@ -227,7 +227,7 @@ impl Sampler {
     pub fn sample<E>(
         &mut self,
         times_ms: &[u64],
-        mut on_sample: impl FnMut(u64, Frames<'_>) -> Result<(), E>,
+        mut on_sample: impl FnMut(u64, &mut Frames<'_>) -> Result<(), E>,
     ) -> Result<usize, SampleError<E>> {
         let Some(&first) = times_ms.first() else {
             return Ok(0);
@@ -289,7 +289,7 @@ impl Sampler {
         times_ms: &[u64],
         mut next: usize,
         last_ms: &mut u64,
-        on_sample: &mut impl FnMut(u64, Frames<'_>) -> Result<(), E>,
+        on_sample: &mut impl FnMut(u64, &mut Frames<'_>) -> Result<(), E>,
     ) -> Result<usize, SampleError<E>> {
         loop {
             match self.decoder.receive_frame(&mut self.decoded) {
@@ -309,22 +309,23 @@ impl Sampler {
             if next >= times_ms.len() || frame_ms < times_ms[next] {
                 continue;
             }
-            for scaled in std::iter::once(&mut self.model).chain(self.crops.as_mut()) {
-                scaled.run(&self.decoded).map_err(|e| {
-                    SampleError::Media(MediaError::Other {
-                        source_name: self.source.clone(),
-                        reason: format!("scaling a frame: {e} (near {frame_ms} ms)"),
-                    })
-                })?;
-            }
-            let frames = Frames {
+            self.model.run(&self.decoded).map_err(|e| {
+                SampleError::Media(MediaError::Other {
+                    source_name: self.source.clone(),
+                    reason: format!("scaling a frame: {e} (near {frame_ms} ms)"),
+                })
+            })?;
+            let mut frames = Frames {
                 model: &self.model.image,
-                crops: self.crops.as_ref().map_or(&self.model.image, |c| &c.image),
+                decoded: &self.decoded,
+                crops: self.crops.as_mut().map(|c| (c, false)),
+                source: &self.source,
+                at_ms: frame_ms,
             };
             // One decoded frame can stand for several wanted times when sampling faster
             // than the video's own rate.
             while next < times_ms.len() && times_ms[next] <= frame_ms {
-                on_sample(times_ms[next], frames).map_err(SampleError::Sink)?;
+                on_sample(times_ms[next], &mut frames).map_err(SampleError::Sink)?;
                 next += 1;
             }
         }
@@ -355,12 +356,35 @@ pub enum SampleError<E> {
     Sink(E),
 }
 
-/// One sample, as the model sees it and as crops are cut from it (the same image
-/// unless `Sampler::with_crop_frames` was asked for).
-#[derive(Clone, Copy)]
+/// One sample: as the model sees it, and, scaled only when asked for, at the size
+/// crops are cut from.
 pub struct Frames<'a> {
     pub model: &'a RgbImage,
-    pub crops: &'a RgbImage,
+    decoded: &'a frame::Video,
+    /// The crop-size scaler and whether it already holds this sample.
+    crops: Option<(&'a mut Scaled, bool)>,
+    source: &'a str,
+    at_ms: u64,
+}
+
+impl Frames<'_> {
+    /// The sample at the crop size (`Sampler::with_crop_frames`), else the model's
+    /// image. Scaled on the first call: frames without detections never pay for it.
+    pub fn crops(&mut self) -> Result<&RgbImage, MediaError> {
+        match &mut self.crops {
+            None => Ok(self.model),
+            Some((scaled, done)) => {
+                if !*done {
+                    scaled.run(self.decoded).map_err(|e| MediaError::Other {
+                        source_name: self.source.to_owned(),
+                        reason: format!("scaling a frame: {e} (near {} ms)", self.at_ms),
+                    })?;
+                    *done = true;
+                }
+                Ok(&scaled.image)
+            }
+        }
+    }
 }
 
 /// A swscale context to one RGB size, with its reused output frame and packed image.

@@ -13,8 +13,9 @@ use std::path::PathBuf;
 use uuid::Uuid;
 
 /// Crops are cut from the frame at the video's own size, up to this width: detail the
-/// detector's stretched input lost, at a cost of one more swscale per sample.
-const CROP_FRAME_MAX_WIDTH: u32 = 1920;
+/// detector's stretched input lost, at a cost of one more swscale per sample with
+/// detections.
+const CROP_FRAME_MAX_WIDTH: u32 = 1280;
 
 /// A time range of a video: `[start_ms, end_ms)`, the `index`-th of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,10 +140,10 @@ pub fn process(
     }
     let interval = (1000.0 / job.fps).round().max(1.0) as u64;
     let mut items = Vec::new();
-    let result = sampler.sample(&times, |t, frames| -> Result<(), ModelError> {
+    let result = sampler.sample(&times, |t, frames| -> Result<(), SegmentError> {
         let detections = models.detector.detect(frames.model)?;
         let embeddings = match models.embedder.as_mut() {
-            Some(e) if !detections.is_empty() => Some(e.embed(frames.crops, &detections)?),
+            Some(e) if !detections.is_empty() => Some(e.embed(frames.crops()?, &detections)?),
             _ => None,
         };
         for (rank, d) in detections.iter().enumerate() {
@@ -172,7 +173,7 @@ pub fn process(
     match result {
         Ok(_) => Ok(items),
         Err(SampleError::Media(e)) => Err(e.into()),
-        Err(SampleError::Sink(e)) => Err(e.into()),
+        Err(SampleError::Sink(e)) => Err(e),
     }
 }
 

@@ -140,11 +140,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let times = segment::sample_times(&whole, fps);
         let mut sampler = Sampler::open(&args.video, w, h, threads)?;
         if crops {
-            sampler = sampler.with_crop_frames(1920)?;
+            sampler = sampler.with_crop_frames(1280)?;
         }
         let t = Instant::now();
         let n = sampler
-            .sample(&times, |_, _| Ok::<(), std::convert::Infallible>(()))
+            .sample(&times, |_, frames| frames.crops().map(drop))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let s = t.elapsed().as_secs_f64();
         println!(
