@@ -99,26 +99,18 @@ impl Detector {
             .clone()
             .unwrap_or_else(|| path.with_file_name("coco_classes.txt"));
         let classes = model::read_classes(&classes_path)?;
-        let env = model::runtime(runtime)?;
-        let session = model::session(env, &path, threads)?;
+        let (session, input_name, shape) =
+            model::image_model(&path, runtime, threads, "a detector")?;
         let tensors = |reason: String| ModelError::Tensors {
             path: path.clone(),
             reason,
         };
-        let [input] = session.inputs() else {
-            return Err(tensors(format!(
-                "a detector takes one image input, this model takes {}",
-                session.inputs().len()
-            )));
-        };
-        let shape = model::float_shape(&path, "input", input.name(), input.dtype())?;
         let (nhwc, h, w) = match shape.as_slice() {
             [_, h, w, 3] => (true, *h, *w),
             [_, 3, h, w] => (false, *h, *w),
             other => {
                 return Err(tensors(format!(
-                    "input `{}` has shape {other:?}; expected [1, H, W, 3] or [1, 3, H, W]",
-                    input.name()
+                    "input `{input_name}` has shape {other:?}; expected [1, H, W, 3] or [1, 3, H, W]",
                 )));
             }
         };
@@ -173,7 +165,7 @@ impl Detector {
         }
         let (width, height) = (dim(w), dim(h));
         Ok(Detector {
-            input_name: input.name().to_owned(),
+            input_name,
             output_name,
             nhwc,
             width,

@@ -65,32 +65,23 @@ impl Embedder {
         threads: usize,
     ) -> Result<Embedder, ModelError> {
         let path = config.path.clone();
-        let env = model::runtime(runtime)?;
-        let session = model::session(env, &path, threads)?;
+        let (session, input_name, shape) =
+            model::image_model(&path, runtime, threads, "an embedder")?;
         let tensors = |reason: String| ModelError::Tensors {
             path: path.clone(),
             reason,
         };
-        let [input] = session.inputs() else {
-            return Err(tensors(format!(
-                "an embedder takes one image input, this model takes {}",
-                session.inputs().len()
-            )));
-        };
-        let shape = model::float_shape(&path, "input", input.name(), input.dtype())?;
         let (batch_dim, h, w) = match shape.as_slice() {
             [n, 3, h, w] => (*n, *h, *w),
             other => {
                 return Err(tensors(format!(
-                    "input `{}` has shape {other:?}; an embedder takes [N, 3, H, W]",
-                    input.name()
+                    "input `{input_name}` has shape {other:?}; an embedder takes [N, 3, H, W]"
                 )));
             }
         };
         if h > 0 && w > 0 && h != w {
             return Err(tensors(format!(
-                "input `{}` is {w}x{h}; only square inputs are supported",
-                input.name()
+                "input `{input_name}` is {w}x{h}; only square inputs are supported"
             )));
         }
         let size = if h > 0 { h as u32 } else { config.input_size };
@@ -129,7 +120,7 @@ impl Embedder {
             config.batch.max(1)
         };
         Ok(Embedder {
-            input_name: input.name().to_owned(),
+            input_name,
             output_name: output.name().to_owned(),
             size,
             batch,

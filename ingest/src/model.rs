@@ -108,6 +108,30 @@ pub fn session(env: &Environment, path: &Path, threads: usize) -> Result<Session
         .map_err(|e| load(&e))
 }
 
+/// Loads an image model: its session, the name of its one input, and that input's
+/// shape (`role` names the model in errors: "a detector", "an embedder").
+pub fn image_model(
+    path: &Path,
+    runtime_path: Option<&Path>,
+    threads: usize,
+    role: &str,
+) -> Result<(Session, String, Vec<i64>), ModelError> {
+    let env = runtime(runtime_path)?;
+    let session = session(env, path, threads)?;
+    let [input] = session.inputs() else {
+        return Err(ModelError::Tensors {
+            path: path.to_owned(),
+            reason: format!(
+                "{role} takes one image input, this model takes {}",
+                session.inputs().len()
+            ),
+        });
+    };
+    let shape = float_shape(path, "input", input.name(), input.dtype())?;
+    let name = input.name().to_owned();
+    Ok((session, name, shape))
+}
+
 /// The shape of a float tensor outlet (-1 for a dynamic dimension), or why it is not one.
 pub fn float_shape(
     path: &Path,
