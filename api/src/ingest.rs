@@ -6,7 +6,6 @@ use annostore_ingest::api::ApiClient;
 use annostore_ingest::detect::DetectorConfig;
 use annostore_ingest::embed::EmbedderConfig;
 use annostore_ingest::kafka::{self, KafkaSettings, TaskPublisher, WorkerSettings};
-use annostore_ingest::media;
 use annostore_ingest::run::{self, Pool, RunOptions, VideoSpec};
 use annostore_ingest::segment::ModelConfig;
 use annostore_kafka::KafkaConfig;
@@ -139,15 +138,14 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     if args.partitions < 1 || args.replication < 1 {
         bail!("--partitions and --replication must be at least 1");
     }
+    // Every video is probed and hashed before any run starts, once.
+    let mut inspected = Vec::with_capacity(specs.len());
     for spec in &specs {
-        if run::is_url(&spec.source) {
-            continue;
-        }
-        let source = spec.source.clone();
-        tokio::task::spawn_blocking(move || media::probe(&source))
-            .await
-            .context("probing the videos")?
-            .with_context(|| format!("submitting {}: no run started", spec.source))?;
+        inspected.push(
+            run::inspect(spec)
+                .await
+                .with_context(|| format!("submitting {}: no run started", spec.source))?,
+        );
     }
     let api = ApiClient::new(&args.client.server);
     let embedding_dim = (args.embedding_dim > 0).then_some(args.embedding_dim);
@@ -158,8 +156,9 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     kafka::ensure_topics(&settings, args.partitions, args.replication).await?;
     let publisher = TaskPublisher::new(&settings)?;
     let mut started = Vec::new();
-    for spec in &specs {
-        let published = match run::prepare(&api, spec, &options, "annostore submit").await {
+    for video in inspected {
+        let source = video.source.clone();
+        let published = match run::start(&api, video, &options, "annostore submit").await {
             Ok(video) => match publisher.publish(&video, &options).await {
                 Ok(()) => Ok(video),
                 Err(e) => {
@@ -178,7 +177,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
                 }
                 return Err(e.context(format!(
                     "submitting {} ({} earlier runs of this submit cancelled)",
-                    spec.source,
+                    source,
                     started.len()
                 )));
             }

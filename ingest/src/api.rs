@@ -93,10 +93,6 @@ impl ApiClient {
         }
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// Registers `name` version `version` unless it already is, with the same
     /// definition (a different one is the server's 409, reported as it is).
     pub async fn ensure_type(

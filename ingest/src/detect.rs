@@ -186,10 +186,6 @@ impl Detector {
         (self.width, self.height)
     }
 
-    pub fn classes(&self) -> &[String] {
-        &self.classes
-    }
-
     /// Detects objects in `frame`, which must be `input_size()`.
     pub fn detect(&mut self, frame: &RgbImage) -> Result<Vec<Detection>, ModelError> {
         debug_assert_eq!((frame.width, frame.height), (self.width, self.height));
@@ -231,6 +227,17 @@ impl Detector {
                 decode_centernet(&out_shape, values, self.config.score_threshold),
                 self.config.iou_threshold,
             ),
+            // A dynamic class count is only known now (a static one was checked at load).
+            Some(Layout::Yolov8) if out_shape[1] as usize - 4 != self.classes.len() => {
+                return Err(ModelError::Tensors {
+                    path: self.path.clone(),
+                    reason: format!(
+                        "the model scores {} classes but the class file names {}",
+                        out_shape[1] - 4,
+                        self.classes.len()
+                    ),
+                });
+            }
             Some(Layout::Yolov8) => decode_yolov8(
                 &out_shape,
                 values,
@@ -247,21 +254,6 @@ impl Detector {
                 });
             }
         };
-        let classes_in_model = match guess_layout(&out_shape) {
-            Some(Layout::Yolov8) => Some(out_shape[1] as usize - 4),
-            _ => None,
-        };
-        if let Some(n) = classes_in_model
-            && n != self.classes.len()
-        {
-            return Err(ModelError::Tensors {
-                path: self.path.clone(),
-                reason: format!(
-                    "the model scores {n} classes but the class file names {}",
-                    self.classes.len()
-                ),
-            });
-        }
         let mut out = Vec::with_capacity(raw.len().min(self.config.max_detections));
         for r in raw.into_iter().take(self.config.max_detections) {
             let Some(label) = self.classes.get(r.class_id) else {

@@ -173,13 +173,17 @@ pub async fn register_type(
     Ok(())
 }
 
-/// Probes `spec` and starts its operation.
-pub async fn prepare(
-    api: &ApiClient,
-    spec: &VideoSpec,
-    options: &RunOptions,
-    producer: &str,
-) -> Result<PreparedVideo, IngestError> {
+/// A video probed and fingerprinted, its run not started yet.
+#[derive(Debug, Clone)]
+pub struct Inspected {
+    pub source: String,
+    pub media_id: String,
+    pub pivot_id: String,
+    pub info: MediaInfo,
+}
+
+/// Probes `spec` and hashes it into its pivot id (blocking work, on a blocking thread).
+pub async fn inspect(spec: &VideoSpec) -> Result<Inspected, IngestError> {
     if !is_url(&spec.source) && !std::path::Path::new(&spec.source).is_file() {
         return Err(IngestError::Input {
             source_name: spec.source.clone(),
@@ -187,7 +191,7 @@ pub async fn prepare(
         });
     }
     let source = spec.source.clone();
-    let (info, pivot) = tokio::task::spawn_blocking(move || -> Result<_, IngestError> {
+    let (info, pivot_id) = tokio::task::spawn_blocking(move || -> Result<_, IngestError> {
         Ok((media::probe(&source)?, pivot_id(&source)?))
     })
     .await
@@ -195,33 +199,61 @@ pub async fn prepare(
         source_name: spec.source.clone(),
         reason: format!("probe task failed: {e}"),
     })??;
-    let media_id = spec
-        .media_id
-        .clone()
-        .unwrap_or_else(|| default_media_id(&spec.source));
+    Ok(Inspected {
+        source: spec.source.clone(),
+        media_id: spec
+            .media_id
+            .clone()
+            .unwrap_or_else(|| default_media_id(&spec.source)),
+        pivot_id,
+        info,
+    })
+}
+
+/// Starts the run of an inspected video and plans its segments.
+pub async fn start(
+    api: &ApiClient,
+    video: Inspected,
+    options: &RunOptions,
+    producer: &str,
+) -> Result<PreparedVideo, IngestError> {
     let operation = api
         .start(&StartOperation {
             annotation_type: options.annotation_type.clone(),
             annotation_type_version: options.type_version,
-            pivot_id: pivot.clone(),
+            pivot_id: video.pivot_id.clone(),
             lease_seconds: options.lease_seconds,
             metadata: json!({
                 "producer": producer,
-                "media_id": media_id,
-                "source": spec.source,
+                "media_id": video.media_id,
+                "source": video.source,
                 "fps": options.fps,
-                "duration_ms": info.duration_ms,
+                "duration_ms": video.info.duration_ms,
             }),
         })
         .await?;
     Ok(PreparedVideo {
-        segments: segment::plan_balanced(info.duration_ms, options.segment_ms, options.workers),
-        source: spec.source.clone(),
-        media_id,
-        pivot_id: pivot,
-        info,
+        segments: segment::plan_balanced(
+            video.info.duration_ms,
+            options.segment_ms,
+            options.workers,
+        ),
+        source: video.source,
+        media_id: video.media_id,
+        pivot_id: video.pivot_id,
+        info: video.info,
         operation,
     })
+}
+
+/// Probes `spec` and starts its operation.
+pub async fn prepare(
+    api: &ApiClient,
+    spec: &VideoSpec,
+    options: &RunOptions,
+    producer: &str,
+) -> Result<PreparedVideo, IngestError> {
+    start(api, inspect(spec).await?, options, producer).await
 }
 
 /// One segment to compute, and where its outcome goes.
@@ -257,7 +289,6 @@ impl VideoProgress {
 pub struct Pool {
     tasks: Option<mpsc::Sender<Task>>,
     threads: Vec<std::thread::JoinHandle<()>>,
-    decoder_threads: usize,
     /// Length of the embedder's vectors, when there is one.
     pub embedding_dim: Option<usize>,
 }
@@ -270,8 +301,7 @@ impl Pool {
         let embedding_dim = first.embedder.as_ref().map(|e| e.dim());
         let (tx, rx) = mpsc::channel::<Task>();
         let rx = Arc::new(Mutex::new(rx));
-        // With one worker, let the decoder use both cores' worth of threads.
-        let decoder_threads = if threads == 1 { 2 } else { 1 };
+        let decoder_threads = segment::decoder_threads(threads);
         let mut handles = Vec::new();
         let mut first = Some(first);
         for i in 0..threads {
@@ -293,7 +323,6 @@ impl Pool {
         Ok(Pool {
             tasks: Some(tx),
             threads: handles,
-            decoder_threads,
             embedding_dim,
         })
     }
@@ -303,10 +332,6 @@ impl Pool {
             // Fails only when every thread has exited, which the reply channel reports.
             let _ = tx.send(task);
         }
-    }
-
-    pub fn decoder_threads(&self) -> usize {
-        self.decoder_threads
     }
 }
 

@@ -93,6 +93,12 @@ impl ModelConfig {
     }
 }
 
+/// FFmpeg decoder threads for each of `workers` segments computed at once: one each
+/// when several share the CPU, two for a lone worker (the models use one thread).
+pub fn decoder_threads(workers: usize) -> usize {
+    if workers <= 1 { 2 } else { 1 }
+}
+
 /// Everything needed to compute one segment's annotations.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentJob {

@@ -25,8 +25,7 @@ pub async fn run_worker(
             .and_then(|v| v.parse().ok()),
         upserts: AtomicU64::new(0),
     });
-    // With one job, let the decoder use both cores' worth of threads (as `run::Pool`).
-    let decoder_threads = if jobs == 1 { 2 } else { 1 };
+    let decoder_threads = segment::decoder_threads(jobs);
     let mut loaded = Vec::new();
     for _ in 0..jobs {
         let config = models.clone();
