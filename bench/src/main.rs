@@ -156,14 +156,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             filter: SearchFilter {
                 media_id: Some(format!("video-{m:05}")),
                 annotation_type: Some("objects".into()),
-                time_range: Some(TimeRange {
-                    start_ms: from,
-                    end_ms: from + 10_000,
-                }),
+                time_range: Some(TimeRange::new(from, from + 10_000)),
                 ..Default::default()
             },
             limit: Some(100),
-            page_token: None,
+            ..Default::default()
         };
         let t = Instant::now();
         let page = service.search(&req).await?;

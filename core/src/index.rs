@@ -3,8 +3,10 @@
 //! by rewriting documents.
 
 use crate::model::{Annotation, SearchFilter, SortKey};
+use crate::query::{AggregateSpec, Aggregates, SortOrder};
 use crate::visibility::Visibility;
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -44,21 +46,78 @@ impl Scope {
     }
 }
 
-/// One search against the index: filters, scope, the position to continue after
-/// (exclusive), and how many hits at most, in (media_id, start_ms, id) order.
+/// One search against the index: filters, scope, order, the position to continue
+/// after (exclusive), and how many hits at most.
 #[derive(Debug, Clone)]
 pub struct IndexQuery {
     pub filter: SearchFilter,
     pub scope: Scope,
-    pub after: Option<SortKey>,
+    /// [`SortOrder::Time`] or [`SortOrder::Confidence`]; scores come from [`Index::knn`].
+    pub order: SortOrder,
+    pub after: Option<Position>,
     pub limit: usize,
 }
 
-/// A matching annotation: its id and position in search order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A place in a search order: the rank (confidence for [`SortOrder::Confidence`],
+/// `None` for time) and the time key. See [`crate::query::compare`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<f32>,
+    pub key: SortKey,
+}
+
+impl Position {
+    pub fn time(key: SortKey) -> Position {
+        Position { rank: None, key }
+    }
+}
+
+/// A matching annotation: its id and position in search order (`rank` as in
+/// [`Position`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
     pub id: Uuid,
     pub key: SortKey,
+    pub rank: Option<f32>,
+}
+
+impl Hit {
+    pub fn position(&self) -> Position {
+        Position {
+            rank: self.rank,
+            key: self.key.clone(),
+        }
+    }
+}
+
+/// A nearest-neighbour search: the `k` annotations in scope that match `filter`, carry
+/// an embedding of `vector.len()` dimensions, and are most similar to `vector` by
+/// cosine similarity. Filtered, not post-filtered: when fewer than `k` match, all of
+/// them come back.
+#[derive(Debug, Clone)]
+pub struct KnnQuery {
+    pub filter: SearchFilter,
+    pub scope: Scope,
+    pub vector: Vec<f32>,
+    pub k: usize,
+}
+
+/// A neighbour: its id, time key and the similarity the index computed (the service
+/// recomputes it exactly from the stored embedding).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnnHit {
+    pub id: Uuid,
+    pub key: SortKey,
+    pub similarity: f32,
+}
+
+/// Counts over the annotations in scope that match `filter`.
+#[derive(Debug, Clone)]
+pub struct AggregateQuery {
+    pub filter: SearchFilter,
+    pub scope: Scope,
+    pub spec: AggregateSpec,
 }
 
 /// Which annotations of an upsert the index may already hold. Engines that replace by
@@ -138,8 +197,14 @@ pub trait Index: Send + Sync + 'static {
         let _ = version;
         self.upsert(annotations, existing).await
     }
-    /// Matching annotations in scope, in search order.
+    /// Matching annotations in scope, in the query's order.
     async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError>;
+    /// The nearest neighbours of a vector among the matching annotations in scope,
+    /// most similar first.
+    async fn knn(&self, query: &KnnQuery) -> Result<Vec<KnnHit>, IndexError>;
+    /// Counts over the matching annotations in scope (see [`crate::query::Aggregator`]
+    /// for the semantics).
+    async fn aggregate(&self, query: &AggregateQuery) -> Result<Aggregates, IndexError>;
     /// How many annotations of an operation the index holds.
     async fn count_operation(&self, operation_id: Uuid) -> Result<u64, IndexError>;
     /// Asks that the writes held so far become searchable now, not at the next

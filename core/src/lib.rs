@@ -2,6 +2,7 @@
 //!
 //! - [`model`]: operations, annotation types and annotations as clients see them.
 //! - [`lifecycle`]: the operation state machine as pure functions; every engine applies its plans.
+//! - [`query`]: the search language (time, space, text, data, vectors, aggregations) and its semantics.
 //! - [`validate`]: limits and per-item validation of annotation batches.
 //! - [`store`], [`index`], [`queue`], [`cache`]: the traits at the engine seams.
 //! - [`visibility`]: which operations a search may show, as an immutable snapshot.
@@ -19,6 +20,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod page;
 pub mod pipeline;
+pub mod query;
 pub mod queue;
 pub mod reconcile;
 pub mod service;

@@ -215,44 +215,68 @@ pub fn derived_id(operation_id: Uuid, input: &AnnotationInput) -> Uuid {
     Uuid::new_v5(&operation_id, &bytes)
 }
 
-/// A time range in milliseconds; annotations match when they intersect it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TimeRange {
-    pub start_ms: i64,
-    pub end_ms: i64,
-}
+pub use crate::query::{
+    AggregateSpec, Aggregates, DataCondition, Knn, Region, SortOrder, TextQuery, TimeRange,
+    TimeRelation,
+};
 
-/// The filters of a search. Every one is optional.
+/// The filters of a search. Every one is optional; given ones must all hold (see
+/// [`crate::query::matches`] for the exact semantics).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_id: Option<String>,
+    /// Any of these media items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_ids: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotation_type: Option<String>,
+    /// Any of these types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotation_types: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotation_type_version: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pivot_id: Option<String>,
+    /// Exactly this label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// Any of these labels, exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_range: Option<TimeRange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_confidence: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_confidence: Option<f32>,
     /// Restricts the search to one operation: allowed when it is active, or
     /// STARTED (a producer previewing its own run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation_id: Option<Uuid>,
+    /// Boxes that intersect, or lie within, a region of the frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<Region>,
+    /// Full-text (and fuzzy) search over labels and searchable `data` strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextQuery>,
+    /// Conditions on `data` fields that the type schema declares; all must hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Vec<DataCondition>>,
 }
 
-/// A search request: filters plus paging.
+/// A search request: filters, order, nearest neighbours and paging.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     #[serde(flatten)]
     pub filter: SearchFilter,
+    /// Time (the default), confidence, or score (with `knn`, its default).
+    #[serde(default)]
+    pub sort: Option<SortOrder>,
+    #[serde(default)]
+    pub knn: Option<Knn>,
     #[serde(default)]
     pub limit: Option<u32>,
     #[serde(default)]
@@ -263,7 +287,15 @@ pub struct SearchRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SearchPage {
     pub annotations: Vec<Annotation>,
+    /// With `knn`: each annotation's cosine similarity to the query, in page order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scores: Option<Vec<f32>>,
     pub next_page_token: Option<String>,
+    /// True when this page came from a later view than the first page's: a run that the
+    /// first page could see was replaced (or one appeared) and the first page's view is
+    /// no longer held (see `page.rs`). Pages of one view never mix runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub view_changed: bool,
 }
 
 /// The position of an annotation in search order: (media_id, start_ms, id).

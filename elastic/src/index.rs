@@ -31,8 +31,11 @@
 use crate::body::{self, ScopePlan};
 use crate::config::ElasticConfig;
 use crate::response::{self, Verdict};
-use annostore_core::index::{Existing, Hit, Index, IndexError, IndexQuery};
+use annostore_core::index::{
+    AggregateQuery, Existing, Hit, Index, IndexError, IndexQuery, KnnHit, KnnQuery,
+};
 use annostore_core::model::{Annotation, SortKey};
+use annostore_core::query::Aggregates;
 use async_trait::async_trait;
 use elasticsearch::auth::Credentials;
 use elasticsearch::cert::{Certificate, CertificateValidation};
@@ -435,7 +438,7 @@ impl Index for ElasticIndex {
             ),
         };
         let mut out: Vec<Hit> = Vec::with_capacity(query.limit.min(MAX_ROUND_SIZE));
-        let mut after = query.after.clone();
+        let mut after = query.after.as_ref().map(|p| p.key.clone());
         let mut scanned = 0usize;
         for round in 1..=MAX_FILL_ROUNDS {
             let hits = self
@@ -450,6 +453,7 @@ impl Index for ElasticIndex {
                     out.push(Hit {
                         id: h.key.id,
                         key: h.key,
+                        rank: None,
                     });
                     if out.len() == query.limit {
                         metrics::histogram!("annostore_elastic_search_rounds").record(round as f64);
@@ -470,6 +474,18 @@ impl Index for ElasticIndex {
             out.len(),
             query.limit
         )))
+    }
+
+    async fn knn(&self, _query: &KnnQuery) -> Result<Vec<KnnHit>, IndexError> {
+        Err(IndexError::Rejected(
+            "nearest-neighbour search is not built yet".into(),
+        ))
+    }
+
+    async fn aggregate(&self, _query: &AggregateQuery) -> Result<Aggregates, IndexError> {
+        Err(IndexError::Rejected(
+            "aggregations are not built yet".into(),
+        ))
     }
 
     async fn count_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {

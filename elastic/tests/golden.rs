@@ -153,10 +153,7 @@ async fn search_bodies_on_the_wire() {
         (
             "time_range",
             SearchFilter {
-                time_range: Some(TimeRange {
-                    start_ms: -100,
-                    end_ms: 250,
-                }),
+                time_range: Some(TimeRange::new(-100, 250)),
                 ..f()
             },
             Scope::Operation(a),
@@ -166,10 +163,7 @@ async fn search_bodies_on_the_wire() {
         (
             "time_range at the i64 ends",
             SearchFilter {
-                time_range: Some(TimeRange {
-                    start_ms: i64::MIN,
-                    end_ms: i64::MAX,
-                }),
+                time_range: Some(TimeRange::new(i64::MIN, i64::MAX)),
                 ..f()
             },
             Scope::Operation(a),
@@ -256,12 +250,10 @@ async fn search_bodies_on_the_wire() {
                 annotation_type_version: Some(1),
                 pivot_id: Some("p".into()),
                 label: Some("cat".into()),
-                time_range: Some(TimeRange {
-                    start_ms: 0,
-                    end_ms: 100,
-                }),
+                time_range: Some(TimeRange::new(0, 100)),
                 min_confidence: Some(0.25),
                 operation_id: None,
+                ..f()
             },
             small.clone(),
             Some(after.clone()),
@@ -276,7 +268,8 @@ async fn search_bodies_on_the_wire() {
             .search(&IndexQuery {
                 filter,
                 scope,
-                after,
+                order: annostore_core::query::SortOrder::Time,
+                after: after.map(annostore_core::index::Position::time),
                 limit,
             })
             .await

@@ -223,6 +223,7 @@ async fn a_server_that_is_not_there_is_unavailable() {
         .search(&IndexQuery {
             filter: SearchFilter::default(),
             scope: Scope::Operation(op(1)),
+            order: annostore_core::query::SortOrder::Time,
             after: None,
             limit: 10,
         })

@@ -43,6 +43,7 @@ async fn search_reads_sort_values_and_checks_the_scope() {
         .search(&IndexQuery {
             filter: SearchFilter::default(),
             scope: Scope::Visible(Arc::new(Visibility::from_active([high]))),
+            order: annostore_core::query::SortOrder::Time,
             after: None,
             limit: 10,
         })
@@ -95,6 +96,7 @@ async fn a_large_snapshot_fills_the_page_over_rounds() {
         .search(&IndexQuery {
             filter: SearchFilter::default(),
             scope: scope.clone(),
+            order: annostore_core::query::SortOrder::Time,
             after: None,
             limit: 30,
         })
@@ -130,7 +132,8 @@ async fn a_large_snapshot_fills_the_page_over_rounds() {
         .search(&IndexQuery {
             filter: SearchFilter::default(),
             scope,
-            after: Some(expected[29].clone()),
+            order: annostore_core::query::SortOrder::Time,
+            after: Some(annostore_core::index::Position::time(expected[29].clone())),
             limit: 30,
         })
         .await
@@ -164,6 +167,7 @@ async fn a_page_that_cannot_be_filled_in_bounded_rounds_fails() {
         .search(&IndexQuery {
             filter: SearchFilter::default(),
             scope: Scope::Visible(Arc::new(Visibility::from_active([op(1)]))),
+            order: annostore_core::query::SortOrder::Time,
             after: None,
             limit: 10,
         })
@@ -192,6 +196,7 @@ async fn partial_search_results_are_an_error() {
         .search(&IndexQuery {
             filter: SearchFilter::default(),
             scope: Scope::Operation(op(1)),
+            order: annostore_core::query::SortOrder::Time,
             after: None,
             limit: 10,
         })

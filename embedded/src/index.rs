@@ -18,8 +18,11 @@
 mod collector;
 mod query;
 
-use annostore_core::index::{Existing, Hit, Index, IndexError, IndexQuery};
+use annostore_core::index::{
+    AggregateQuery, Existing, Hit, Index, IndexError, IndexQuery, KnnHit, KnnQuery,
+};
 use annostore_core::model::Annotation;
+use annostore_core::query::Aggregates;
 use annostore_core::visibility::op_key;
 use async_trait::async_trait;
 use collector::SortedCollector;
@@ -521,7 +524,8 @@ impl Index for TantivyIndex {
         }
         let searcher = self.inner.reader.searcher();
         let q = query::build(&self.inner.fields, &query.filter);
-        let collector = SortedCollector::new(query.scope.clone(), query.after.clone(), query.limit);
+        let after = query.after.as_ref().map(|p| p.key.clone());
+        let collector = SortedCollector::new(query.scope.clone(), after, query.limit);
         // A catalogue-wide query can scan for 100 ms: off the async workers.
         let keys = tokio::task::spawn_blocking(move || searcher.search(&*q, &collector))
             .await
@@ -529,8 +533,24 @@ impl Index for TantivyIndex {
             .map_err(unavailable)?;
         Ok(keys
             .into_iter()
-            .map(|key| Hit { id: key.id, key })
+            .map(|key| Hit {
+                id: key.id,
+                key,
+                rank: None,
+            })
             .collect())
+    }
+
+    async fn knn(&self, _query: &KnnQuery) -> Result<Vec<KnnHit>, IndexError> {
+        Err(IndexError::Rejected(
+            "nearest-neighbour search is not built yet".into(),
+        ))
+    }
+
+    async fn aggregate(&self, _query: &AggregateQuery) -> Result<Aggregates, IndexError> {
+        Err(IndexError::Rejected(
+            "aggregations are not built yet".into(),
+        ))
     }
 
     async fn count_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {

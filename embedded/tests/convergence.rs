@@ -47,7 +47,7 @@ async fn shown(service: &Service, run: usize) -> Result<usize, Error> {
             ..Default::default()
         },
         limit: Some(1_000),
-        page_token: None,
+        ..Default::default()
     };
     let mut n = 0;
     loop {

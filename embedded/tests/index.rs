@@ -319,12 +319,10 @@ fn run_case(
         annotation_type_version: filter.version,
         pivot_id: filter.pivot.map(|p| PIVOTS[p].to_owned()),
         label: filter.label.map(|l| LABELS[l].to_owned()),
-        time_range: filter.time.map(|(s, l)| TimeRange {
-            start_ms: s,
-            end_ms: s + l,
-        }),
+        time_range: filter.time.map(|(s, l)| TimeRange::new(s, s + l)),
         min_confidence: filter.confidence.map(|c| f32::from(c) / 10.0),
         operation_id: filter.op.map(|o| ops[o]),
+        ..Default::default()
     };
     let scope = match scope {
         GenScope::Visible(v) => Scope::Visible(Arc::new(Visibility::from_active(

@@ -139,7 +139,7 @@ async fn visible_runs(node: &Service) -> BTreeSet<Uuid> {
                 ..SearchFilter::default()
             },
             limit: Some(100),
-            page_token: None,
+            ..Default::default()
         })
         .await
         .unwrap();

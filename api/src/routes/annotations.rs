@@ -42,10 +42,7 @@ pub async fn of_media(
 ) -> ApiResult<Json<SearchPage>> {
     let time_range = match (p.from_ms, p.to_ms) {
         (None, None) => None,
-        (from, to) => Some(TimeRange {
-            start_ms: from.unwrap_or(0),
-            end_ms: to.unwrap_or(i64::MAX),
-        }),
+        (from, to) => Some(TimeRange::new(from.unwrap_or(0), to.unwrap_or(i64::MAX))),
     };
     if time_range.is_some_and(|r| r.start_ms < 0) {
         return Err(Error::invalid("from_ms", "must not be negative").into());
@@ -61,6 +58,7 @@ pub async fn of_media(
         },
         limit: p.limit,
         page_token: p.page_token,
+        ..Default::default()
     };
     Ok(Json(state.service.search(&req).await?))
 }

@@ -45,7 +45,9 @@ impl Service {
                 if !previewable {
                     return Ok(SearchPage {
                         annotations: vec![],
+                        scores: None,
                         next_page_token: None,
+                        view_changed: false,
                     });
                 }
                 // Read-your-writes for the producer: its acknowledged batches first.
@@ -56,7 +58,8 @@ impl Service {
         let mut query = IndexQuery {
             filter: filter.clone(),
             scope,
-            after,
+            order: crate::query::SortOrder::Time,
+            after: after.map(crate::index::Position::time),
             limit: limit + 1,
         };
         let mut out: Vec<Annotation> = Vec::with_capacity(limit + 1);
@@ -84,7 +87,7 @@ impl Service {
             if out.len() > limit || exhausted {
                 break;
             }
-            query.after = last;
+            query.after = last.map(crate::index::Position::time);
         }
         let next_page_token = if out.len() > limit {
             out.truncate(limit);
@@ -96,7 +99,9 @@ impl Service {
         metrics::histogram!("annostore_search_seconds").record(started.elapsed().as_secs_f64());
         Ok(SearchPage {
             annotations: out,
+            scores: None,
             next_page_token,
+            view_changed: false,
         })
     }
 
@@ -122,27 +127,4 @@ impl Service {
     }
 }
 
-/// The filters applied to a stored annotation: what the index must have matched. Used to
-/// drop stale hits and, in tests, as the brute-force model of search.
-pub fn matches(filter: &crate::model::SearchFilter, a: &Annotation) -> bool {
-    filter.media_id.as_ref().is_none_or(|m| *m == a.media_id)
-        && filter
-            .annotation_type
-            .as_ref()
-            .is_none_or(|t| *t == a.annotation_type)
-        && filter
-            .annotation_type_version
-            .is_none_or(|v| v == a.annotation_type_version)
-        && filter.pivot_id.as_ref().is_none_or(|p| *p == a.pivot_id)
-        && filter
-            .label
-            .as_ref()
-            .is_none_or(|l| a.label.as_ref() == Some(l))
-        && filter
-            .time_range
-            .is_none_or(|r| a.start_ms <= r.end_ms && a.end_ms >= r.start_ms)
-        && filter
-            .min_confidence
-            .is_none_or(|c| a.confidence.is_some_and(|x| x >= c))
-        && filter.operation_id.is_none_or(|o| o == a.operation_id)
-}
+pub use crate::query::matches;

@@ -3,8 +3,11 @@
 //! service, its index pipeline and the reconciler cope; it never answers in the
 //! engine's place.
 
-use crate::index::{Existing, Hit, Index, IndexError, IndexQuery};
+use crate::index::{
+    AggregateQuery, Existing, Hit, Index, IndexError, IndexQuery, KnnHit, KnnQuery,
+};
 use crate::model::Annotation;
+use crate::query::Aggregates;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -116,6 +119,14 @@ impl Index for FaultyIndex {
 
     async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError> {
         self.inner.search(query).await
+    }
+
+    async fn knn(&self, query: &KnnQuery) -> Result<Vec<KnnHit>, IndexError> {
+        self.inner.knn(query).await
+    }
+
+    async fn aggregate(&self, query: &AggregateQuery) -> Result<Aggregates, IndexError> {
+        self.inner.aggregate(query).await
     }
 
     async fn count_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {

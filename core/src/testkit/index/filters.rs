@@ -137,10 +137,8 @@ pub async fn filters(index: Arc<dyn Index>) {
                 label: Some("cats".into()),
                 min_confidence: Some(0.5),
                 operation_id: Some(op2),
-                time_range: Some(TimeRange {
-                    start_ms: 0,
-                    end_ms: 100,
-                }),
+                time_range: Some(TimeRange::new(0, 100)),
+                ..f()
             },
             1,
             "every filter at once",
@@ -183,10 +181,7 @@ pub async fn time_range_intersects(index: Arc<dyn Index>) {
     ];
     for (start_ms, end_ms, expected) in cases {
         let filter = SearchFilter {
-            time_range: Some(TimeRange {
-                start_ms: *start_ms,
-                end_ms: *end_ms,
-            }),
+            time_range: Some(TimeRange::new(*start_ms, *end_ms)),
             ..Default::default()
         };
         let hits = search(&index, &filter, &scope, None, 10).await;

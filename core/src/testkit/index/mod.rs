@@ -65,7 +65,8 @@ pub async fn search(
         .search(&IndexQuery {
             filter: filter.clone(),
             scope: scope.clone(),
-            after,
+            order: crate::query::SortOrder::Time,
+            after: after.map(crate::index::Position::time),
             limit,
         })
         .await
