@@ -25,6 +25,11 @@ pub enum Command {
     /// List, show and cancel operations on a running server.
     #[command(subcommand)]
     Ops(OpsCommand),
+    /// Search a running server's visible annotations (the common cases of
+    /// `POST /v1/annotations/search`; `--count` aggregates instead).
+    Search(SearchArgs),
+    /// When do several labels (or text queries) appear together in one media item?
+    Cooccur(CooccurArgs),
     /// Rebuild index entries from the store on a running server (after losing or
     /// damaging the index).
     Reindex(ReindexArgs),
@@ -231,6 +236,70 @@ pub struct ServeArgs {
     pub listen: Option<String>,
     #[command(flatten)]
     pub engines: EngineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Media item(s) to search (repeat for several).
+    #[arg(long = "media")]
+    pub media: Vec<String>,
+    /// Annotation type(s) (repeat for several).
+    #[arg(long = "type")]
+    pub types: Vec<String>,
+    /// Type version.
+    #[arg(long)]
+    pub version: Option<u32>,
+    /// Exact label(s) (repeat for any of several).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Full-text query over labels and searchable data fields (fuzzy).
+    #[arg(long)]
+    pub text: Option<String>,
+    /// Exact words only for --text.
+    #[arg(long)]
+    pub exact: bool,
+    /// Start of the time range, in milliseconds.
+    #[arg(long)]
+    pub from_ms: Option<i64>,
+    /// End of the time range, in milliseconds.
+    #[arg(long)]
+    pub to_ms: Option<i64>,
+    /// Region of the frame as x,y,w,h (normalised); boxes intersecting it.
+    #[arg(long, value_delimiter = ',', num_args = 4)]
+    pub region: Option<Vec<f64>>,
+    #[arg(long)]
+    pub min_confidence: Option<f32>,
+    /// time, confidence or score.
+    #[arg(long)]
+    pub sort: Option<String>,
+    /// Nearest neighbours of this text's meaning (text-to-image), top --k.
+    #[arg(long)]
+    pub like: Option<String>,
+    #[arg(long, default_value_t = 10)]
+    pub k: u32,
+    /// Most annotations to print (pages are followed).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Count instead of listing: by `label`, `type`, or `histogram:<interval_ms>`.
+    #[arg(long)]
+    pub count: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CooccurArgs {
+    /// The media item.
+    #[arg(long = "media")]
+    pub media: String,
+    /// A condition: an exact label, or `text:<words>`; two or more.
+    #[arg(long = "with", required = true, num_args = 1)]
+    pub with: Vec<String>,
+    /// Widen each annotation by this many ms on each side (500: "in the same second").
+    #[arg(long, default_value_t = 0)]
+    pub slack_ms: i64,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -1,6 +1,7 @@
-//! The command-line client: `types`, `ops` and `reindex` against a running server.
+//! The command-line client: `types`, `ops`, `reindex`, `search` and `cooccur` against a
+//! running server.
 
-use crate::cli::{ClientArgs, OpsCommand, ReindexArgs, TypesCommand};
+use crate::cli::{ClientArgs, CooccurArgs, OpsCommand, ReindexArgs, SearchArgs, TypesCommand};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
@@ -144,6 +145,183 @@ const OP_COLUMNS: &[&str] = &[
     "annotation_count",
     "created_at",
 ];
+
+/// The search body the flags describe.
+fn search_filter(a: &SearchArgs) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let mut f = serde_json::Map::new();
+    let list = |v: &Vec<String>| json!(v);
+    match a.media.len() {
+        0 => {}
+        1 => {
+            f.insert("media_id".into(), json!(a.media[0]));
+        }
+        _ => {
+            f.insert("media_ids".into(), list(&a.media));
+        }
+    }
+    match a.types.len() {
+        0 => {}
+        1 => {
+            f.insert("annotation_type".into(), json!(a.types[0]));
+        }
+        _ => {
+            f.insert("annotation_types".into(), list(&a.types));
+        }
+    }
+    if let Some(v) = a.version {
+        f.insert("annotation_type_version".into(), json!(v));
+    }
+    if !a.labels.is_empty() {
+        f.insert("labels".into(), list(&a.labels));
+    }
+    if let Some(t) = &a.text {
+        f.insert("text".into(), json!({"query": t, "fuzzy": !a.exact}));
+    }
+    if a.from_ms.is_some() || a.to_ms.is_some() {
+        f.insert(
+            "time_range".into(),
+            json!({"start_ms": a.from_ms.unwrap_or(0), "end_ms": a.to_ms.unwrap_or(i64::MAX)}),
+        );
+    }
+    if let Some(r) = &a.region {
+        f.insert(
+            "region".into(),
+            json!({"x": r[0], "y": r[1], "w": r[2], "h": r[3]}),
+        );
+    }
+    if let Some(c) = a.min_confidence {
+        f.insert("min_confidence".into(), json!(c));
+    }
+    Ok(f)
+}
+
+pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
+    let c = Client::new(&args.client);
+    let mut body = search_filter(&args)?;
+    if let Some(count) = &args.count {
+        let aggs = match count.split_once(':') {
+            None if count == "label" => json!({"labels": 100}),
+            None if count == "type" => json!({"types": true}),
+            Some(("histogram", ms)) => {
+                let interval: i64 = ms
+                    .parse()
+                    .with_context(|| format!("histogram interval {ms:?} is not a number"))?;
+                json!({"histogram": {"interval_ms": interval}})
+            }
+            _ => bail!("--count takes label, type or histogram:<interval_ms>"),
+        };
+        body.insert("aggregations".into(), aggs);
+        let out = c
+            .send(c.http.post(c.url("/v1/annotations/aggregate")).json(&body))
+            .await?;
+        let rows: Vec<Value> = if let Some(l) = out["labels"].as_array() {
+            l.clone()
+        } else if let Some(t) = out["types"].as_array() {
+            t.clone()
+        } else {
+            out["histogram"].as_array().cloned().unwrap_or_default()
+        };
+        let columns: &[&str] = if out["labels"].is_array() {
+            &["label", "count"]
+        } else if out["types"].is_array() {
+            &["annotation_type", "annotation_type_version", "count"]
+        } else {
+            &["start_ms", "count"]
+        };
+        print_rows(&args.client, &rows, columns);
+        eprintln!("{} annotations matched", out["total"]);
+        return Ok(());
+    }
+    if let Some(s) = &args.sort {
+        body.insert("sort".into(), json!(s));
+    }
+    if let Some(like) = &args.like {
+        body.insert("knn".into(), json!({"text": like, "k": args.k}));
+    }
+    let mut rows: Vec<Value> = Vec::new();
+    loop {
+        body.insert(
+            "limit".into(),
+            json!((args.limit - rows.len()).clamp(1, 1_000)),
+        );
+        let page = c
+            .send(c.http.post(c.url("/v1/annotations/search")).json(&body))
+            .await?;
+        let scores = page["scores"].as_array().cloned();
+        for (i, a) in page["annotations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let mut a = a.clone();
+            if let Some(s) = scores.as_ref().and_then(|s| s.get(i)) {
+                a["score"] = s.clone();
+            }
+            if let Some(o) = a.as_object_mut() {
+                o.remove("embedding");
+            }
+            rows.push(a);
+        }
+        match page["next_page_token"].as_str() {
+            Some(t) if rows.len() < args.limit => {
+                body.insert("page_token".into(), json!(t));
+            }
+            _ => break,
+        }
+    }
+    rows.truncate(args.limit);
+    let columns: &[&str] = if args.like.is_some() {
+        &[
+            "media_id",
+            "start_ms",
+            "end_ms",
+            "label",
+            "score",
+            "annotation_type",
+            "id",
+        ]
+    } else {
+        &[
+            "media_id",
+            "start_ms",
+            "end_ms",
+            "label",
+            "confidence",
+            "annotation_type",
+            "id",
+        ]
+    };
+    print_rows(&args.client, &rows, columns);
+    Ok(())
+}
+
+pub async fn cooccur(args: CooccurArgs) -> anyhow::Result<()> {
+    let c = Client::new(&args.client);
+    let conditions: Vec<Value> = args
+        .with
+        .iter()
+        .map(|w| match w.strip_prefix("text:") {
+            Some(t) => json!({"text": {"query": t}}),
+            None => json!({"label": w}),
+        })
+        .collect();
+    let body = json!({
+        "media_id": args.media,
+        "conditions": conditions,
+        "slack_ms": args.slack_ms,
+    });
+    let out = c
+        .send(
+            c.http
+                .post(c.url("/v1/annotations/cooccurrence"))
+                .json(&body),
+        )
+        .await?;
+    let rows = out["intervals"].as_array().cloned().unwrap_or_default();
+    print_rows(&args.client, &rows, &["start_ms", "end_ms"]);
+    Ok(())
+}
 
 /// JSON lines, or an aligned table of the named columns. Hand-written: a table of a
 /// few columns does not need a crate.

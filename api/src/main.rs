@@ -39,6 +39,8 @@ fn main() -> anyhow::Result<()> {
             Command::Types(cmd) => client::types(cmd).await,
             Command::Ops(cmd) => client::ops(cmd).await,
             Command::Reindex(args) => client::reindex(args).await,
+            Command::Search(args) => client::search(args).await,
+            Command::Cooccur(args) => client::cooccur(args).await,
             Command::Reconcile(args) => {
                 let config = engine_config(&args.engines, Figment::new())?;
                 server::reconcile(config, args.once, args.metrics_listen).await

@@ -92,9 +92,12 @@ impl From<crate::lifecycle::LifecycleError> for Error {
 
 impl From<crate::index::IndexError> for Error {
     fn from(e: crate::index::IndexError) -> Self {
-        Error::Unavailable {
-            what: "index",
-            detail: e.to_string(),
+        match e {
+            crate::index::IndexError::Unanswerable(reason) => Error::invalid("query", reason),
+            other => Error::Unavailable {
+                what: "index",
+                detail: other.to_string(),
+            },
         }
     }
 }

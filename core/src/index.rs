@@ -17,6 +17,10 @@ pub enum IndexError {
     Unavailable(String),
     #[error("index rejected the request: {0}")]
     Rejected(String),
+    /// The query is valid but this index cannot answer it as asked (too many buckets,
+    /// an order it does not serve, ...): the client must change it (422).
+    #[error("{0}")]
+    Unanswerable(String),
 }
 
 /// Which operations' annotations a search may return.

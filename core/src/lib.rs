@@ -13,6 +13,7 @@
 
 pub mod cache;
 pub mod clock;
+pub mod encode;
 pub mod error;
 pub mod events;
 pub mod index;

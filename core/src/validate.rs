@@ -36,6 +36,14 @@ pub struct Limits {
     pub default_lease_seconds: u32,
     /// Longest lease an operation may ask for, in seconds (422 past it).
     pub max_lease_seconds: u32,
+    /// Most values in one list filter of a search (`media_ids`, `labels`, ...).
+    pub max_filter_values: usize,
+    /// Most `data` conditions in one search.
+    pub max_data_conditions: usize,
+    /// Most conditions of one co-occurrence query.
+    pub max_cooccurrence_conditions: usize,
+    /// Most annotations one co-occurrence condition may match (422 past it: narrow it).
+    pub max_cooccurrence_annotations: usize,
 }
 
 impl Default for Limits {
@@ -52,6 +60,10 @@ impl Default for Limits {
             max_page_size: 1_000,
             default_lease_seconds: 3_600,
             max_lease_seconds: 7 * 24 * 3_600,
+            max_filter_values: 1_000,
+            max_data_conditions: 16,
+            max_cooccurrence_conditions: 8,
+            max_cooccurrence_annotations: 100_000,
         }
     }
 }

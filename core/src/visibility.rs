@@ -17,13 +17,40 @@ pub fn op_key(id: &Uuid) -> u64 {
 #[derive(Debug, Clone, Default)]
 pub struct Visibility {
     active: HashMap<u64, Uuid>,
+    /// XOR of [`view_hash`] over the active ids: equal sets have equal fingerprints on
+    /// every node, and a change costs one XOR per id (see [`Visibility::fingerprint`]).
+    fingerprint: u64,
+}
+
+/// splitmix64's finaliser: a well-mixed 64-bit hash of a 64-bit value. Hand-written
+/// because it is three lines and must never change between versions (page tokens carry
+/// its results).
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// An operation id's share of a view's fingerprint.
+pub fn view_hash(id: &Uuid) -> u64 {
+    let (hi, lo) = id.as_u64_pair();
+    mix(hi ^ mix(lo))
 }
 
 impl Visibility {
     pub fn from_active(ids: impl IntoIterator<Item = Uuid>) -> Visibility {
+        let active: HashMap<u64, Uuid> = ids.into_iter().map(|id| (op_key(&id), id)).collect();
+        let fingerprint = active.values().fold(0, |f, id| f ^ view_hash(id));
         Visibility {
-            active: ids.into_iter().map(|id| (op_key(&id), id)).collect(),
+            active,
+            fingerprint,
         }
+    }
+
+    /// A fingerprint of the active set: page tokens carry it, so a later page knows
+    /// whether it sees the same runs as the first (on any node).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     pub fn is_active(&self, id: &Uuid) -> bool {
@@ -51,15 +78,23 @@ impl Visibility {
     /// The next snapshot: `activate` becomes visible, `deactivate` stops being.
     pub fn with_change(&self, activate: &[Uuid], deactivate: &[Uuid]) -> Visibility {
         let mut active = self.active.clone();
+        let mut fingerprint = self.fingerprint;
         for id in deactivate {
             if active.get(&op_key(id)) == Some(id) {
                 active.remove(&op_key(id));
+                fingerprint ^= view_hash(id);
             }
         }
         for id in activate {
-            active.insert(op_key(id), *id);
+            if let Some(old) = active.insert(op_key(id), *id) {
+                fingerprint ^= view_hash(&old);
+            }
+            fingerprint ^= view_hash(id);
         }
-        Visibility { active }
+        Visibility {
+            active,
+            fingerprint,
+        }
     }
 }
 
@@ -76,5 +111,23 @@ mod tests {
         assert!(v1.is_active(&a) && !v1.is_active(&b));
         assert!(v2.is_active(&b) && !v2.is_active(&a));
         assert!(v2.is_active_key(op_key(&b)));
+    }
+
+    #[test]
+    fn fingerprints_follow_the_set_not_its_history() {
+        let ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+        let v = Visibility::from_active(ids[..2].iter().copied());
+        let w = v
+            .with_change(&[ids[2]], &[ids[0]])
+            .with_change(&[ids[0]], &[ids[2]]);
+        assert_eq!(v.fingerprint(), w.fingerprint());
+        let x = v.with_change(&[ids[3]], &[]);
+        assert_ne!(v.fingerprint(), x.fingerprint());
+        assert_eq!(
+            x.fingerprint(),
+            Visibility::from_active([ids[0], ids[1], ids[3]]).fingerprint()
+        );
+        // Re-activating an active id changes nothing.
+        assert_eq!(x.with_change(&[ids[3]], &[]).fingerprint(), x.fingerprint());
     }
 }

@@ -1,9 +1,12 @@
-//! Reading annotations: search, one by id, and the media-centred listing.
+//! Reading annotations: search, aggregations, co-occurrence, one by id, and the
+//! media-centred listing.
 
 use super::AppState;
 use crate::problem::{ApiResult, Json, Query, parse_id};
 use annostore_core::Error;
 use annostore_core::model::{Annotation, SearchFilter, SearchPage, SearchRequest, TimeRange};
+use annostore_core::query::Aggregates;
+use annostore_core::service::{AggregateRequest, Cooccurrence, CooccurrenceRequest};
 use axum::extract::{Path, State};
 use serde::Deserialize;
 
@@ -12,6 +15,20 @@ pub async fn search(
     Json(req): Json<SearchRequest>,
 ) -> ApiResult<Json<SearchPage>> {
     Ok(Json(state.service.search(&req).await?))
+}
+
+pub async fn aggregate(
+    State(state): State<AppState>,
+    Json(req): Json<AggregateRequest>,
+) -> ApiResult<Json<Aggregates>> {
+    Ok(Json(state.service.aggregate(&req).await?))
+}
+
+pub async fn cooccurrence(
+    State(state): State<AppState>,
+    Json(req): Json<CooccurrenceRequest>,
+) -> ApiResult<Json<Cooccurrence>> {
+    Ok(Json(state.service.cooccurrence(&req).await?))
 }
 
 pub async fn show(

@@ -36,6 +36,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/operations/{id}/finish", post(operations::finish))
         .route("/v1/operations/{id}/cancel", post(operations::cancel))
         .route("/v1/annotations/search", post(annotations::search))
+        .route("/v1/annotations/aggregate", post(annotations::aggregate))
+        .route(
+            "/v1/annotations/cooccurrence",
+            post(annotations::cooccurrence),
+        )
         .route("/v1/annotations/{id}", get(annotations::show))
         .route(
             "/v1/media/{media_id}/annotations",

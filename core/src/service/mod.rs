@@ -25,10 +25,13 @@ use std::sync::Arc;
 use tracing::info;
 use uuid::Uuid;
 
+mod aggregate;
+mod check;
 mod follow;
 mod repair;
 mod search;
 
+pub use aggregate::{AggregateRequest, Cooccurrence, CooccurrenceRequest, MAX_SLACK_MS};
 pub use follow::DEFAULT_VISIBILITY_REFRESH;
 pub use repair::Reindexed;
 pub use search::matches;
@@ -56,6 +59,12 @@ pub struct Service {
     key_locks: Vec<tokio::sync::Mutex<()>>,
     /// This node, in the events it publishes (it skips its own when following).
     node: Uuid,
+    /// Registered types, for checking searches (see `check.rs`).
+    type_list: check::TypeList,
+    /// Recent views, for page tokens (see `search.rs`).
+    views: search::Views,
+    /// Turns `knn.text` into a vector, when configured.
+    text_encoder: Option<Arc<dyn crate::encode::TextEncoder>>,
 }
 
 const KEY_STRIPES: usize = 256;
@@ -100,7 +109,16 @@ impl Service {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             node: Uuid::now_v7(),
+            type_list: Default::default(),
+            views: Default::default(),
+            text_encoder: None,
         }
+    }
+
+    /// Sets the encoder that turns `knn.text` queries into vectors.
+    pub fn with_text_encoder(mut self, encoder: Arc<dyn crate::encode::TextEncoder>) -> Service {
+        self.text_encoder = Some(encoder);
+        self
     }
 
     /// This node's id in the operation events it publishes; new with every `Service`.
