@@ -292,7 +292,8 @@ pub struct CooccurArgs {
     /// The media item.
     #[arg(long = "media")]
     pub media: String,
-    /// A condition: an exact label, or `text:<words>`; two or more.
+    /// A condition: an exact label, or `text:<words>`; repeat for each (one alone gives
+    /// the spans where it holds).
     #[arg(long = "with", required = true, num_args = 1)]
     pub with: Vec<String>,
     /// Widen each annotation by this many ms on each side (500: "in the same second").

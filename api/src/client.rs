@@ -177,6 +177,13 @@ fn search_filter(a: &SearchArgs) -> anyhow::Result<serde_json::Map<String, Value
     if let Some(t) = &a.text {
         f.insert("text".into(), json!({"query": t, "fuzzy": !a.exact}));
     }
+    if a.count
+        .as_deref()
+        .is_some_and(|c| c.starts_with("histogram"))
+        && a.from_ms.is_some() != a.to_ms.is_some()
+    {
+        bail!("a histogram over a time range needs both --from-ms and --to-ms");
+    }
     if a.from_ms.is_some() || a.to_ms.is_some() {
         f.insert(
             "time_range".into(),
@@ -198,6 +205,9 @@ fn search_filter(a: &SearchArgs) -> anyhow::Result<serde_json::Map<String, Value
 pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     let c = Client::new(&args.client);
     let mut body = search_filter(&args)?;
+    if args.count.is_some() && (args.sort.is_some() || args.like.is_some()) {
+        bail!("--count counts what the filters match; --sort and --like do not apply");
+    }
     if let Some(count) = &args.count {
         let aggs = match count.split_once(':') {
             None if count == "label" => json!({"labels": 100}),
@@ -320,6 +330,7 @@ pub async fn cooccur(args: CooccurArgs) -> anyhow::Result<()> {
         .await?;
     let rows = out["intervals"].as_array().cloned().unwrap_or_default();
     print_rows(&args.client, &rows, &["start_ms", "end_ms"]);
+    eprintln!("annotations matched per condition: {}", out["matched"]);
     Ok(())
 }
 

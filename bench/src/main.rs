@@ -5,13 +5,16 @@
 //! [--large-runs 100]`
 //! Measures: upsert throughput (1,000-annotation batches from 4 concurrent producers,
 //! indexing included), search latency for media + type + time range over what that
-//! loaded, and finish latency for runs of 500 and of 50,000 annotations.
+//! loaded, catalogue-wide label, fuzzy text and confidence-ordered queries and a media
+//! item's timeline aggregation, and finish latency for runs of 500 and of 50,000
+//! annotations. Issue 5's figures: `--annotations 10000000 --finish-runs 0 --large-runs 0`.
 
 use annostore_core::clock::SystemClock;
 use annostore_core::model::{
-    SearchFilter, SearchRequest, StartOperation, TimeRange, TypeDefinition,
+    SearchFilter, SearchRequest, SortOrder, StartOperation, TextQuery, TimeRange, TypeDefinition,
 };
-use annostore_core::service::Service;
+use annostore_core::query::{AggregateSpec, HistogramSpec};
+use annostore_core::service::{AggregateRequest, Service};
 use annostore_core::validate::Limits;
 use anyhow::{Context, ensure};
 use clap::Parser;
@@ -175,6 +178,99 @@ async fn run(args: Args) -> anyhow::Result<()> {
         h.value_at_quantile(0.99) as f64 / 1e3,
         found as f64 / args.searches as f64
     );
+    // 2b. Catalogue-wide queries over everything loaded (issue 5): a label, a fuzzy
+    // text query, a label in confidence order, and one media item's timeline.
+    let media = |rng: &mut u64| format!("video-{:05}", next(rng) as usize % media_count);
+    let queries: [(&str, &dyn Fn(&mut u64) -> Query); 5] = [
+        ("label, catalogue-wide", &|rng| {
+            Query::Search(SearchRequest {
+                filter: SearchFilter {
+                    label: Some(LABELS[next(rng) as usize % LABELS.len()].into()),
+                    ..Default::default()
+                },
+                limit: Some(100),
+                ..Default::default()
+            })
+        }),
+        ("label in a 60 s window, catalogue-wide", &|rng| {
+            let from = (next(rng) % (PER_MEDIA as u64 * 1_000)) as i64;
+            Query::Search(SearchRequest {
+                filter: SearchFilter {
+                    label: Some(LABELS[next(rng) as usize % LABELS.len()].into()),
+                    time_range: Some(TimeRange::new(from, from + 60_000)),
+                    ..Default::default()
+                },
+                limit: Some(100),
+                ..Default::default()
+            })
+        }),
+        ("fuzzy text (one typo), catalogue-wide", &|rng| {
+            let label = LABELS[next(rng) as usize % LABELS.len()];
+            Query::Search(SearchRequest {
+                filter: SearchFilter {
+                    text: Some(TextQuery {
+                        query: typo(label),
+                        fuzzy: true,
+                        fields: vec![],
+                    }),
+                    ..Default::default()
+                },
+                limit: Some(100),
+                ..Default::default()
+            })
+        }),
+        ("label by confidence, catalogue-wide", &|rng| {
+            Query::Search(SearchRequest {
+                filter: SearchFilter {
+                    label: Some(LABELS[next(rng) as usize % LABELS.len()].into()),
+                    ..Default::default()
+                },
+                sort: Some(SortOrder::Confidence),
+                limit: Some(100),
+                ..Default::default()
+            })
+        }),
+        (
+            "timeline of one media item (labels + 10 s histogram by label)",
+            &|rng| {
+                Query::Aggregate(AggregateRequest {
+                    filter: SearchFilter {
+                        media_id: Some(media(rng)),
+                        ..Default::default()
+                    },
+                    aggregations: AggregateSpec {
+                        labels: Some(20),
+                        types: false,
+                        histogram: Some(HistogramSpec {
+                            interval_ms: 10_000,
+                            by_label: true,
+                        }),
+                    },
+                })
+            },
+        ),
+    ];
+    for (name, make) in queries {
+        let mut h = Histogram::<u64>::new(3)?;
+        let mut hits = 0usize;
+        let n = (args.searches / 10).max(100);
+        for _ in 0..n {
+            let q = make(&mut rng);
+            let t = Instant::now();
+            hits += match &q {
+                Query::Search(req) => service.search(req).await?.annotations.len(),
+                Query::Aggregate(req) => service.aggregate(req).await?.total as usize,
+            };
+            h.record(t.elapsed().as_micros() as u64)?;
+        }
+        ensure!(hits > 0, "{name}: found nothing");
+        println!(
+            "{name} at {total} annotations: {n} queries, p50 {:.2} ms, p99 {:.2} ms",
+            h.value_at_quantile(0.5) as f64 / 1e3,
+            h.value_at_quantile(0.99) as f64 / 1e3,
+        );
+    }
+
     // 3. Finish latency for small and large runs. Per run: the time its last batches
     // take to be indexed after they are acknowledged (what a finish waits for first),
     // then the finish itself (what it costs: store write and visibility flip).
@@ -214,6 +310,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     drop(service);
     std::thread::sleep(Duration::from_millis(100));
     Ok(())
+}
+
+enum Query {
+    Search(SearchRequest),
+    Aggregate(AggregateRequest),
+}
+
+/// The word with two neighbouring letters swapped: one edit for fuzzy search.
+fn typo(word: &str) -> String {
+    let mut chars: Vec<char> = word.chars().collect();
+    if chars.len() >= 3 {
+        chars.swap(1, 2);
+    }
+    chars.into_iter().collect()
 }
 
 fn start_req(pivot: &str) -> StartOperation {

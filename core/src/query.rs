@@ -402,7 +402,20 @@ impl SchemaFields {
             return out;
         };
         for (name, p) in props {
-            let kind = match p.get("type").and_then(Value::as_str) {
+            // "string", or ["string", "null"]: one type besides null.
+            let ty = match p.get("type") {
+                Some(Value::String(t)) => Some(t.as_str()),
+                Some(Value::Array(ts)) => {
+                    let named: Vec<&str> = ts
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .filter(|t| *t != "null")
+                        .collect();
+                    (named.len() == 1).then(|| named[0])
+                }
+                _ => None,
+            };
+            let kind = match ty {
                 Some("string") => FieldKind::String,
                 Some("number" | "integer") => FieldKind::Number,
                 Some("boolean") => FieldKind::Boolean,
@@ -876,11 +889,15 @@ mod tests {
             "speed": {"type": "number"},
             "n": {"type": "integer"},
             "ok": {"type": "boolean"},
+            "maybe": {"type": ["number", "null"]},
+            "either": {"type": ["number", "string"]},
             "nested": {"type": "object"}
         }});
         let f = SchemaFields::of(&s);
         assert_eq!(f.text, vec!["data.caption"]);
-        assert_eq!(f.filters.len(), 5);
+        assert_eq!(f.filters.len(), 6);
+        assert_eq!(f.filters["maybe"], FieldKind::Number);
+        assert!(!f.filters.contains_key("either"));
         assert_eq!(f.filters["n"], FieldKind::Number);
     }
 

@@ -122,6 +122,20 @@ impl Service {
                 format!("between 0 and {MAX_SLACK_MS}"),
             ));
         }
+        if let Some(r) = req.time_range {
+            if r.end_ms < r.start_ms {
+                return Err(Error::invalid(
+                    "time_range",
+                    "the end must not be before the start",
+                ));
+            }
+            if r.relation != query::TimeRelation::Intersects {
+                return Err(Error::invalid(
+                    "time_range.relation",
+                    "co-occurrence looks at what intersects its time range; leave relation out",
+                ));
+            }
+        }
         let min_duration = req.min_duration_ms.unwrap_or(1);
         if min_duration < 1 {
             return Err(Error::invalid("min_duration_ms", "must be at least 1"));
@@ -190,14 +204,12 @@ impl Service {
                 Some(acc) => query::intersect(&acc, &union),
             });
         }
-        let mut intervals = spans.unwrap_or_default();
-        if let Some(r) = req.time_range {
-            let clip = [Interval {
-                start_ms: r.start_ms,
-                end_ms: r.end_ms,
-            }];
-            intervals = query::intersect(&intervals, &clip);
-        }
+        // Clipped to the query's range, and to time 0 (slack can reach before it).
+        let clip = [Interval {
+            start_ms: req.time_range.map_or(0, |r| r.start_ms.max(0)),
+            end_ms: req.time_range.map_or(i64::MAX, |r| r.end_ms),
+        }];
+        let mut intervals = query::intersect(&spans.unwrap_or_default(), &clip);
         intervals
             .retain(|iv| iv.end_ms.saturating_sub(iv.start_ms).saturating_add(1) >= min_duration);
         Ok(Cooccurrence {

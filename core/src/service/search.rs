@@ -36,7 +36,11 @@ impl Views {
     fn keep(&self, view: &Arc<Visibility>) {
         let mut recent = self.recent.lock();
         let fp = view.fingerprint();
-        if recent.back().is_some_and(|(f, _, _)| *f == fp) {
+        if let Some((f, _, at)) = recent.back_mut()
+            && *f == fp
+        {
+            // Still the newest: it is kept from its last use, not its first.
+            *at = Instant::now();
             return;
         }
         recent.push_back((fp, view.clone(), Instant::now()));
@@ -103,17 +107,22 @@ impl Service {
             .as_deref()
             .map(|t| page::decode_search(&shape, t))
             .transpose()?;
+        // Checked before anything else answers (an empty preview included).
+        let vector = match &req.knn {
+            Some(knn) => Some(self.knn_vector(knn).await?),
+            None => None,
+        };
         let Some(ps) = self.page_scope(&filter, cursor.as_ref(), view).await? else {
             return Ok(empty_page());
         };
         let after = cursor.map(|c| c.after);
-        let page = match &req.knn {
-            None => {
-                self.filled_page(&filter, order, &ps, after, limit, &shape)
+        let page = match (&req.knn, vector) {
+            (Some(knn), Some(vector)) => {
+                self.knn_page(&filter, knn.k, vector, order, &ps, after, limit, &shape)
                     .await?
             }
-            Some(knn) => {
-                self.knn_page(&filter, knn, order, &ps, after, limit, &shape)
+            _ => {
+                self.filled_page(&filter, order, &ps, after, limit, &shape)
                     .await?
             }
         };
@@ -250,14 +259,14 @@ impl Service {
     async fn knn_page(
         &self,
         filter: &SearchFilter,
-        knn: &Knn,
+        k: u32,
+        vector: Vec<f32>,
         order: SortOrder,
         ps: &PageScope,
         after: Option<Position>,
         limit: usize,
         shape: &RequestShape<'_>,
     ) -> Result<SearchPage, Error> {
-        let vector = self.knn_vector(knn).await?;
         let hits = self
             .engines
             .index
@@ -265,7 +274,7 @@ impl Service {
                 filter: filter.clone(),
                 scope: ps.scope.clone(),
                 vector: vector.clone(),
-                k: knn.k as usize,
+                k: k as usize,
             })
             .await?;
         let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
