@@ -33,6 +33,37 @@ pub struct Config {
     pub queue: QueueConfig,
     pub events: EventsConfig,
     pub reconciler: ReconcilerConfig,
+    pub search: SearchConfig,
+}
+
+/// `[search]`: what search needs beyond the index.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// Turns `knn.text` queries into vectors (text-to-image search).
+    pub text_encoder: TextEncoderConfig,
+}
+
+/// `[search.text_encoder]`: none by default (`knn.text` answers 422).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TextEncoderConfig {
+    #[default]
+    None,
+    /// A BERT-style or CLIP text ONNX model and its `tokenizer.json`: MiniLM for the
+    /// bridge that `annostore ingest --text-encoder` writes, or a CLIP text tower for
+    /// runs embedded by the matching CLIP image tower.
+    Onnx(OnnxTextEncoderConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxTextEncoderConfig {
+    pub model: PathBuf,
+    pub tokenizer: PathBuf,
+    /// libonnxruntime.so [default: ORT_DYLIB_PATH, then the venv's onnxruntime wheel].
+    #[serde(default)]
+    pub onnxruntime: Option<PathBuf>,
 }
 
 /// `[store]`: where the truth lives.
@@ -93,6 +124,7 @@ impl Default for Config {
             queue: QueueConfig::default(),
             events: EventsConfig::default(),
             reconciler: ReconcilerConfig::default(),
+            search: SearchConfig::default(),
         }
     }
 }
