@@ -1,7 +1,8 @@
 //! The index conformance suite against a *model* of Elasticsearch: a stub server that
-//! evaluates the small query language subset the adapter sends (`match_all`,
-//! `bool.filter` of `term`/`terms`/`range`, the fixed sort, `search_after`, `size`,
-//! `docvalue_fields`) over the documents it received by `_bulk`. It checks the adapter's
+//! evaluates the query language subset the adapter sends (`match_all`, `match_none`,
+//! `bool` with `filter`/`must`/`should` of `term`/`terms`/`range`/fuzzy `match` (text
+//! fields tokenised by `core::query::tokens`), the time and confidence sorts,
+//! `search_after`, `size`, `docvalue_fields`; not kNN nor aggregations) over the documents it received by `_bulk`. It checks the adapter's
 //! own logic (dedupe, chunking, paging, scope plans, page filling, parsing) with the
 //! real suite, in CI, without a server. It is no evidence about Elasticsearch itself:
 //! the model's semantics are this file's reading of the documentation, and
@@ -10,8 +11,9 @@
 mod common;
 
 use annostore_core::index::Index;
+use annostore_core::query::SortOrder;
 use annostore_core::testkit::index as suite;
-use annostore_elastic::ElasticIndex;
+use annostore_elastic::{ElasticIndex, body};
 use common::{Recorded, Stub};
 use serde_json::{Value, json};
 use std::cmp::Ordering;
@@ -29,36 +31,95 @@ fn term_text(v: &Value) -> Option<String> {
     }
 }
 
+/// A field's values in a document: `a.b` is `doc[a][b]` (the adapter's paths have one
+/// dot at most: `box.x1`, `data_kw.<escaped>`); arrays are many values.
+fn values<'a>(doc: &'a Value, field: &str) -> Vec<&'a Value> {
+    let v = match doc.get(field) {
+        Some(v) => Some(v),
+        None => field
+            .split_once('.')
+            .and_then(|(a, b)| doc.get(a).and_then(|o| o.get(b))),
+    };
+    match v {
+        Some(Value::Array(xs)) => xs.iter().collect(),
+        Some(v) => vec![v],
+        None => vec![],
+    }
+}
+
+/// The tokens of a text field (`label.text`, `data_text.<f>`), as the analyzer makes
+/// them (modelled by `core::query::tokens`).
+fn text_tokens(doc: &Value, field: &str) -> Vec<String> {
+    let source = if field == "label.text" {
+        "label"
+    } else {
+        field
+    };
+    values(doc, source)
+        .iter()
+        .filter_map(|v| v.as_str())
+        .flat_map(annostore_core::query::tokens)
+        .collect()
+}
+
+fn is_text(field: &str) -> bool {
+    field == "label.text" || field.starts_with("data_text.")
+}
+
 fn matches(q: &Value, doc: &Value) -> bool {
     let (kind, body) = q
         .as_object()
         .and_then(|o| o.iter().next())
         .expect("a query is a one-key object");
+    let all = |key: &str| {
+        body.get(key)
+            .and_then(Value::as_array)
+            .is_none_or(|cs| cs.iter().all(|c| matches(c, doc)))
+    };
     match kind.as_str() {
         "match_all" => true,
-        "bool" => body["filter"]
-            .as_array()
-            .expect("bool.filter")
-            .iter()
-            .all(|c| matches(c, doc)),
+        "match_none" => false,
+        "bool" => {
+            all("filter")
+                && all("must")
+                && body
+                    .get("should")
+                    .and_then(Value::as_array)
+                    .is_none_or(|cs| cs.iter().any(|c| matches(c, doc)))
+        }
         "term" => {
             let (field, value) = body.as_object().unwrap().iter().next().unwrap();
-            doc.get(field).and_then(term_text) == term_text(value)
+            if is_text(field) {
+                let t = value.as_str().unwrap();
+                return text_tokens(doc, field).iter().any(|x| x == t);
+            }
+            values(doc, field)
+                .iter()
+                .any(|v| term_text(v).is_some() && term_text(v) == term_text(value))
         }
         "terms" => {
-            let (field, values) = body.as_object().unwrap().iter().next().unwrap();
-            let Some(x) = doc.get(field).and_then(Value::as_i64) else {
-                return false;
-            };
-            values
-                .as_array()
-                .unwrap()
+            let (field, wanted) = body.as_object().unwrap().iter().next().unwrap();
+            values(doc, field).iter().any(|v| {
+                wanted
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|w| term_text(v).is_some() && term_text(v) == term_text(w))
+            })
+        }
+        "match" => {
+            let (field, m) = body.as_object().unwrap().iter().next().unwrap();
+            assert!(is_text(field), "match on {field}");
+            assert_eq!(m["fuzziness"], "AUTO");
+            let q = m["query"].as_str().unwrap();
+            text_tokens(doc, field)
                 .iter()
-                .any(|v| v.as_i64() == Some(x))
+                .any(|t| annostore_core::query::token_matches(q, t, true))
         }
         "range" => {
             let (field, bounds) = body.as_object().unwrap().iter().next().unwrap();
-            let Some(x) = doc.get(field) else {
+            let xs = values(doc, field);
+            let Some(x) = xs.first() else {
                 return false;
             };
             bounds.as_object().unwrap().iter().all(|(op, bound)| {
@@ -66,12 +127,16 @@ fn matches(q: &Value, doc: &Value) -> bool {
                     // A float field: the bound is rounded to float, as Elasticsearch does.
                     let (a, b) = (x.as_f64().unwrap() as f32, bound.as_f64().unwrap() as f32);
                     a.partial_cmp(&b).unwrap()
+                } else if let (Some(a), Some(b)) = (x.as_i64(), bound.as_i64()) {
+                    a.cmp(&b)
                 } else {
-                    x.as_i64().unwrap().cmp(&bound.as_i64().unwrap())
+                    x.as_f64().unwrap().total_cmp(&bound.as_f64().unwrap())
                 };
                 match op.as_str() {
                     "gte" => ord != Ordering::Less,
+                    "gt" => ord == Ordering::Greater,
                     "lte" => ord != Ordering::Greater,
+                    "lt" => ord == Ordering::Less,
                     other => panic!("range op {other} not modelled"),
                 }
             })
@@ -108,25 +173,56 @@ fn answer(docs: &Docs, req: &Recorded) -> (u16, Vec<u8>) {
         }
         "_search" => {
             let q = req.json();
-            assert_eq!(q["sort"], annostore_elastic::body::sort());
+            let ranked = q["sort"] == body::sort_for(SortOrder::Confidence).unwrap();
+            assert!(ranked || q["sort"] == body::sort(), "sort {}", q["sort"]);
             assert_eq!(q["docvalue_fields"], json!(["op_key"]));
             let size = q["size"].as_u64().unwrap() as usize;
+            // Positions as (rank, key): rank descending (f32, as the float field), then
+            // the key ascending; time order has no rank.
+            let rank = |d: &Value| ranked.then(|| d["rank_confidence"].as_f64().unwrap() as f32);
+            let position = |d: &Value| (rank(d), sort_key(d));
+            let cmp = |a: &(Option<f32>, (String, i64, String)),
+                       b: &(Option<f32>, (String, i64, String))| {
+                let by_rank = match (a.0, b.0) {
+                    (Some(x), Some(y)) => y.total_cmp(&x),
+                    _ => Ordering::Equal,
+                };
+                by_rank.then_with(|| a.1.cmp(&b.1))
+            };
             let after = q.get("search_after").map(|a| {
+                let a = a.as_array().unwrap();
+                let (r, k) = if ranked {
+                    (Some(a[0].as_f64().unwrap() as f32), &a[1..])
+                } else {
+                    (None, &a[..])
+                };
                 (
-                    a[0].as_str().unwrap().to_owned(),
-                    a[1].as_i64().unwrap(),
-                    a[2].as_str().unwrap().to_owned(),
+                    r,
+                    (
+                        k[0].as_str().unwrap().to_owned(),
+                        k[1].as_i64().unwrap(),
+                        k[2].as_str().unwrap().to_owned(),
+                    ),
                 )
             });
             let mut hits: Vec<&Value> = docs.values().filter(|d| matches(&q["query"], d)).collect();
-            hits.sort_by_key(|d| sort_key(d));
+            hits.sort_by(|a, b| cmp(&position(a), &position(b)));
             let hits: Vec<Value> = hits
                 .into_iter()
-                .filter(|d| after.as_ref().is_none_or(|a| sort_key(d) > *a))
+                .filter(|d| {
+                    after
+                        .as_ref()
+                        .is_none_or(|a| cmp(&position(d), a) == Ordering::Greater)
+                })
                 .take(size)
                 .map(|d| {
                     let (m, s, id) = sort_key(d);
-                    json!({"_id": id, "sort": [m, s, id], "fields": {"op_key": [d["op_key"]]}})
+                    let mut sort = vec![json!(m), json!(s), json!(id)];
+                    if ranked {
+                        // As Elasticsearch shows a float: widened to double.
+                        sort.insert(0, json!(f64::from(rank(d).unwrap())));
+                    }
+                    json!({"_id": id, "sort": sort, "fields": {"op_key": [d["op_key"]]}})
                 })
                 .collect();
             json!({"timed_out": false, "_shards": {"failed": 0}, "hits": {"hits": hits}})
