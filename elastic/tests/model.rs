@@ -259,3 +259,236 @@ async fn suite_passes_on_the_model_with_snapshots_checked_on_hits() {
 async fn suite_passes_on_the_model_with_snapshots_as_terms() {
     run_suite(1_024, 1_000).await;
 }
+
+/// The search language through the adapter, against `core::query::matches` by brute
+/// force (on this file's model of Elasticsearch): every new filter alone and some
+/// together, in time and confidence order, paged, with checked and exact scopes. It
+/// checks that the clauses say what `matches` says (relations, corners, data kinds,
+/// text), under the model's reading of the query DSL.
+#[tokio::test]
+async fn search_language_matches_the_brute_force_on_the_model() {
+    use annostore_core::index::{IndexQuery, Position, Scope};
+    use annostore_core::model::{Annotation, BBox, SearchFilter, SortKey};
+    use annostore_core::query::{
+        self, DataCondition, Region, SpaceRelation, TextQuery, TimeRange, TimeRelation,
+    };
+    use annostore_core::visibility::Visibility;
+    use uuid::Uuid;
+
+    let docs: Docs = Arc::default();
+    let served = docs.clone();
+    let stub = Stub::start(Box::new(move |req, _| answer(&served, req))).await;
+    let (op1, op2) = (Uuid::new_v4(), Uuid::new_v4());
+    let labels = ["red car", "curtain", "cat", "Cats and dogs", "ünï"];
+    let all: Vec<Annotation> = (0..60i64)
+        .map(|i| {
+            let mut a = suite::annotation(
+                if i % 3 == 0 { op2 } else { op1 },
+                "m",
+                i * 7,
+                i * 7 + i % 5 * 9,
+            );
+            a.media_id = format!("m{}", i % 4);
+            a.label = (i % 6 != 5).then(|| labels[i as usize % labels.len()].to_owned());
+            a.confidence = (i % 7 != 0).then(|| (i % 10) as f32 / 10.0);
+            // Quarters: exact in f32 and f64, so edges touch exactly.
+            a.bbox = (i % 7 != 3).then(|| BBox {
+                x: (i % 4) as f32 / 4.0,
+                y: (i % 3) as f32 / 4.0,
+                w: 0.25 * (1 + i % 3) as f32,
+                h: 0.25,
+            });
+            a.data = Some(match i % 4 {
+                0 => json!({"kind": "close-up", "n": i, "ok": true, "caption": "a curtian call"}),
+                1 => json!({"kind": 3, "n": -0.0, "ok": false}),
+                2 => json!({"n": i as f64 / 2.0, "a.b": "dotted", "caption": null}),
+                _ => json!({}),
+            });
+            a
+        })
+        .collect();
+    let mut config = stub.config();
+    config.bulk_max_docs = 25;
+    for scope_terms_max in [0, 1_024] {
+        config.scope_terms_max = scope_terms_max;
+        let index = ElasticIndex::connect(&config).unwrap();
+        index
+            .upsert(&all, annostore_core::index::Existing::Unknown)
+            .await
+            .unwrap();
+        let scope = Scope::Visible(Arc::new(Visibility::from_active([op1])));
+        let f = SearchFilter::default;
+        let cond = |field: &str| DataCondition {
+            field: field.into(),
+            ..DataCondition::default()
+        };
+        let region = |x, y, w, h, relation| Region {
+            x,
+            y,
+            w,
+            h,
+            relation,
+        };
+        let text = |q: &str, fuzzy, fields: &[&str]| TextQuery {
+            query: q.into(),
+            fuzzy,
+            fields: fields.iter().map(|s| s.to_string()).collect(),
+        };
+        let filters = vec![
+            f(),
+            SearchFilter {
+                media_ids: Some(vec!["m1".into(), "m3".into()]),
+                ..f()
+            },
+            SearchFilter {
+                labels: Some(vec!["cat".into(), "curtain".into()]),
+                ..f()
+            },
+            SearchFilter {
+                labels: Some(vec![]),
+                ..f()
+            },
+            SearchFilter {
+                time_range: Some(TimeRange {
+                    start_ms: 50,
+                    end_ms: 200,
+                    relation: TimeRelation::Within,
+                }),
+                ..f()
+            },
+            SearchFilter {
+                time_range: Some(TimeRange {
+                    start_ms: 100,
+                    end_ms: 110,
+                    relation: TimeRelation::Contains,
+                }),
+                ..f()
+            },
+            SearchFilter {
+                min_confidence: Some(0.3),
+                max_confidence: Some(0.7),
+                ..f()
+            },
+            SearchFilter {
+                region: Some(region(0.25, 0.0, 0.25, 0.5, SpaceRelation::Intersects)),
+                ..f()
+            },
+            SearchFilter {
+                region: Some(region(0.25, 0.0, 0.5, 0.75, SpaceRelation::Within)),
+                ..f()
+            },
+            SearchFilter {
+                text: Some(text("curtian", true, &["label", "data.caption"])),
+                ..f()
+            },
+            SearchFilter {
+                text: Some(text("cats DOGS", false, &["label"])),
+                ..f()
+            },
+            SearchFilter {
+                text: Some(text("cat", true, &["label"])),
+                ..f()
+            },
+            SearchFilter {
+                data: Some(vec![DataCondition {
+                    eq: Some(json!("close-up")),
+                    ..cond("kind")
+                }]),
+                ..f()
+            },
+            SearchFilter {
+                data: Some(vec![DataCondition {
+                    eq: Some(json!(3)),
+                    ..cond("kind")
+                }]),
+                ..f()
+            },
+            SearchFilter {
+                data: Some(vec![DataCondition {
+                    eq: Some(json!(0)),
+                    ..cond("n")
+                }]),
+                ..f()
+            },
+            SearchFilter {
+                data: Some(vec![DataCondition {
+                    gt: Some(-0.0),
+                    lte: Some(20.0),
+                    ..cond("n")
+                }]),
+                ..f()
+            },
+            SearchFilter {
+                data: Some(vec![
+                    cond("caption"),
+                    DataCondition {
+                        eq: Some(json!(false)),
+                        ..cond("ok")
+                    },
+                ]),
+                ..f()
+            },
+            SearchFilter {
+                data: Some(vec![DataCondition {
+                    eq: Some(json!("dotted")),
+                    ..cond("a.b")
+                }]),
+                ..f()
+            },
+            SearchFilter {
+                media_ids: Some(vec!["m0".into(), "m2".into()]),
+                min_confidence: Some(0.1),
+                region: Some(region(0.0, 0.0, 1.0, 1.0, SpaceRelation::Within)),
+                data: Some(vec![cond("n")]),
+                ..f()
+            },
+        ];
+        let mut matched_some = 0;
+        for filter in filters {
+            for order in [query::SortOrder::Time, query::SortOrder::Confidence] {
+                let mut expected: Vec<&Annotation> = all
+                    .iter()
+                    .filter(|a| a.operation_id == op1 && query::matches(&filter, a))
+                    .collect();
+                expected.sort_by(|a, b| {
+                    query::compare(
+                        order,
+                        (query::rank_of(order, a, None), &SortKey::of(a)),
+                        (query::rank_of(order, b, None), &SortKey::of(b)),
+                    )
+                });
+                let expected: Vec<(Option<f32>, SortKey)> = expected
+                    .iter()
+                    .map(|a| (query::rank_of(order, a, None), SortKey::of(a)))
+                    .collect();
+                // Pages of 7.
+                let mut got = Vec::new();
+                let mut after: Option<Position> = None;
+                loop {
+                    let page = index
+                        .search(&IndexQuery {
+                            filter: filter.clone(),
+                            scope: scope.clone(),
+                            order,
+                            after: after.clone(),
+                            limit: 7,
+                        })
+                        .await
+                        .unwrap();
+                    let n = page.len();
+                    after = page.last().map(|h| h.position());
+                    got.extend(page.into_iter().map(|h| (h.rank, h.key)));
+                    if n < 7 {
+                        break;
+                    }
+                }
+                assert_eq!(got, expected, "{order:?} {filter:?}");
+                matched_some += usize::from(!expected.is_empty());
+            }
+        }
+        assert!(
+            matched_some >= 30,
+            "cases that match something: {matched_some}"
+        );
+    }
+}
