@@ -2,7 +2,8 @@
 //! evaluates the query language subset the adapter sends (`match_all`, `match_none`,
 //! `bool` with `filter`/`must`/`should` of `term`/`terms`/`range`/fuzzy `match` (text
 //! fields tokenised by `core::query::tokens`), the time and confidence sorts,
-//! `search_after`, `size`, `docvalue_fields`; not kNN nor aggregations) over the documents it received by `_bulk`. It checks the adapter's
+//! `search_after`, `size`, `docvalue_fields`; exact kNN by cosine with its filter; the
+//! labels/types/histogram aggregations; get field mapping) over the documents it received by `_bulk`. It checks the adapter's
 //! own logic (dedupe, chunking, paging, scope plans, page filling, parsing) with the
 //! real suite, in CI, without a server. It is no evidence about Elasticsearch itself:
 //! the model's semantics are this file's reading of the documentation, and
@@ -153,9 +154,151 @@ fn sort_key(doc: &Value) -> (String, i64, String) {
     )
 }
 
+/// A kNN search, exactly (brute force): cosine over the documents the filter matches,
+/// scored `(1 + cos) / 2`, highest first, `k` of them.
+fn knn(docs: &BTreeMap<String, Value>, q: &Value) -> Value {
+    let knn = &q["knn"];
+    let field = knn["field"].as_str().unwrap();
+    let vector: Vec<f32> = serde_json::from_value(knn["query_vector"].clone()).unwrap();
+    let k = knn["k"].as_u64().unwrap() as usize;
+    assert!(knn["num_candidates"].as_u64().unwrap() as usize >= k);
+    assert_eq!(q["size"].as_u64().unwrap() as usize, k);
+    let all = json!({"match_all": {}});
+    let filter = knn.get("filter").unwrap_or(&all);
+    let mut scored: Vec<(f64, &Value)> = docs
+        .values()
+        .filter(|d| matches(filter, d))
+        .filter_map(|d| {
+            let e: Vec<f32> = serde_json::from_value(d.get(field)?.clone()).ok()?;
+            Some((
+                (1.0 + f64::from(annostore_core::query::cosine(&vector, &e))) / 2.0,
+                d,
+            ))
+        })
+        .collect();
+    scored.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then_with(|| sort_key(a.1).cmp(&sort_key(b.1)))
+    });
+    let hits: Vec<Value> = scored
+        .into_iter()
+        .take(k)
+        .map(|(score, d)| {
+            json!({"_id": d["id"], "_score": score, "fields": {
+                "media_id": [d["media_id"]], "start_ms": [d["start_ms"]], "id": [d["id"]],
+                "op_key": [d["op_key"]],
+            }})
+        })
+        .collect();
+    json!({"timed_out": false, "_shards": {"failed": 0}, "hits": {"hits": hits}})
+}
+
+/// Label `terms` over some documents: every label, count desc then key asc.
+fn label_terms(docs: &[&Value], size: usize) -> Value {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for d in docs {
+        if let Some(l) = d.get("label").and_then(Value::as_str) {
+            *counts.entry(l.to_owned()).or_default() += 1;
+        }
+    }
+    let mut v: Vec<(String, u64)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let other: u64 = v.iter().skip(size).map(|x| x.1).sum();
+    let buckets: Vec<Value> = v
+        .into_iter()
+        .take(size)
+        .map(|(k, n)| json!({"key": k, "doc_count": n}))
+        .collect();
+    json!({"doc_count_error_upper_bound": 0, "sum_other_doc_count": other, "buckets": buckets})
+}
+
+/// An aggregation search: the total and the `labels`, `types` and `histogram`
+/// aggregations the adapter sends, computed from the documents.
+fn aggregate(docs: &BTreeMap<String, Value>, q: &Value) -> Value {
+    assert_eq!(q["size"], 0);
+    assert_eq!(q["track_total_hits"], true);
+    let matched: Vec<&Value> = docs.values().filter(|d| matches(&q["query"], d)).collect();
+    let mut aggs = serde_json::Map::new();
+    let asked = q
+        .get("aggs")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for (name, spec) in asked {
+        let answer = match name.as_str() {
+            "labels" => label_terms(&matched, spec["terms"]["size"].as_u64().unwrap() as usize),
+            "types" => {
+                let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+                for d in &matched {
+                    let t = d["annotation_type"].as_str().unwrap().to_owned();
+                    let v = d["annotation_type_version"].to_string();
+                    *counts.entry((t, v)).or_default() += 1;
+                }
+                let buckets: Vec<Value> = counts
+                    .into_iter()
+                    .map(|((t, v), n)| json!({"key": {"type": t, "version": v}, "doc_count": n}))
+                    .collect();
+                json!({"buckets": buckets})
+            }
+            "histogram" => {
+                let h = &spec["histogram"];
+                assert_eq!(h["field"], "time");
+                let interval = h["interval"].as_i64().unwrap();
+                let mut buckets: BTreeMap<i64, Vec<&Value>> = BTreeMap::new();
+                for d in &matched {
+                    let (lo, hi) = (
+                        d["time"]["gte"].as_i64().unwrap(),
+                        d["time"]["lte"].as_i64().unwrap(),
+                    );
+                    for b in lo.div_euclid(interval)..=hi.div_euclid(interval) {
+                        buckets.entry(b).or_default().push(d);
+                    }
+                }
+                let by_label = spec.get("aggs").is_some();
+                let buckets: Vec<Value> = buckets
+                    .into_iter()
+                    .map(|(b, ds)| {
+                        let mut v = json!({"key": (b * interval) as f64, "doc_count": ds.len()});
+                        if by_label {
+                            v["labels"] = label_terms(&ds, 10_000);
+                        }
+                        v
+                    })
+                    .collect();
+                json!({"buckets": buckets})
+            }
+            other => panic!("aggregation {other} not modelled"),
+        };
+        aggs.insert(name, answer);
+    }
+    json!({"timed_out": false, "_shards": {"failed": 0},
+        "hits": {"total": {"value": matched.len(), "relation": "eq"}, "hits": []},
+        "aggregations": aggs})
+}
+
 fn answer(docs: &Docs, req: &Recorded) -> (u16, Vec<u8>) {
     let mut docs = docs.lock().unwrap();
     let endpoint = req.path.rsplit('/').next().unwrap_or("");
+    if req.path.contains("/_mapping/field/") {
+        // A field exists once a document has it; the template makes it cosine.
+        let mappings = if docs.values().any(|d| d.get(endpoint).is_some()) {
+            json!({endpoint: {"full_name": endpoint, "mapping": {endpoint: {
+                "type": "dense_vector", "similarity": "cosine"}}}})
+        } else {
+            json!({})
+        };
+        let reply = json!({"annostore-annotations": {"mappings": mappings}});
+        return (200, serde_json::to_vec(&reply).unwrap());
+    }
+    if endpoint == "_search" {
+        let q = req.json();
+        if q.get("knn").is_some() {
+            return (200, serde_json::to_vec(&knn(&docs, &q)).unwrap());
+        }
+        if q.get("aggs").is_some() || q["size"] == 0 {
+            return (200, serde_json::to_vec(&aggregate(&docs, &q)).unwrap());
+        }
+    }
     let reply = match endpoint {
         "_bulk" => {
             let text = std::str::from_utf8(&req.body).unwrap();
@@ -490,5 +633,155 @@ async fn search_language_matches_the_brute_force_on_the_model() {
             matched_some >= 30,
             "cases that match something: {matched_some}"
         );
+    }
+}
+
+/// kNN and aggregations through the adapter against the brute force of
+/// `core::query` (cosine, `Aggregator`) on the model: filters, exact and checked
+/// scopes, a zero embedding (left out of the index, never a neighbour).
+#[tokio::test]
+async fn knn_and_aggregations_match_the_brute_force_on_the_model() {
+    use annostore_core::index::{AggregateQuery, IndexError, KnnQuery, Scope};
+    use annostore_core::model::{Annotation, SearchFilter, SortKey};
+    use annostore_core::query::{self, AggregateSpec, Aggregator, HistogramSpec};
+    use annostore_core::visibility::Visibility;
+    use uuid::Uuid;
+
+    let docs: Docs = Arc::default();
+    let served = docs.clone();
+    let stub = Stub::start(Box::new(move |req, _| answer(&served, req))).await;
+    let (op1, op2, op3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let all: Vec<Annotation> = (0..80i64)
+        .map(|i| {
+            let op = [op1, op2, op3][i as usize % 3];
+            let mut a = suite::annotation(op, "m", i * 130, i * 130 + (i % 4) * 700);
+            a.media_id = format!("m{}", i % 2);
+            a.label =
+                (i % 5 != 4).then(|| ["cat", "dog", "bird", "ant"][i as usize % 4].to_owned());
+            a.annotation_type = ["shot", "face"][i as usize % 2].into();
+            a.annotation_type_version = [1, 2, 10][i as usize % 3];
+            a.embedding = match i % 9 {
+                0 => Some(vec![0.0; 3]),
+                1 => Some(vec![1.0, 2.0]),
+                8 => None,
+                _ => Some(vec![
+                    (i % 7) as f32 - 3.0,
+                    (i % 5) as f32 + 0.5,
+                    (i % 11) as f32 / 3.0,
+                ]),
+            };
+            a
+        })
+        .collect();
+    let mut config = stub.config();
+    config.scope_terms_max = 1_024;
+    let exact_index = ElasticIndex::connect(&config).unwrap();
+    exact_index
+        .upsert(&all, annostore_core::index::Existing::Unknown)
+        .await
+        .unwrap();
+    config.scope_terms_max = 0;
+    let checked_index = ElasticIndex::connect(&config).unwrap();
+    let scopes = [
+        Scope::Visible(Arc::new(Visibility::from_active([op1, op3]))),
+        Scope::Operation(op2),
+    ];
+    let filters = [
+        SearchFilter::default(),
+        SearchFilter {
+            media_id: Some("m1".into()),
+            ..SearchFilter::default()
+        },
+        SearchFilter {
+            labels: Some(vec!["cat".into(), "bird".into()]),
+            ..SearchFilter::default()
+        },
+    ];
+    let vector = vec![1.0f32, -0.5, 2.0];
+    for index in [&exact_index, &checked_index] {
+        for scope in &scopes {
+            for filter in &filters {
+                let in_scope =
+                    |a: &&Annotation| scope.allows(&a.operation_id) && query::matches(filter, a);
+                for k in [1, 5, 100] {
+                    let mut expected: Vec<(f32, SortKey)> = all
+                        .iter()
+                        .filter(in_scope)
+                        .filter_map(|a| {
+                            let e = a.embedding.as_ref()?;
+                            (e.len() == 3 && e.iter().any(|x| *x != 0.0))
+                                .then(|| (query::cosine(&vector, e), SortKey::of(a)))
+                        })
+                        .collect();
+                    expected.sort_by(|a, b| {
+                        query::compare(
+                            query::SortOrder::Score,
+                            (Some(a.0), &a.1),
+                            (Some(b.0), &b.1),
+                        )
+                    });
+                    expected.truncate(k);
+                    let got = index
+                        .knn(&KnnQuery {
+                            filter: filter.clone(),
+                            scope: scope.clone(),
+                            vector: vector.clone(),
+                            k,
+                        })
+                        .await
+                        .unwrap();
+                    let got: Vec<(f32, SortKey)> =
+                        got.into_iter().map(|h| (h.similarity, h.key)).collect();
+                    assert_eq!(got, expected, "k {k} {filter:?} {scope:?}");
+                }
+                // No document has 7 dimensions: no neighbours.
+                let none = index
+                    .knn(&KnnQuery {
+                        filter: filter.clone(),
+                        scope: scope.clone(),
+                        vector: vec![1.0; 7],
+                        k: 5,
+                    })
+                    .await
+                    .unwrap();
+                assert!(none.is_empty());
+                for spec in [
+                    AggregateSpec {
+                        labels: Some(2),
+                        types: true,
+                        histogram: Some(HistogramSpec {
+                            interval_ms: 1_000,
+                            by_label: true,
+                        }),
+                    },
+                    AggregateSpec {
+                        labels: Some(10),
+                        histogram: Some(HistogramSpec {
+                            interval_ms: 333,
+                            by_label: false,
+                        }),
+                        ..AggregateSpec::default()
+                    },
+                ] {
+                    let q = AggregateQuery {
+                        filter: filter.clone(),
+                        scope: scope.clone(),
+                        spec: spec.clone(),
+                    };
+                    let got = index.aggregate(&q).await;
+                    let checked =
+                        matches!(scope, Scope::Visible(_)) && std::ptr::eq(index, &checked_index);
+                    if checked {
+                        assert!(matches!(got, Err(IndexError::Rejected(_))), "{got:?}");
+                        continue;
+                    }
+                    let mut brute = Aggregator::new(spec);
+                    for a in all.iter().filter(in_scope) {
+                        brute.add(a);
+                    }
+                    assert_eq!(got.unwrap(), brute.finish(), "{filter:?} {scope:?}");
+                }
+            }
+        }
     }
 }
