@@ -1,10 +1,16 @@
 //! The request bodies the adapter sends, as pure functions: the index template, a
-//! document and its `_bulk` lines, a search and a count. Public so that golden tests
-//! (and anyone debugging a cluster) can see exactly what goes over the wire.
+//! document and its `_bulk` lines, the filter clauses of the search language
+//! (`annostore_core::query`), a search in time or confidence order, a kNN search, an
+//! aggregation and a count. Public so that golden tests (and anyone debugging a
+//! cluster) can see exactly what goes over the wire.
 
 use crate::config::ElasticConfig;
-use annostore_core::index::Scope;
-use annostore_core::model::{Annotation, BBox, SearchFilter, SortKey};
+use annostore_core::index::{Position, Scope};
+use annostore_core::model::{Annotation, BBox, SearchFilter};
+use annostore_core::query::{
+    self, AggregateSpec, Corners, DATA_PREFIX, DataCondition, LABEL_FIELD, MISSING_RANK, SortOrder,
+    SpaceRelation, TextQuery, TimeRelation,
+};
 use annostore_core::visibility::op_key;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -28,6 +34,49 @@ pub fn embedding_field(dims: usize) -> String {
     format!("embedding_{dims}")
 }
 
+/// The longest string (in UTF-8 bytes) indexed as a keyword under `data_kw` or
+/// `data_keys`: Lucene refuses terms above 32,766 bytes, and a refused document would
+/// block its whole batch. Longer values are left out of the document, and a query that
+/// compares with such a value is refused ([`filter_clauses`]), so no answer is wrong.
+pub const MAX_KEYWORD_BYTES: usize = 32_766;
+
+/// A `data` field's name as an Elasticsearch field under `data_kw`, `data_num`,
+/// `data_bool` and `data_text`. Elasticsearch reads dots in field names as object
+/// paths (`a.b` would become an object `a`, clashing with a field `a`) and refuses
+/// empty names, so names other than `[A-Za-z0-9_-]+` are escaped: `%` then the name
+/// with every other byte as `%XX`. Plain names never start with `%`, so the encoding
+/// is one-to-one.
+pub fn data_field(name: &str) -> String {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    if !name.is_empty() && name.bytes().all(plain) {
+        return name.to_owned();
+    }
+    let mut out = String::from("%");
+    for b in name.bytes() {
+        if plain(b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The time span as the `long_range` field `time` holds it (both ends included), for
+/// the histogram: `end` never before `start`, as `query::buckets_of` reads it.
+#[derive(Debug, Serialize)]
+pub struct Span {
+    pub gte: i64,
+    pub lte: i64,
+}
+
+/// A number as `data_num` holds it and queries compare it: the f64, with -0.0 made 0.0
+/// (the `==` and `<` of `DataCondition::matches` do not tell them apart; Lucene's
+/// double points do).
+fn number(x: f64) -> f64 {
+    x + 0.0
+}
+
 /// An annotation as an Elasticsearch document.
 #[derive(Debug, Serialize)]
 pub struct Document<'a> {
@@ -40,15 +89,39 @@ pub struct Document<'a> {
     pub pivot_id: &'a str,
     pub start_ms: i64,
     pub end_ms: i64,
+    /// `[start_ms, end_ms]` as a `long_range`, for the time histogram.
+    pub time: Span,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<&'a str>,
     /// Serialised as f32 (shortest form), so the indexed float is the annotation's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f32>,
+    /// The confidence order's rank: the confidence, or `query::MISSING_RANK`.
+    pub rank_confidence: f32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bbox: Option<&'a BBox>,
+    /// The box's corners as `query::Corners::of` computes them (f64), for regions.
+    #[serde(rename = "box", skip_serializing_if = "Option::is_none")]
+    pub corners: Option<Corners>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<&'a Value>,
+    /// The top-level keys of `data` (a condition with neither `eq` nor bounds asks only
+    /// that the field be there, whatever its value).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub data_keys: Vec<&'a str>,
+    /// Top-level strings of `data`, by [`data_field`] name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub data_kw: BTreeMap<String, &'a str>,
+    /// Top-level numbers of `data`, as f64.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub data_num: BTreeMap<String, f64>,
+    /// Top-level booleans of `data`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub data_bool: BTreeMap<String, bool>,
+    /// Top-level strings of `data` again, analysed for text search. The adapter cannot
+    /// see type schemas, so every string is written; queries name the marked ones.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub data_text: BTreeMap<String, &'a str>,
     /// `embedding_<dims>`: at most one entry.
     #[serde(flatten)]
     pub embedding: BTreeMap<String, &'a [f32]>,
@@ -57,10 +130,12 @@ pub struct Document<'a> {
 impl<'a> Document<'a> {
     pub fn of(a: &'a Annotation) -> Document<'a> {
         let mut embedding = BTreeMap::new();
-        if let Some(e) = &a.embedding {
+        // `cosine` refuses a vector of zero magnitude (and the refusal would block the
+        // batch); its similarity to anything is 0 (`query::cosine`), and it is left out.
+        if let Some(e) = a.embedding.as_ref().filter(|e| e.iter().any(|x| *x != 0.0)) {
             embedding.insert(embedding_field(e.len()), e.as_slice());
         }
-        Document {
+        let mut doc = Document {
             id: uuid_text(&a.id),
             operation_id: uuid_text(&a.operation_id),
             op_key: stored_op_key(&a.operation_id),
@@ -70,12 +145,49 @@ impl<'a> Document<'a> {
             pivot_id: &a.pivot_id,
             start_ms: a.start_ms,
             end_ms: a.end_ms,
+            time: Span {
+                gte: a.start_ms,
+                lte: a.end_ms.max(a.start_ms),
+            },
             label: a.label.as_deref(),
             confidence: a.confidence,
+            rank_confidence: a.confidence.unwrap_or(MISSING_RANK),
             bbox: a.bbox.as_ref(),
+            corners: a.bbox.as_ref().map(Corners::of),
             data: a.data.as_ref(),
+            data_keys: Vec::new(),
+            data_kw: BTreeMap::new(),
+            data_num: BTreeMap::new(),
+            data_bool: BTreeMap::new(),
+            data_text: BTreeMap::new(),
             embedding,
+        };
+        if let Some(Value::Object(fields)) = &a.data {
+            for (name, v) in fields {
+                if name.len() > MAX_KEYWORD_BYTES {
+                    continue;
+                }
+                doc.data_keys.push(name);
+                match v {
+                    Value::String(s) => {
+                        if s.len() <= MAX_KEYWORD_BYTES {
+                            doc.data_kw.insert(data_field(name), s);
+                        }
+                        doc.data_text.insert(data_field(name), s);
+                    }
+                    Value::Number(n) => {
+                        if let Some(x) = n.as_f64() {
+                            doc.data_num.insert(data_field(name), number(x));
+                        }
+                    }
+                    Value::Bool(b) => {
+                        doc.data_bool.insert(data_field(name), *b);
+                    }
+                    _ => {}
+                }
+            }
         }
+        doc
     }
 }
 
@@ -129,15 +241,132 @@ fn float_value(x: f32) -> Value {
         .map_or(Value::Null, Value::Number)
 }
 
+/// An f64 as JSON (serde_json prints the shortest form that reads back exactly).
+fn double_value(x: f64) -> Value {
+    serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
+}
+
+/// A clause no document matches.
+fn none() -> Value {
+    json!({"match_none": {}})
+}
+
+/// `terms` on `field`, or no match for an empty list (as `Vec::contains` on it).
+fn any_of(field: &str, values: &[String]) -> Value {
+    if values.is_empty() {
+        none()
+    } else {
+        json!({"terms": {field: values}})
+    }
+}
+
+/// The field that holds the text of a [`TextQuery`] field name, if any.
+pub fn text_field(name: &str) -> Option<String> {
+    if name == LABEL_FIELD {
+        return Some("label.text".into());
+    }
+    name.strip_prefix(DATA_PREFIX)
+        .map(|f| format!("data_text.{}", data_field(f)))
+}
+
+/// A text query: every token of `query::tokens(query)` must match a token of one of
+/// the fields. Fuzzy: per token, a `match` with `fuzziness: AUTO` (Elasticsearch's
+/// AUTO is `query::fuzzy_distance`, by code points) and transpositions (Lucene's are
+/// the restricted kind, as `strsim::osa_distance`), rewritten `constant_score` so that
+/// every term within the distance matches (the default rewrite keeps only the top
+/// `max_expansions`, 50). Exact: a `term` per token (the query tokens are analysed
+/// already).
+fn text_clause(t: &TextQuery) -> Value {
+    let fields: Vec<String> = t.fields.iter().filter_map(|f| text_field(f)).collect();
+    let tokens = query::tokens(&t.query);
+    if tokens.is_empty() || fields.is_empty() {
+        return none();
+    }
+    let must: Vec<Value> = tokens
+        .iter()
+        .map(|token| {
+            let should: Vec<Value> = fields
+                .iter()
+                .map(|f| {
+                    if t.fuzzy {
+                        json!({"match": {f.as_str(): {
+                            "query": token,
+                            "fuzziness": "AUTO",
+                            "fuzzy_transpositions": true,
+                            "prefix_length": 0,
+                            "fuzzy_rewrite": "constant_score",
+                        }}})
+                    } else {
+                        json!({"term": {f.as_str(): token}})
+                    }
+                })
+                .collect();
+            json!({"bool": {"should": should, "minimum_should_match": 1}})
+        })
+        .collect();
+    json!({"bool": {"must": must}})
+}
+
+/// The clauses of one data condition (`DataCondition::matches`): `eq` on the field of
+/// its kind, bounds on `data_num`; neither: the key is there. A value of another kind
+/// lives in another field, so it never matches.
+fn data_clauses(c: &DataCondition, out: &mut Vec<Value>) -> Result<(), String> {
+    let name = data_field(&c.field);
+    if c.field.len() > MAX_KEYWORD_BYTES {
+        return Err(format!(
+            "data field names longer than {MAX_KEYWORD_BYTES} bytes cannot be searched on Elasticsearch"
+        ));
+    }
+    match &c.eq {
+        None if !c.has_bounds() => out.push(json!({"term": {"data_keys": c.field}})),
+        None => {}
+        Some(Value::String(s)) => {
+            if s.len() > MAX_KEYWORD_BYTES {
+                return Err(format!(
+                    "data.{}: strings longer than {MAX_KEYWORD_BYTES} bytes cannot be compared on Elasticsearch",
+                    c.field
+                ));
+            }
+            out.push(json!({"term": {format!("data_kw.{name}"): s}}));
+        }
+        Some(Value::Bool(b)) => out.push(json!({"term": {format!("data_bool.{name}"): b}})),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(x) => {
+                out.push(json!({"term": {format!("data_num.{name}"): double_value(number(x))}}))
+            }
+            None => out.push(none()),
+        },
+        Some(_) => out.push(none()),
+    }
+    if c.has_bounds() {
+        let mut bounds = Map::new();
+        for (op, b) in [("gt", c.gt), ("gte", c.gte), ("lt", c.lt), ("lte", c.lte)] {
+            if let Some(b) = b {
+                bounds.insert(op.into(), double_value(number(b)));
+            }
+        }
+        out.push(json!({"range": {format!("data_num.{name}"): bounds}}));
+    }
+    Ok(())
+}
+
 /// The filter clauses of a [`SearchFilter`], in a fixed order. Every one is a `filter`
-/// clause (no scoring); the semantics are `annostore_core::service::matches`.
-pub fn filter_clauses(filter: &SearchFilter) -> Vec<Value> {
+/// clause (no scoring); the semantics are `annostore_core::query::matches`, clause by
+/// clause. Refused: comparisons the index cannot make exactly (see
+/// [`MAX_KEYWORD_BYTES`]).
+pub fn filter_clauses(filter: &SearchFilter) -> Result<Vec<Value>, String> {
     let mut out = Vec::new();
     if let Some(m) = &filter.media_id {
         out.push(json!({"term": {"media_id": m}}));
     }
+    if let Some(ms) = &filter.media_ids {
+        out.push(any_of("media_id", ms));
+    }
     if let Some(t) = &filter.annotation_type {
         out.push(json!({"term": {"annotation_type": t}}));
+    }
+    if let Some(ts) = &filter.annotation_types {
+        out.push(any_of("annotation_type", ts));
     }
     if let Some(v) = filter.annotation_type_version {
         out.push(json!({"term": {"annotation_type_version": v.to_string()}}));
@@ -149,19 +378,76 @@ pub fn filter_clauses(filter: &SearchFilter) -> Vec<Value> {
         // The keyword, not label.text: exact, as the tantivy index.
         out.push(json!({"term": {"label": l}}));
     }
+    if let Some(ls) = &filter.labels {
+        out.push(any_of("label", ls));
+    }
     if let Some(op) = &filter.operation_id {
         out.push(json!({"term": {"operation_id": uuid_text(op)}}));
     }
     if let Some(r) = &filter.time_range {
-        // Intersects: start <= range.end and end >= range.start (touching ends match).
-        out.push(json!({"range": {"start_ms": {"lte": r.end_ms}}}));
-        out.push(json!({"range": {"end_ms": {"gte": r.start_ms}}}));
+        let range = |field: &str, op: &str, v: i64| json!({"range": {field: {op: v}}});
+        let (from, to) = (r.start_ms, r.end_ms);
+        match r.relation {
+            // start <= to and end >= from (touching ends match).
+            TimeRelation::Intersects => {
+                out.push(range("start_ms", "lte", to));
+                out.push(range("end_ms", "gte", from));
+            }
+            TimeRelation::Within => {
+                out.push(range("start_ms", "gte", from));
+                out.push(range("end_ms", "lte", to));
+            }
+            TimeRelation::Contains => {
+                out.push(range("start_ms", "lte", from));
+                out.push(range("end_ms", "gte", to));
+            }
+        }
     }
     if let Some(c) = filter.min_confidence {
         // A range skips documents without a confidence, as `matches` does.
         out.push(json!({"range": {"confidence": {"gte": float_value(c)}}}));
     }
-    out
+    if let Some(c) = filter.max_confidence {
+        out.push(json!({"range": {"confidence": {"lte": float_value(c)}}}));
+    }
+    if let Some(region) = &filter.region {
+        // Documents without a box have no `box.*` values: no range matches them.
+        let r = region.corners();
+        let corner = |field: &str, op: &str, v: f64| json!({"range": {format!("box.{field}"): {op: double_value(v)}}});
+        match region.relation {
+            SpaceRelation::Intersects => {
+                out.push(corner("x1", "lte", r.x2));
+                out.push(corner("x2", "gte", r.x1));
+                out.push(corner("y1", "lte", r.y2));
+                out.push(corner("y2", "gte", r.y1));
+            }
+            SpaceRelation::Within => {
+                out.push(corner("x1", "gte", r.x1));
+                out.push(corner("x2", "lte", r.x2));
+                out.push(corner("y1", "gte", r.y1));
+                out.push(corner("y2", "lte", r.y2));
+            }
+        }
+    }
+    if let Some(t) = &filter.text {
+        out.push(text_clause(t));
+    }
+    for c in filter.data.iter().flatten() {
+        data_clauses(c, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// The query of a search, kNN filter or aggregation: the filter's clauses and the
+/// scope's, or `match_all`.
+fn query(filter: &SearchFilter, scope_clause: Option<&Value>) -> Result<Value, String> {
+    let mut clauses = filter_clauses(filter)?;
+    clauses.extend(scope_clause.cloned());
+    Ok(if clauses.is_empty() {
+        json!({"match_all": {}})
+    } else {
+        json!({"bool": {"filter": clauses}})
+    })
 }
 
 /// How a search applies its [`Scope`].
@@ -217,35 +503,168 @@ pub fn sort() -> Value {
     ])
 }
 
-/// A search body: `size` hits after `after` (exclusive), in search order, with their
-/// sort values and operation key and nothing else.
+/// The sort of a search in `order`: [`sort`] for time; for confidence, the rank
+/// (`rank_confidence`, highest first; a document written before the field existed
+/// ranks as one without confidence) and then [`sort`]. Scores come from kNN only.
+pub fn sort_for(order: SortOrder) -> Result<Value, String> {
+    match order {
+        SortOrder::Time => Ok(sort()),
+        SortOrder::Confidence => {
+            let mut s =
+                vec![json!({"rank_confidence": {"order": "desc", "missing": MISSING_RANK}})];
+            s.extend(sort().as_array().into_iter().flatten().cloned());
+            Ok(Value::Array(s))
+        }
+        SortOrder::Score => Err("the score order needs a nearest-neighbour search".into()),
+    }
+}
+
+/// A search body: `size` hits after `after` (exclusive) in `order`, with their sort
+/// values and operation key and nothing else.
 pub fn search(
     filter: &SearchFilter,
+    order: SortOrder,
     scope_clause: Option<&Value>,
-    after: Option<&SortKey>,
+    after: Option<&Position>,
     size: usize,
-) -> Value {
-    let mut clauses = filter_clauses(filter);
-    clauses.extend(scope_clause.cloned());
-    let query = if clauses.is_empty() {
-        json!({"match_all": {}})
-    } else {
-        json!({"bool": {"filter": clauses}})
-    };
+) -> Result<Value, String> {
+    let sort = sort_for(order)?;
     let mut body = Map::new();
     body.insert("size".into(), json!(size));
     body.insert("track_total_hits".into(), json!(false));
     body.insert("_source".into(), json!(false));
     body.insert("docvalue_fields".into(), json!(["op_key"]));
-    body.insert("query".into(), query);
-    body.insert("sort".into(), sort());
-    if let Some(a) = after {
-        body.insert(
-            "search_after".into(),
-            json!([a.media_id, a.start_ms, uuid_text(&a.id)]),
+    body.insert("query".into(), query(filter, scope_clause)?);
+    body.insert("sort".into(), sort);
+    if let Some(p) = after {
+        let k = &p.key;
+        let key = [
+            json!(k.media_id),
+            json!(k.start_ms),
+            json!(uuid_text(&k.id)),
+        ];
+        let values: Vec<Value> = match order {
+            SortOrder::Time => key.to_vec(),
+            _ => std::iter::once(float_value(p.rank.unwrap_or(MISSING_RANK)))
+                .chain(key)
+                .collect(),
+        };
+        body.insert("search_after".into(), Value::Array(values));
+    }
+    Ok(Value::Object(body))
+}
+
+/// The most neighbours (and candidates) one kNN request may ask for: Elasticsearch
+/// refuses `num_candidates` above 10,000, and `k` may not exceed it.
+pub const MAX_KNN: usize = 10_000;
+
+/// Candidates per shard for `k` neighbours: ten times `k`, at least 100, at most
+/// [`MAX_KNN`] (never below `k`).
+pub fn num_candidates(k: usize) -> usize {
+    k.saturating_mul(10).clamp(100, MAX_KNN).max(k)
+}
+
+/// The doc values a kNN hit carries: its time key and operation key.
+pub const KNN_FIELDS: [&str; 4] = ["media_id", "start_ms", "id", "op_key"];
+
+/// A kNN search body: the `k` documents nearest to `vector` on `embedding_<dims>`
+/// (cosine) among those the filter and the scope clause match (a filtered search, not
+/// a post-filter), with their time key and operation key as doc values.
+pub fn knn(
+    filter: &SearchFilter,
+    scope_clause: Option<&Value>,
+    vector: &[f32],
+    k: usize,
+) -> Result<Value, String> {
+    let k = k.min(MAX_KNN);
+    let mut knn = Map::new();
+    knn.insert("field".into(), json!(embedding_field(vector.len())));
+    knn.insert("query_vector".into(), json!(vector));
+    knn.insert("k".into(), json!(k));
+    knn.insert("num_candidates".into(), json!(num_candidates(k)));
+    let q = query(filter, scope_clause)?;
+    if q.get("match_all").is_none() {
+        knn.insert("filter".into(), q);
+    }
+    Ok(json!({
+        "size": k,
+        "track_total_hits": false,
+        "_source": false,
+        "docvalue_fields": KNN_FIELDS,
+        "knn": knn,
+    }))
+}
+
+/// Most distinct labels an aggregation reads (overall, and per histogram bucket). All
+/// of them are asked for and the top `n` cut here, so counts are exact on any number
+/// of shards; an answer that had to leave labels out is refused (`response`).
+pub const MAX_LABELS: usize = 10_000;
+
+/// Most (type, version) pairs an aggregation reads.
+pub const MAX_TYPES: usize = 10_000;
+
+/// The label counts: every label, exactly (see [`MAX_LABELS`]).
+fn label_terms() -> Value {
+    json!({"terms": {
+        "field": "label",
+        "size": MAX_LABELS,
+        "order": [{"_count": "desc"}, {"_key": "asc"}],
+    }})
+}
+
+/// An aggregation body: no hits, the exact total, and the aggregations `spec` asks
+/// for over the documents the filter and the scope clause match:
+/// - `labels`: `terms` on `label` (every label; sorted and cut to `n` when read);
+/// - `types`: a `composite` of (`annotation_type`, `annotation_type_version`), exact;
+/// - `histogram`: `histogram` on the `time` range with `interval_ms`, which counts a
+///   document in every bucket its range touches (`query::buckets_of`); empty buckets
+///   left out (`min_doc_count: 1`); with `by_label`, label `terms` in each bucket.
+pub fn aggregate(
+    filter: &SearchFilter,
+    scope_clause: Option<&Value>,
+    spec: &AggregateSpec,
+) -> Result<Value, String> {
+    let mut aggs = Map::new();
+    if spec.labels.is_some_and(|n| n > 0) {
+        aggs.insert("labels".into(), label_terms());
+    }
+    if spec.types {
+        aggs.insert(
+            "types".into(),
+            json!({"composite": {
+                "size": MAX_TYPES,
+                "sources": [
+                    {"type": {"terms": {"field": "annotation_type"}}},
+                    {"version": {"terms": {"field": "annotation_type_version"}}},
+                ],
+            }}),
         );
     }
-    Value::Object(body)
+    if let Some(h) = &spec.histogram {
+        if h.interval_ms <= 0 {
+            return Err(format!(
+                "histogram interval_ms must be at least 1, not {}",
+                h.interval_ms
+            ));
+        }
+        let mut histogram = json!({"histogram": {
+            "field": "time",
+            "interval": h.interval_ms,
+            "min_doc_count": 1,
+        }});
+        if h.by_label {
+            histogram["aggs"] = json!({"labels": label_terms()});
+        }
+        aggs.insert("histogram".into(), histogram);
+    }
+    let mut body = Map::new();
+    body.insert("size".into(), json!(0));
+    body.insert("track_total_hits".into(), json!(true));
+    body.insert("query".into(), query(filter, scope_clause)?);
+    if !aggs.is_empty() {
+        body.insert("aggs".into(), Value::Object(aggs));
+    }
+    Ok(Value::Object(body))
 }
 
 /// The `_count` body for one operation's documents.

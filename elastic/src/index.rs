@@ -6,16 +6,30 @@
 //!   sent again, alone, with exponential backoff and jitter, up to `max_retries`; a
 //!   non-retryable item makes the call fail with [`IndexError::Rejected`]. Nothing is
 //!   dropped: the call succeeds only when every document is indexed.
-//! - search: filters as `bool.filter` clauses, sorted (media_id, start_ms, id), cursor
-//!   as `search_after`. The scope is a term (one operation), a `terms` filter on the
-//!   operation key (small snapshots), or, for large snapshots, a check of every hit
-//!   against the snapshot with further rounds until the page is full (at most
-//!   [`MAX_FILL_ROUNDS`] rounds of growing size; past that the search fails rather than
-//!   return a short page, which callers read as the end of the results).
+//! - search: filters as `bool.filter` clauses (`body::filter_clauses`, the semantics of
+//!   `annostore_core::query::matches`), sorted (media_id, start_ms, id) or, in
+//!   confidence order, by `rank_confidence` first; cursor as `search_after`. The scope
+//!   is a term (one operation), a `terms` filter on the operation key (small
+//!   snapshots), or, for large snapshots, a check of every hit against the snapshot
+//!   with further rounds until the page is full (at most [`MAX_FILL_ROUNDS`] rounds of
+//!   growing size; past that the search fails rather than return a short page, which
+//!   callers read as the end of the results). The score order is refused: it belongs
+//!   to kNN.
+//! - knn: first the mapping of `embedding_<dims>` (no field: no neighbours; a field
+//!   that is not a `cosine` dense_vector, as schema version 1 made them: refused), then
+//!   Elasticsearch's approximate `knn` search with the filter and scope clauses as its
+//!   `filter`. A large snapshot (no scope clause) is checked on the hits, asking for
+//!   more neighbours each round (doubling up to [`body::MAX_KNN`]); when even that
+//!   many hold fewer than `k` in scope while more exist, the search fails
+//!   ([`IndexError::Unavailable`]) rather than return fewer. Similarities are
+//!   Elasticsearch's cosine scores turned back into cosines (`2 * score - 1`).
+//! - aggregate: one `size: 0` search with `track_total_hits` and the aggregations of
+//!   `body::aggregate`. The scope must be a clause: counts cannot be checked hit by
+//!   hit, so a snapshot above `scope_terms_max` is refused ([`IndexError::Rejected`]).
 //! - refresh: `<index>/_refresh` (GET, as the client sends it), which also releases
 //!   waiting upserts early.
 //!
-//! Metrics: `annostore_elastic_retries_total{request}`,
+//! Metrics: `annostore_elastic_retries_total{request}`, `annostore_elastic_knn_rounds`,
 //! `annostore_elastic_bulk_documents_retried_total`,
 //! `annostore_elastic_bulk_documents_refused_total`,
 //! `annostore_elastic_bulk_documents_superseded_total`, `annostore_elastic_search_rounds`.
@@ -31,18 +45,19 @@
 use crate::body::{self, ScopePlan};
 use crate::config::ElasticConfig;
 use crate::response::{self, Verdict};
+use annostore_core::index::Position;
 use annostore_core::index::{
     AggregateQuery, Existing, Hit, Index, IndexError, IndexQuery, KnnHit, KnnQuery,
 };
-use annostore_core::model::{Annotation, SortKey};
-use annostore_core::query::Aggregates;
+use annostore_core::model::Annotation;
+use annostore_core::query::{self, Aggregates, SortOrder};
 use async_trait::async_trait;
 use elasticsearch::auth::Credentials;
 use elasticsearch::cert::{Certificate, CertificateValidation};
 use elasticsearch::http::Url;
 use elasticsearch::http::response::Response;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
-use elasticsearch::indices::IndicesRefreshParts;
+use elasticsearch::indices::{IndicesGetFieldMappingParts, IndicesRefreshParts};
 use elasticsearch::params::Refresh;
 use elasticsearch::{BulkParts, CountParts, Elasticsearch, SearchParts};
 use serde_json::Value;
@@ -66,6 +81,12 @@ const SEARCH_FILTER: &[&str] = &[
     "timed_out",
     "_shards.failed",
     "hits.hits.sort",
+    "hits.hits.fields",
+];
+const KNN_FILTER: &[&str] = &[
+    "timed_out",
+    "_shards.failed",
+    "hits.hits._score",
     "hits.hits.fields",
 ];
 
@@ -369,23 +390,50 @@ impl ElasticIndex {
         &self,
         query: &IndexQuery,
         scope_clause: Option<&Value>,
-        after: Option<&SortKey>,
+        after: Option<&Position>,
         size: usize,
     ) -> Result<Vec<response::SearchHit>, IndexError> {
-        let body = body::search(&query.filter, scope_clause, after, size);
+        let body = body::search(&query.filter, query.order, scope_clause, after, size)
+            .map_err(IndexError::Rejected)?;
+        let raw = self.send_search("search", &body, SEARCH_FILTER).await?;
+        response::search_hits(&raw, query.order != SortOrder::Time).map_err(unavailable)
+    }
+
+    /// Sends a `_search` body (never partial results), with retries.
+    async fn send_search(
+        &self,
+        what: &str,
+        body: &Value,
+        filter_path: &[&str],
+    ) -> Result<Vec<u8>, IndexError> {
         let index = [self.config.index.as_str()];
+        self.with_retries(what, || async {
+            let mut request = self
+                .client
+                .search(SearchParts::Index(&index))
+                .allow_partial_search_results(false);
+            if !filter_path.is_empty() {
+                request = request.filter_path(filter_path);
+            }
+            request.body(body.clone()).send().await
+        })
+        .await
+    }
+
+    /// What the mapping says about an embedding field (see [`response::VectorField`]).
+    async fn vector_field(&self, field: &str) -> Result<response::VectorField, IndexError> {
+        let index = [self.config.index.as_str()];
+        let fields = [field];
         let raw = self
-            .with_retries("search", || async {
+            .with_retries("field mapping", || async {
                 self.client
-                    .search(SearchParts::Index(&index))
-                    .allow_partial_search_results(false)
-                    .filter_path(SEARCH_FILTER)
-                    .body(body.clone())
+                    .indices()
+                    .get_field_mapping(IndicesGetFieldMappingParts::IndexFields(&index, &fields))
                     .send()
                     .await
             })
             .await?;
-        response::search_hits(&raw).map_err(unavailable)
+        response::vector_field(&raw, field).map_err(unavailable)
     }
 }
 
@@ -422,6 +470,11 @@ impl Index for ElasticIndex {
     }
 
     async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError> {
+        if query.order == SortOrder::Score {
+            return Err(IndexError::Rejected(
+                "the score order belongs to nearest-neighbour searches".into(),
+            ));
+        }
         if query.limit == 0 {
             return Ok(Vec::new());
         }
@@ -438,7 +491,7 @@ impl Index for ElasticIndex {
             ),
         };
         let mut out: Vec<Hit> = Vec::with_capacity(query.limit.min(MAX_ROUND_SIZE));
-        let mut after = query.after.as_ref().map(|p| p.key.clone());
+        let mut after = query.after.clone();
         let mut scanned = 0usize;
         for round in 1..=MAX_FILL_ROUNDS {
             let hits = self
@@ -447,13 +500,16 @@ impl Index for ElasticIndex {
             let n = hits.len();
             scanned += n;
             for h in hits {
-                after = Some(h.key.clone());
+                after = Some(Position {
+                    rank: h.rank,
+                    key: h.key.clone(),
+                });
                 // Exact plans need no check; it is kept as a guard on the answer.
                 if query.scope.allows_key(h.op_key) {
                     out.push(Hit {
                         id: h.key.id,
                         key: h.key,
-                        rank: None,
+                        rank: h.rank,
                     });
                     if out.len() == query.limit {
                         metrics::histogram!("annostore_elastic_search_rounds").record(round as f64);
@@ -476,16 +532,103 @@ impl Index for ElasticIndex {
         )))
     }
 
-    async fn knn(&self, _query: &KnnQuery) -> Result<Vec<KnnHit>, IndexError> {
-        Err(IndexError::Rejected(
-            "nearest-neighbour search is not built yet".into(),
-        ))
+    async fn knn(&self, query: &KnnQuery) -> Result<Vec<KnnHit>, IndexError> {
+        if query.k == 0 || query.vector.is_empty() {
+            return Ok(Vec::new());
+        }
+        if query.vector.iter().all(|x| *x == 0.0) {
+            return Err(IndexError::Rejected(
+                "a zero vector has no direction: cosine similarity is undefined".into(),
+            ));
+        }
+        let plan = body::scope_plan(&query.filter, &query.scope, self.config.scope_terms_max);
+        let (clause, checked) = match &plan {
+            ScopePlan::Empty => return Ok(Vec::new()),
+            ScopePlan::Exact(clause) => (clause.as_ref(), false),
+            ScopePlan::Check => (None, true),
+        };
+        let field = body::embedding_field(query.vector.len());
+        match self.vector_field(&field).await? {
+            response::VectorField::Missing => return Ok(Vec::new()),
+            response::VectorField::Cosine => {}
+            response::VectorField::Other(what) => {
+                return Err(IndexError::Rejected(format!(
+                    "knn needs {field} to be a cosine dense_vector ({what}); reindex into an index made by schema version 2"
+                )));
+            }
+        }
+        let k = query.k.min(body::MAX_KNN);
+        // A checked scope asks for more than k: some neighbours are out of scope.
+        let mut want = if checked {
+            k.saturating_mul(2).clamp(100, body::MAX_KNN)
+        } else {
+            k
+        };
+        let mut rounds = 0usize;
+        loop {
+            rounds += 1;
+            let body = body::knn(&query.filter, clause, &query.vector, want)
+                .map_err(IndexError::Rejected)?;
+            let raw = self.send_search("knn", &body, KNN_FILTER).await?;
+            let hits = response::knn_hits(&raw).map_err(unavailable)?;
+            let n = hits.len();
+            let mut out: Vec<KnnHit> = hits
+                .into_iter()
+                .filter(|h| query.scope.allows_key(h.op_key))
+                .map(|h| KnnHit {
+                    id: h.key.id,
+                    key: h.key,
+                    similarity: h.similarity,
+                })
+                .collect();
+            // All that match (fewer than asked for) or k in scope: the answer.
+            if !checked || out.len() >= k || n < want {
+                metrics::histogram!("annostore_elastic_knn_rounds").record(rounds as f64);
+                out.sort_by(|a, b| {
+                    query::compare(
+                        SortOrder::Score,
+                        (Some(a.similarity), &a.key),
+                        (Some(b.similarity), &b.key),
+                    )
+                });
+                out.truncate(k);
+                return Ok(out);
+            }
+            if want >= body::MAX_KNN {
+                return Err(IndexError::Unavailable(format!(
+                    "knn: the {want} nearest neighbours hold only {} of {k} in scope; narrow the filters",
+                    out.len()
+                )));
+            }
+            want = want.saturating_mul(4).min(body::MAX_KNN);
+        }
     }
 
-    async fn aggregate(&self, _query: &AggregateQuery) -> Result<Aggregates, IndexError> {
-        Err(IndexError::Rejected(
-            "aggregations are not built yet".into(),
-        ))
+    async fn aggregate(&self, query: &AggregateQuery) -> Result<Aggregates, IndexError> {
+        let plan = body::scope_plan(&query.filter, &query.scope, self.config.scope_terms_max);
+        let clause = match &plan {
+            ScopePlan::Empty => {
+                return Ok(query::finish_aggregates(
+                    &query.spec,
+                    0,
+                    Default::default(),
+                    Default::default(),
+                    Default::default(),
+                ));
+            }
+            ScopePlan::Exact(clause) => clause.as_ref(),
+            ScopePlan::Check => {
+                return Err(IndexError::Rejected(format!(
+                    "aggregations need the scope as a filter, and this snapshot has more than scope_terms_max ({}) active operations; raise scope_terms_max (at most {}) or filter on one operation",
+                    self.config.scope_terms_max,
+                    crate::config::MAX_TERMS
+                )));
+            }
+        };
+        let body =
+            body::aggregate(&query.filter, clause, &query.spec).map_err(IndexError::Rejected)?;
+        let raw = self.send_search("aggregate", &body, &[]).await?;
+        response::aggregates(&raw, &query.spec).map_err(unavailable)
     }
 
     async fn count_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {

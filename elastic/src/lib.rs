@@ -2,8 +2,10 @@
 //! `Index` seam with the official `elasticsearch` client (rustls, no OpenSSL).
 //!
 //! - [`config`]: [`ElasticConfig`], where the cluster is and how to write to it.
-//! - [`body`]: the request bodies (template, bulk NDJSON, search, count), pure.
-//! - [`response`]: reading answers, and which failures to retry.
+//! - [`body`]: the request bodies (template, bulk NDJSON, the search language's filter
+//!   clauses, search, kNN, aggregations, count), pure.
+//! - [`response`]: reading answers (hits, kNN hits, aggregations, field mappings), and
+//!   which failures to retry.
 //! - [`index`]: the adapter itself and [`apply_schema`].
 //!
 //! The index template lives in `schema/es/` at the repository root, with a README that
@@ -11,7 +13,8 @@
 //!
 //! Tests (`elastic/tests/`): `golden.rs` (request bodies on the wire, against
 //! `tests/golden/`; `UPDATE_GOLDEN=1` rewrites them), `stub.rs` (answers of a stub server
-//! from `tests/fixtures/`, failures on purpose), `model.rs` (the core index conformance
+//! from `tests/fixtures/`, failures on purpose; `stub_search.rs`, `stub_schema.rs` and
+//! `stub_query.rs` (kNN, aggregations, confidence order) likewise), `model.rs` (the core index conformance
 //! suite against a model of the query subset), and `conformance.rs` (the same suite
 //! against a real server: `ANNOSTORE_TEST_ES_URL=http://127.0.0.1:9200`, optionally
 //! `ANNOSTORE_TEST_ES_USERNAME`/`_PASSWORD`/`_CA_CERT`; `ANNOSTORE_REQUIRE_ES=1` makes a missing

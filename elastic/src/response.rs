@@ -1,10 +1,13 @@
-//! Reading Elasticsearch's answers: bulk items, search hits, counts and error bodies,
-//! and which failures are worth a retry.
+//! Reading Elasticsearch's answers: bulk items, search hits (time or confidence
+//! order), kNN hits, aggregations, field mappings, counts and error bodies, and which
+//! failures are worth a retry. A malformed answer is an error, never an empty result.
 
+use crate::body::{MAX_LABELS, MAX_TYPES};
 use annostore_core::model::SortKey;
+use annostore_core::query::{AggregateSpec, Aggregates, finish_aggregates};
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
 /// What to do about an HTTP status (of a whole request, or of one bulk item).
@@ -117,52 +120,64 @@ struct RawHit {
     sort: Vec<Value>,
     #[serde(default)]
     fields: HashMap<String, Vec<Value>>,
+    #[serde(rename = "_score", default)]
+    score: Option<f64>,
 }
 
 /// One hit: its position in search order and its stored operation key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchHit {
+    /// The rank of a confidence-ordered search (`None` in time order).
+    pub rank: Option<f32>,
     pub key: SortKey,
     pub op_key: u64,
 }
 
-/// The hits of a search, or why the answer cannot be trusted (partial results or a
-/// hit without the values the adapter asked for).
-pub fn search_hits(body: &[u8]) -> Result<Vec<SearchHit>, String> {
+/// The answer's hits, or why it cannot be trusted (partial results).
+fn raw_hits(body: &[u8], what: &str) -> Result<Vec<RawHit>, String> {
     let r: SearchResponse =
-        serde_json::from_slice(body).map_err(|e| format!("unreadable search response: {e}"))?;
+        serde_json::from_slice(body).map_err(|e| format!("unreadable {what} response: {e}"))?;
     if r.timed_out || r.shards.failed > 0 {
         return Err(format!(
-            "partial search results (timed out: {}, failed shards: {})",
+            "partial {what} results (timed out: {}, failed shards: {})",
             r.timed_out, r.shards.failed
         ));
     }
-    r.hits
-        .map(|h| h.hits)
-        .unwrap_or_default()
+    Ok(r.hits.map(|h| h.hits).unwrap_or_default())
+}
+
+/// The hits of a search, or why the answer cannot be trusted (partial results or a
+/// hit without the values the adapter asked for). `ranked`: the sort values start
+/// with the rank (confidence order).
+pub fn search_hits(body: &[u8], ranked: bool) -> Result<Vec<SearchHit>, String> {
+    raw_hits(body, "search")?
         .iter()
-        .map(hit)
+        .map(|h| hit(h, ranked))
         .collect()
 }
 
-fn hit(h: &RawHit) -> Result<SearchHit, String> {
+fn hit(h: &RawHit, ranked: bool) -> Result<SearchHit, String> {
     let bad = || format!("hit without the expected sort values: {:?}", h.sort);
-    let [media, start, id] = h.sort.as_slice() else {
-        return Err(bad());
+    let (rank, key) = match (ranked, h.sort.as_slice()) {
+        (false, [media, start, id]) => (None, [media, start, id]),
+        (true, [rank, media, start, id]) => {
+            let r = rank.as_f64().ok_or_else(bad)?;
+            (Some(r as f32), [media, start, id])
+        }
+        _ => return Err(bad()),
     };
+    let [media, start, id] = key;
     let media_id = media.as_str().ok_or_else(bad)?.to_owned();
     let start_ms = start.as_i64().ok_or_else(bad)?;
     let id = id
         .as_str()
         .and_then(|s| Uuid::parse_str(s).ok())
         .ok_or_else(bad)?;
-    let op_key = h
-        .fields
-        .get("op_key")
-        .and_then(|v| v.first())
+    let op_key = first(&h.fields, "op_key")
         .and_then(Value::as_i64)
         .ok_or_else(|| format!("hit {id} without op_key"))?;
     Ok(SearchHit {
+        rank,
         key: SortKey {
             media_id,
             start_ms,
@@ -170,6 +185,281 @@ fn hit(h: &RawHit) -> Result<SearchHit, String> {
         },
         op_key: op_key as u64,
     })
+}
+
+fn first<'a>(fields: &'a HashMap<String, Vec<Value>>, name: &str) -> Option<&'a Value> {
+    fields.get(name).and_then(|v| v.first())
+}
+
+/// One kNN hit: its time key, stored operation key, and cosine similarity (from
+/// Elasticsearch's `cosine` score, `(1 + cos) / 2`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnnHit {
+    pub key: SortKey,
+    pub op_key: u64,
+    pub similarity: f32,
+}
+
+/// The hits of a kNN search (by score, highest first, as answered), or why the answer
+/// cannot be trusted.
+pub fn knn_hits(body: &[u8]) -> Result<Vec<KnnHit>, String> {
+    raw_hits(body, "knn")?.iter().map(knn_hit).collect()
+}
+
+fn knn_hit(h: &RawHit) -> Result<KnnHit, String> {
+    let bad = |what: &str| format!("knn hit without {what}: {:?}", h.fields);
+    let media_id = first(&h.fields, "media_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("media_id"))?
+        .to_owned();
+    let start_ms = first(&h.fields, "start_ms")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| bad("start_ms"))?;
+    let id = first(&h.fields, "id")
+        .and_then(Value::as_str)
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| bad("id"))?;
+    let op_key = first(&h.fields, "op_key")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| bad("op_key"))?;
+    let score = h
+        .score
+        .filter(|s| s.is_finite() && (0.0..=1.0 + 1e-6).contains(s))
+        .ok_or_else(|| {
+            format!(
+                "knn hit {id} without a cosine score in [0, 1]: {:?}",
+                h.score
+            )
+        })?;
+    Ok(KnnHit {
+        key: SortKey {
+            media_id,
+            start_ms,
+            id,
+        },
+        op_key: op_key as u64,
+        similarity: ((2.0 * score - 1.0) as f32).clamp(-1.0, 1.0),
+    })
+}
+
+/// What the cluster's mapping says about an embedding field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VectorField {
+    /// No index behind the name has the field: nothing has an embedding of this size.
+    Missing,
+    /// A `dense_vector` with `cosine` similarity (in every index that has it).
+    Cosine,
+    /// Something else (e.g. `l2_norm` from schema version 1): scores would not be
+    /// cosine similarities.
+    Other(String),
+}
+
+/// Reads a get-field-mapping answer (`{index: {mappings: {field: {mapping: {leaf:
+/// {...}}}}}}`) for `field`.
+pub fn vector_field(body: &[u8], field: &str) -> Result<VectorField, String> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("unreadable field mapping response: {e}"))?;
+    let indices = v
+        .as_object()
+        .ok_or_else(|| "field mapping response is not an object".to_string())?;
+    let mut seen = false;
+    for (index, entry) in indices {
+        let mappings = entry
+            .get("mappings")
+            .and_then(Value::as_object)
+            .ok_or_else(|| format!("field mapping response: {index} without mappings"))?;
+        let Some(m) = mappings.get(field) else {
+            continue;
+        };
+        seen = true;
+        let leaf = m
+            .get("mapping")
+            .and_then(Value::as_object)
+            .and_then(|o| o.values().next())
+            .ok_or_else(|| format!("field mapping response: {index}.{field} without mapping"))?;
+        let ty = leaf.get("type").and_then(Value::as_str).unwrap_or("?");
+        let sim = leaf
+            .get("similarity")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        if ty != "dense_vector" || sim != "cosine" {
+            return Ok(VectorField::Other(format!(
+                "{index}: {field} is {ty} with similarity {sim}"
+            )));
+        }
+    }
+    Ok(if seen {
+        VectorField::Cosine
+    } else {
+        VectorField::Missing
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct AggResponse {
+    #[serde(default)]
+    timed_out: bool,
+    #[serde(rename = "_shards", default)]
+    shards: Shards,
+    hits: TotalHits,
+    #[serde(default)]
+    aggregations: Option<HashMap<String, Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TotalHits {
+    total: Total,
+}
+
+#[derive(Debug, Deserialize)]
+struct Total {
+    value: u64,
+    relation: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct TermsAgg {
+    #[serde(default)]
+    sum_other_doc_count: u64,
+    buckets: Vec<TermBucket>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TermBucket {
+    key: Value,
+    doc_count: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct CompositeAgg {
+    buckets: Vec<CompositeBucket>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CompositeBucket {
+    key: HashMap<String, Value>,
+    doc_count: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct HistogramAgg {
+    buckets: Vec<HistogramBucket>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HistogramBucket {
+    key: f64,
+    doc_count: u64,
+    #[serde(default)]
+    labels: Option<TermsAgg>,
+}
+
+/// Label counts of a `terms` answer, refused when labels were left out (more than
+/// [`MAX_LABELS`]): counts would then be incomplete.
+fn label_counts(t: TermsAgg, what: &str) -> Result<BTreeMap<String, u64>, String> {
+    if t.sum_other_doc_count > 0 {
+        return Err(format!(
+            "{what}: more than {MAX_LABELS} distinct labels ({} annotations not counted); narrow the filters",
+            t.sum_other_doc_count
+        ));
+    }
+    t.buckets
+        .into_iter()
+        .map(|b| match b.key {
+            Value::String(s) => Ok((s, b.doc_count)),
+            other => Err(format!("{what}: label key {other} is not a string")),
+        })
+        .collect()
+}
+
+fn agg<T: serde::de::DeserializeOwned>(
+    aggs: &mut HashMap<String, Value>,
+    name: &str,
+) -> Result<T, String> {
+    let v = aggs
+        .remove(name)
+        .ok_or_else(|| format!("aggregation answer without {name}"))?;
+    serde_json::from_value(v).map_err(|e| format!("unreadable {name} aggregation: {e}"))
+}
+
+/// The aggregates of an aggregation answer to [`crate::body::aggregate`] for `spec`,
+/// with `query::finish_aggregates`' order and cut; refused when the answer is partial,
+/// approximate (a total that is a lower bound, labels left out, more (type, version)
+/// pairs than one page) or malformed.
+pub fn aggregates(body: &[u8], spec: &AggregateSpec) -> Result<Aggregates, String> {
+    let r: AggResponse = serde_json::from_slice(body)
+        .map_err(|e| format!("unreadable aggregation response: {e}"))?;
+    if r.timed_out || r.shards.failed > 0 {
+        return Err(format!(
+            "partial aggregation results (timed out: {}, failed shards: {})",
+            r.timed_out, r.shards.failed
+        ));
+    }
+    if r.hits.total.relation != "eq" {
+        return Err(format!(
+            "aggregation total is not exact (relation {:?})",
+            r.hits.total.relation
+        ));
+    }
+    let mut aggs = r.aggregations.unwrap_or_default();
+    let labels = match spec.labels {
+        Some(n) if n > 0 => label_counts(agg(&mut aggs, "labels")?, "labels")?,
+        _ => BTreeMap::new(),
+    };
+    let mut types = BTreeMap::new();
+    if spec.types {
+        let c: CompositeAgg = agg(&mut aggs, "types")?;
+        if c.buckets.len() >= MAX_TYPES {
+            return Err(format!(
+                "more than {} (type, version) pairs; narrow the filters",
+                MAX_TYPES - 1
+            ));
+        }
+        for b in c.buckets {
+            let ty = b.key.get("type").and_then(Value::as_str);
+            let version = b.key.get("version").and_then(|v| match v {
+                Value::String(s) => s.parse::<u32>().ok(),
+                Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+                _ => None,
+            });
+            let (Some(ty), Some(version)) = (ty, version) else {
+                return Err(format!("types aggregation: unreadable key {:?}", b.key));
+            };
+            *types.entry((ty.to_owned(), version)).or_default() += b.doc_count;
+        }
+    }
+    let mut buckets = BTreeMap::new();
+    if let Some(h) = &spec.histogram {
+        let hist: HistogramAgg = agg(&mut aggs, "histogram")?;
+        let interval = h.interval_ms as f64;
+        for b in hist.buckets {
+            let i = b.key / interval;
+            if !i.is_finite() || i.fract() != 0.0 || i.abs() > 2f64.powi(53) {
+                return Err(format!(
+                    "histogram bucket key {} is not a multiple of {}",
+                    b.key, h.interval_ms
+                ));
+            }
+            if b.doc_count == 0 {
+                continue;
+            }
+            let by_label = match (h.by_label, b.labels) {
+                (false, _) => BTreeMap::new(),
+                (true, Some(t)) => label_counts(t, "histogram labels")?,
+                (true, None) => {
+                    return Err(format!("histogram bucket {} without labels", b.key));
+                }
+            };
+            buckets.insert(i as i64, (b.doc_count, by_label));
+        }
+    }
+    Ok(finish_aggregates(
+        spec,
+        r.hits.total.value,
+        labels,
+        types,
+        buckets,
+    ))
 }
 
 #[derive(Debug, Deserialize)]

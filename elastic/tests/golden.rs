@@ -332,3 +332,507 @@ async fn count_body_on_the_wire() {
     assert_eq!(reqs[0].path, "/annostore-annotations/_count");
     golden("count.json", &pretty(&reqs[0].json()));
 }
+
+/// A field-mapping answer: `embedding_<dims>` a cosine dense_vector (or missing).
+fn vector_mapping(field: Option<&str>, similarity: &str) -> Vec<u8> {
+    let mappings = match field {
+        Some(f) => json!({f: {"full_name": f, "mapping": {f: {
+            "type": "dense_vector", "dims": 4, "index": true, "similarity": similarity,
+        }}}}),
+        None => json!({}),
+    };
+    serde_json::to_vec(&json!({"annostore-annotations": {"mappings": mappings}})).unwrap()
+}
+
+/// The search language's filters, alone and together, and the confidence order with
+/// its cursor: one request each, recorded on the wire.
+#[tokio::test]
+async fn search_language_bodies_on_the_wire() {
+    use annostore_core::index::Position;
+    use annostore_core::query::{
+        DataCondition, Region, SortOrder, SpaceRelation, TextQuery, TimeRelation,
+    };
+    let stub = Stub::start(Box::new(|_, _| (200, common::fixture("search_empty.json")))).await;
+    let index = stub.index();
+    let f = SearchFilter::default;
+    let range = |s, e, relation| TimeRange {
+        start_ms: s,
+        end_ms: e,
+        relation,
+    };
+    let region = |relation| Region {
+        x: 0.1,
+        y: 0.2,
+        w: 0.5,
+        h: 0.25,
+        relation,
+    };
+    let text = |q: &str, fuzzy, fields: &[&str]| TextQuery {
+        query: q.into(),
+        fuzzy,
+        fields: fields.iter().map(|s| s.to_string()).collect(),
+    };
+    let cond = |field: &str| DataCondition {
+        field: field.into(),
+        ..DataCondition::default()
+    };
+    let key = SortKey {
+        media_id: "m1".into(),
+        start_ms: 40,
+        id: Uuid::from_u64_pair(1, 2),
+    };
+    let cases: Vec<(&str, SearchFilter, SortOrder, Option<Position>)> = vec![
+        (
+            "lists: media_ids, annotation_types, labels",
+            SearchFilter {
+                media_ids: Some(vec!["m1".into(), "m2".into()]),
+                annotation_types: Some(vec!["shot".into()]),
+                labels: Some(vec!["cat".into(), "dog".into()]),
+                ..f()
+            },
+            SortOrder::Time,
+            None,
+        ),
+        (
+            "an empty list matches nothing",
+            SearchFilter {
+                labels: Some(vec![]),
+                ..f()
+            },
+            SortOrder::Time,
+            None,
+        ),
+        (
+            "time within",
+            SearchFilter {
+                time_range: Some(range(100, 200, TimeRelation::Within)),
+                ..f()
+            },
+            SortOrder::Time,
+            None,
+        ),
+        (
+            "time contains",
+            SearchFilter {
+                time_range: Some(range(100, 200, TimeRelation::Contains)),
+                ..f()
+            },
+            SortOrder::Time,
+            None,
+        ),
+        (
+            "confidence between",
+            SearchFilter {
+                min_confidence: Some(0.1),
+                max_confidence: Some(0.9),
+                ..f()
+            },
+            SortOrder::Time,
+            None,
+        ),
+        (
+            "region intersects",
+            SearchFilter {
+                region: Some(region(SpaceRelation::Intersects)),
+                ..f()
+            },
+            SortOrder::Time,
+            None,
+        ),
+        (
+            "region within",
+            SearchFilter {
+                region: Some(region(SpaceRelation::Within)),
+                ..f()
+            },
+            SortOrder::Time,
+            None,
+        ),
+        (
+            "text fuzzy over label and a data field",
+            SearchFilter {
+                text: Some(text(
+                    "Red curtian, ab",
+                    true,
+                    &["label", "data.caption", "data.a.b"],
+                )),
+                ..f()
+            },
+            SortOrder::Time,
+            None,
+        ),
+        (
+            "text exact",
+            SearchFilter {
+                text: Some(text("red car", false, &["label"])),
+                ..f()
+            },
+            SortOrder::Time,
+            None,
+        ),
+        (
+            "text without tokens matches nothing",
+            SearchFilter {
+                text: Some(text("--", true, &["label"])),
+                ..f()
+            },
+            SortOrder::Time,
+            None,
+        ),
+        (
+            "data conditions",
+            SearchFilter {
+                data: Some(vec![
+                    DataCondition {
+                        eq: Some(json!("close-up")),
+                        ..cond("kind")
+                    },
+                    DataCondition {
+                        eq: Some(json!(3)),
+                        ..cond("n")
+                    },
+                    DataCondition {
+                        eq: Some(json!(true)),
+                        ..cond("ok")
+                    },
+                    DataCondition {
+                        gt: Some(-0.0),
+                        lte: Some(2.5),
+                        ..cond("speed")
+                    },
+                    cond("present"),
+                    DataCondition {
+                        eq: Some(json!(null)),
+                        ..cond("null eq")
+                    },
+                ]),
+                ..f()
+            },
+            SortOrder::Time,
+            None,
+        ),
+        ("confidence order", f(), SortOrder::Confidence, None),
+        (
+            "confidence order after a cursor",
+            f(),
+            SortOrder::Confidence,
+            Some(Position {
+                rank: Some(0.7),
+                key: key.clone(),
+            }),
+        ),
+        (
+            "confidence order after one without confidence",
+            f(),
+            SortOrder::Confidence,
+            Some(Position {
+                rank: None,
+                key: key.clone(),
+            }),
+        ),
+        (
+            "every new filter at once, confidence order",
+            SearchFilter {
+                media_ids: Some(vec!["m1".into()]),
+                labels: Some(vec!["cat".into()]),
+                time_range: Some(range(0, 1_000, TimeRelation::Intersects)),
+                max_confidence: Some(0.5),
+                region: Some(region(SpaceRelation::Within)),
+                text: Some(text("cat", true, &["label"])),
+                data: Some(vec![DataCondition {
+                    gte: Some(1.0),
+                    ..cond("n")
+                }]),
+                ..f()
+            },
+            SortOrder::Confidence,
+            Some(Position {
+                rank: Some(0.25),
+                key,
+            }),
+        ),
+    ];
+    let mut out = serde_json::Map::new();
+    for (name, filter, order, after) in cases {
+        let before = stub.requests().len();
+        let hits = index
+            .search(&IndexQuery {
+                filter,
+                scope: Scope::Operation(op(1)),
+                order,
+                after,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert!(hits.is_empty());
+        let reqs = stub.requests();
+        assert_eq!(reqs.len(), before + 1, "{name}");
+        out.insert(name.into(), reqs[before].json());
+    }
+    let out = Value::Object(out);
+    golden("search_language.json", &pretty(&out));
+    // Spot checks that do not depend on the golden file.
+    let filters = |name: &str| out[name]["query"]["bool"]["filter"].clone();
+    assert_eq!(
+        filters("an empty list matches nothing")[0],
+        json!({"match_none": {}})
+    );
+    let fuzzy = &filters("text fuzzy over label and a data field")[0]["bool"]["must"];
+    assert_eq!(fuzzy.as_array().unwrap().len(), 3, "red, curtian, ab");
+    let should = &fuzzy[1]["bool"]["should"];
+    assert_eq!(
+        should[0]["match"]["label.text"]["query"], "curtian",
+        "{should}"
+    );
+    assert_eq!(should[0]["match"]["label.text"]["fuzziness"], "AUTO");
+    assert!(should[1]["match"].get("data_text.caption").is_some());
+    assert!(
+        should[2]["match"].get("data_text.%a%2Eb").is_some(),
+        "dots escaped: {should}"
+    );
+    assert_eq!(
+        out["confidence order after a cursor"]["search_after"],
+        json!([0.7, "m1", 40, "00000000-0000-0001-0000-000000000002"])
+    );
+    assert_eq!(
+        out["confidence order after one without confidence"]["search_after"][0],
+        json!(-1.0)
+    );
+    assert_eq!(
+        out["confidence order"]["sort"][0],
+        json!({"rank_confidence": {"order": "desc", "missing": -1.0}})
+    );
+    // The score order is kNN's.
+    let err = index
+        .search(&IndexQuery {
+            filter: f(),
+            scope: Scope::Operation(op(1)),
+            order: SortOrder::Score,
+            after: None,
+            limit: 10,
+        })
+        .await
+        .expect_err("score order without knn");
+    assert!(matches!(
+        err,
+        annostore_core::index::IndexError::Rejected(_)
+    ));
+}
+
+/// kNN bodies: the field-mapping check, then the knn search with its filter; a large
+/// snapshot sends no scope clause and asks for more.
+#[tokio::test]
+async fn knn_bodies_on_the_wire() {
+    use annostore_core::index::KnnQuery;
+    let stub = Stub::start(Box::new(|req, _| {
+        if req.path.contains("/_mapping/field/") {
+            (200, vector_mapping(Some("embedding_4"), "cosine"))
+        } else {
+            (200, common::fixture("search_empty.json"))
+        }
+    }))
+    .await;
+    let mut config = stub.config();
+    config.scope_terms_max = 2;
+    let index = annostore_elastic::ElasticIndex::connect(&config).unwrap();
+    let filter = SearchFilter {
+        annotation_type: Some("shot".into()),
+        labels: Some(vec!["cat".into()]),
+        ..SearchFilter::default()
+    };
+    let vector = vec![0.5, -1.0, 0.0, 3.25];
+    let small = Scope::Visible(Arc::new(Visibility::from_active([op(1), op(2)])));
+    let large = Scope::Visible(Arc::new(Visibility::from_active([op(1), op(2), op(3)])));
+    let cases: Vec<(&str, SearchFilter, Scope, usize)> = vec![
+        (
+            "filtered, one operation",
+            filter.clone(),
+            Scope::Operation(op(1)),
+            10,
+        ),
+        (
+            "no filter, small snapshot",
+            SearchFilter::default(),
+            small,
+            3,
+        ),
+        ("large snapshot: checked on the hits", filter, large, 10),
+    ];
+    let mut out = serde_json::Map::new();
+    for (name, filter, scope, k) in cases {
+        let before = stub.requests().len();
+        let hits = index
+            .knn(&KnnQuery {
+                filter,
+                scope,
+                vector: vector.clone(),
+                k,
+            })
+            .await
+            .unwrap();
+        assert!(hits.is_empty());
+        let reqs = stub.requests();
+        assert_eq!(reqs.len(), before + 2, "{name}: mapping, then knn");
+        assert_eq!(
+            reqs[before].path,
+            "/annostore-annotations/_mapping/field/embedding_4"
+        );
+        let r = &reqs[before + 1];
+        assert_eq!(r.path, "/annostore-annotations/_search", "{name}");
+        assert!(r.query.contains("allow_partial_search_results=false"));
+        out.insert(name.into(), r.json());
+    }
+    let out = Value::Object(out);
+    golden("knn.json", &pretty(&out));
+    let one = &out["filtered, one operation"];
+    assert_eq!(one["size"], 10);
+    assert_eq!(one["knn"]["field"], "embedding_4");
+    assert_eq!(one["knn"]["k"], 10);
+    assert_eq!(one["knn"]["num_candidates"], 100);
+    assert_eq!(one["knn"]["query_vector"], json!([0.5, -1.0, 0.0, 3.25]));
+    let large = &out["large snapshot: checked on the hits"];
+    assert_eq!(large["knn"]["k"], 100, "asks for more than k");
+    assert_eq!(large["knn"]["num_candidates"], 1_000);
+    assert_eq!(body::num_candidates(5_000), 10_000, "capped");
+    assert_eq!(body::num_candidates(10_000), 10_000);
+}
+
+/// The aggregation body: every aggregation at once, and each alone.
+#[tokio::test]
+async fn aggregate_bodies_on_the_wire() {
+    use annostore_core::index::AggregateQuery;
+    use annostore_core::query::{AggregateSpec, HistogramSpec};
+    let stub = Stub::start(Box::new(|_, _| {
+        (200, common::fixture("aggregate_answer.json"))
+    }))
+    .await;
+    let index = stub.index();
+    let filter = SearchFilter {
+        media_id: Some("m1".into()),
+        ..SearchFilter::default()
+    };
+    let small = Scope::Visible(Arc::new(Visibility::from_active([op(1), op(2)])));
+    let hist = |by_label| {
+        Some(HistogramSpec {
+            interval_ms: 1_000,
+            by_label,
+        })
+    };
+    let cases: Vec<(&str, AggregateSpec)> = vec![
+        (
+            "all",
+            AggregateSpec {
+                labels: Some(3),
+                types: true,
+                histogram: hist(true),
+            },
+        ),
+        (
+            "labels",
+            AggregateSpec {
+                labels: Some(3),
+                ..AggregateSpec::default()
+            },
+        ),
+        (
+            "types",
+            AggregateSpec {
+                types: true,
+                ..AggregateSpec::default()
+            },
+        ),
+        (
+            "histogram",
+            AggregateSpec {
+                histogram: hist(false),
+                ..AggregateSpec::default()
+            },
+        ),
+    ];
+    let mut out = serde_json::Map::new();
+    for (name, spec) in cases {
+        let before = stub.requests().len();
+        index
+            .aggregate(&AggregateQuery {
+                filter: filter.clone(),
+                scope: small.clone(),
+                spec,
+            })
+            .await
+            .unwrap();
+        let reqs = stub.requests();
+        assert_eq!(reqs.len(), before + 1, "{name}");
+        assert_eq!(reqs[before].path, "/annostore-annotations/_search");
+        out.insert(name.into(), reqs[before].json());
+    }
+    let out = Value::Object(out);
+    golden("aggregate.json", &pretty(&out));
+    let all = &out["all"];
+    assert_eq!(all["size"], 0);
+    assert_eq!(all["track_total_hits"], true);
+    assert_eq!(all["aggs"]["histogram"]["histogram"]["field"], "time");
+    assert_eq!(all["aggs"]["histogram"]["histogram"]["min_doc_count"], 1);
+    assert!(all["aggs"]["histogram"]["aggs"]["labels"]["terms"].is_object());
+    assert!(out["histogram"]["aggs"]["histogram"].get("aggs").is_none());
+    assert!(out["labels"]["aggs"].get("types").is_none());
+}
+
+/// A document with every kind of `data` field, a box and a zero embedding: the typed
+/// copies, escaped names, -0.0, a value too long for a keyword, no vector.
+#[test]
+fn document_with_data_fields() {
+    let mut a = annotation(3, op(1), "m1", 0);
+    a.confidence = Some(0.5);
+    a.bbox = Some(BBox {
+        x: 0.1,
+        y: 0.2,
+        w: 0.3,
+        h: 0.4,
+    });
+    a.embedding = Some(vec![0.0; 3]);
+    a.data = Some(json!({
+        "caption": "A red car, parked",
+        "n": 3,
+        "speed": -0.0,
+        "ok": false,
+        "a.b": "dotted",
+        "": "empty name",
+        "ünï": 1.5,
+        "nothing": null,
+        "nested": {"x": 1},
+        "long": "y".repeat(body::MAX_KEYWORD_BYTES + 1),
+    }));
+    // The document line as sent (f32 values in their shortest form).
+    let lines = body::bulk_lines(&a, None).unwrap();
+    let text = String::from_utf8(lines).unwrap();
+    let mut doc: Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+    // The long value, shortened for the golden file (its absence from data_kw is what
+    // matters).
+    let long = doc["data_text"]["long"].as_str().unwrap().len();
+    assert_eq!(long, body::MAX_KEYWORD_BYTES + 1);
+    doc["data_text"]["long"] = json!("<long>");
+    doc["data"]["long"] = json!("<long>");
+    golden("document.json", &pretty(&doc));
+    assert!(
+        doc.get("embedding_3").is_none(),
+        "cosine refuses zero vectors"
+    );
+    assert!(doc["data_kw"].get("long").is_none());
+    assert_eq!(doc["data_kw"]["%a%2Eb"], "dotted");
+    assert_eq!(doc["data_kw"]["%"], "empty name");
+    assert_eq!(doc["data_num"]["%%C3%BCn%C3%AF"], 1.5);
+    assert_eq!(
+        doc["data_num"]["speed"].to_string(),
+        "0.0",
+        "-0.0 written as 0.0"
+    );
+    assert_eq!(doc["data_bool"]["ok"], false);
+    assert_eq!(doc["rank_confidence"], 0.5);
+    assert_eq!(
+        doc["box"]["x2"],
+        json!(f64::from(0.1f32) + f64::from(0.3f32))
+    );
+    let keys = doc["data_keys"].as_array().unwrap();
+    assert!(keys.contains(&json!("nothing")) && keys.contains(&json!("nested")));
+}
