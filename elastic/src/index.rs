@@ -25,7 +25,7 @@
 //!   Elasticsearch's cosine scores turned back into cosines (`2 * score - 1`).
 //! - aggregate: one `size: 0` search with `track_total_hits` and the aggregations of
 //!   `body::aggregate`. The scope must be a clause: counts cannot be checked hit by
-//!   hit, so a snapshot above `scope_terms_max` is refused ([`IndexError::Rejected`]).
+//!   hit, so a snapshot above `scope_terms_max` is refused ([`IndexError::Unanswerable`], a 422).
 //! - refresh: `<index>/_refresh` (GET, as the client sends it), which also releases
 //!   waiting upserts early.
 //!
@@ -394,7 +394,7 @@ impl ElasticIndex {
         size: usize,
     ) -> Result<Vec<response::SearchHit>, IndexError> {
         let body = body::search(&query.filter, query.order, scope_clause, after, size)
-            .map_err(IndexError::Rejected)?;
+            .map_err(IndexError::Unanswerable)?;
         let raw = self.send_search("search", &body, SEARCH_FILTER).await?;
         response::search_hits(&raw, query.order != SortOrder::Time).map_err(unavailable)
     }
@@ -471,7 +471,7 @@ impl Index for ElasticIndex {
 
     async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError> {
         if query.order == SortOrder::Score {
-            return Err(IndexError::Rejected(
+            return Err(IndexError::Unanswerable(
                 "the score order belongs to nearest-neighbour searches".into(),
             ));
         }
@@ -537,7 +537,7 @@ impl Index for ElasticIndex {
             return Ok(Vec::new());
         }
         if query.vector.iter().all(|x| *x == 0.0) {
-            return Err(IndexError::Rejected(
+            return Err(IndexError::Unanswerable(
                 "a zero vector has no direction: cosine similarity is undefined".into(),
             ));
         }
@@ -568,7 +568,7 @@ impl Index for ElasticIndex {
         loop {
             rounds += 1;
             let body = body::knn(&query.filter, clause, &query.vector, want)
-                .map_err(IndexError::Rejected)?;
+                .map_err(IndexError::Unanswerable)?;
             let raw = self.send_search("knn", &body, KNN_FILTER).await?;
             let hits = response::knn_hits(&raw).map_err(unavailable)?;
             let n = hits.len();
@@ -618,15 +618,15 @@ impl Index for ElasticIndex {
             }
             ScopePlan::Exact(clause) => clause.as_ref(),
             ScopePlan::Check => {
-                return Err(IndexError::Rejected(format!(
+                return Err(IndexError::Unanswerable(format!(
                     "aggregations need the scope as a filter, and this snapshot has more than scope_terms_max ({}) active operations; raise scope_terms_max (at most {}) or filter on one operation",
                     self.config.scope_terms_max,
                     crate::config::MAX_TERMS
                 )));
             }
         };
-        let body =
-            body::aggregate(&query.filter, clause, &query.spec).map_err(IndexError::Rejected)?;
+        let body = body::aggregate(&query.filter, clause, &query.spec)
+            .map_err(IndexError::Unanswerable)?;
         let raw = self.send_search("aggregate", &body, &[]).await?;
         response::aggregates(&raw, &query.spec).map_err(unavailable)
     }

@@ -616,7 +616,7 @@ async fn search_language_bodies_on_the_wire() {
         .expect_err("score order without knn");
     assert!(matches!(
         err,
-        annostore_core::index::IndexError::Rejected(_)
+        annostore_core::index::IndexError::Unanswerable(_)
     ));
 }
 

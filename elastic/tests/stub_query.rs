@@ -134,7 +134,7 @@ async fn knn_refuses_an_l2_field_and_a_zero_vector() {
     let mut zero = knn_query(Scope::Operation(op(1)), 10);
     zero.vector = vec![0.0; 4];
     let err = stub.index().knn(&zero).await.expect_err("zero vector");
-    assert!(matches!(err, IndexError::Rejected(_)), "{err:?}");
+    assert!(matches!(err, IndexError::Unanswerable(_)), "{err:?}");
 }
 
 /// A kNN answer with these (key, op, score) hits.
@@ -320,7 +320,7 @@ async fn aggregations_over_a_large_snapshot_are_refused_and_empty_scopes_answer_
     q.scope = Scope::Visible(Arc::new(Visibility::from_active([op(1), op(2)])));
     let err = index.aggregate(&q).await.expect_err("scope not exact");
     assert!(
-        matches!(&err, IndexError::Rejected(m) if m.contains("scope_terms_max")),
+        matches!(&err, IndexError::Unanswerable(m) if m.contains("scope_terms_max")),
         "{err:?}"
     );
     q.scope = Scope::Visible(Arc::new(Visibility::default()));
@@ -576,6 +576,6 @@ async fn a_data_string_too_long_to_index_is_refused() {
         })
         .await
         .expect_err("too long");
-    assert!(matches!(err, IndexError::Rejected(_)), "{err:?}");
+    assert!(matches!(err, IndexError::Unanswerable(_)), "{err:?}");
     assert!(stub.requests().is_empty());
 }
