@@ -392,9 +392,9 @@ fn gen_filter() -> impl Strategy<Value = GenFilter> {
             weighted(
                 0.35,
                 (
-                    vec(0..WORDS.len(), 0..3),
-                    any::<bool>(),
-                    vec(0..TEXT_FIELDS.len(), 0..3),
+                    vec(0..WORDS.len(), 0..4),
+                    proptest::bool::weighted(0.7),
+                    vec(0..TEXT_FIELDS.len(), 0..4),
                 )
                     .prop_map(|(words, fuzzy, fields)| GenText {
                         words,
@@ -529,6 +529,37 @@ fn filter_of(g: GenFilter, ops: &[Uuid]) -> SearchFilter {
     }
 }
 
+/// The filter's parts, each alone: a part that one bug breaks is checked even when the
+/// other parts leave nothing to match.
+fn parts(f: &SearchFilter) -> Vec<SearchFilter> {
+    let mut out = Vec::new();
+    let mut part = |set: &dyn Fn(&mut SearchFilter)| {
+        let mut p = SearchFilter::default();
+        set(&mut p);
+        if p != SearchFilter::default() {
+            out.push(p);
+        }
+    };
+    part(&|p| p.media_id = f.media_id.clone());
+    part(&|p| p.media_ids = f.media_ids.clone());
+    part(&|p| p.annotation_type = f.annotation_type.clone());
+    part(&|p| p.annotation_types = f.annotation_types.clone());
+    part(&|p| p.annotation_type_version = f.annotation_type_version);
+    part(&|p| p.pivot_id = f.pivot_id.clone());
+    part(&|p| p.label = f.label.clone());
+    part(&|p| p.labels = f.labels.clone());
+    part(&|p| p.time_range = f.time_range);
+    part(&|p| p.min_confidence = f.min_confidence);
+    part(&|p| p.max_confidence = f.max_confidence);
+    part(&|p| p.operation_id = f.operation_id);
+    part(&|p| p.region = f.region);
+    part(&|p| p.text = f.text.clone());
+    for c in f.data.iter().flatten() {
+        part(&|p| p.data = Some(vec![c.clone()]));
+    }
+    out
+}
+
 fn run_case(
     items: Vec<Gen>,
     batch_sizes: Vec<usize>,
@@ -610,6 +641,10 @@ fn run_case(
             let n = (*n).clamp(1, rest.len());
             index.upsert(&rest[..n], Existing::Unknown).await.unwrap();
             rest = &rest[n..];
+        }
+        for part in parts(&filter) {
+            // Checks each hit list against the brute force.
+            suite::check_filter(&index, &latest, &part, &scope).await;
         }
         let got = suite::search_all(&index, &filter, &scope, page).await;
         let ranked = suite::search_by_confidence(&index, &filter, &scope, page).await;
