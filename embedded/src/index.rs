@@ -169,8 +169,8 @@ impl Fields {
             doc.add_f64(self.confidence, f64::from(c));
         }
         doc.add_text(self.operation_id, uuid_text(&a.operation_id));
-        // A corner that is NaN fails every comparison, so such a box matches no region,
-        // as no box does: it gets no corners (NaN would sort above every number).
+        // A box with a NaN corner fails every comparison of `Region::holds`: like a
+        // missing box it gets no corners (in the column, NaN would sort above numbers).
         if let Some(c) = a.bbox.as_ref().map(Corners::of)
             && ![c.x1, c.y1, c.x2, c.y2].iter().any(|v| v.is_nan())
         {
