@@ -239,8 +239,9 @@ impl Region {
 // Text
 // ---------------------------------------------------------------------------------------
 
-/// Longest token that text search indexes, in bytes (tantivy's default tokenizer drops
-/// longer ones; Elasticsearch's mapping does the same with a `length` filter).
+/// Longest token that text search indexes, in bytes (Elasticsearch's mapping drops
+/// longer ones with a `length` filter; tantivy's default tokenizer would also drop
+/// tokens of exactly 40 bytes, so the tantivy index does not use it).
 pub const MAX_TOKEN_BYTES: usize = 40;
 /// Most tokens in one text query.
 pub const MAX_QUERY_TOKENS: usize = 16;
@@ -270,8 +271,10 @@ pub const LABEL_FIELD: &str = "label";
 /// The prefix of a data field's name in [`TextQuery::fields`].
 pub const DATA_PREFIX: &str = "data.";
 
-/// How text is cut into tokens: runs of alphanumeric characters, lower-cased, tokens
-/// longer than [`MAX_TOKEN_BYTES`] dropped (tantivy's default tokenizer).
+/// How text is cut into tokens: runs of alphanumeric characters, tokens longer than
+/// [`MAX_TOKEN_BYTES`] (before lower-casing) dropped, lower-cased by
+/// `str::to_lowercase` (a final sigma becomes `ς`). Close to tantivy's default
+/// tokenizer, which differs at 40 bytes and on the final sigma.
 pub fn tokens(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN_BYTES)

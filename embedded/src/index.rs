@@ -12,20 +12,25 @@
 //! committer closes a batch under the lock, so a batch's documents are exactly those
 //! of one commit (or one rollback).
 //!
-//! Search order (media_id, start_ms, id) is computed by [`collector::SortedCollector`]
-//! on fast fields, comparing media ids by their per-segment term ordinals.
+//! Search order (media_id, start_ms, id), or confidence first, is computed by
+//! [`collector::SortedCollector`] on fast fields, comparing media ids by their
+//! per-segment term ordinals. Text and `data` filters search terms of their own
+//! ([`terms`]), fuzzy text through [`text`]; aggregations count in [`aggregate`].
 
+mod aggregate;
 mod collector;
 mod query;
+mod terms;
+mod text;
 
 use annostore_core::index::{
     AggregateQuery, Existing, Hit, Index, IndexError, IndexQuery, KnnHit, KnnQuery,
 };
 use annostore_core::model::Annotation;
-use annostore_core::query::Aggregates;
+use annostore_core::query::{Aggregates, Corners, MISSING_RANK, SortOrder};
 use annostore_core::visibility::op_key;
 use async_trait::async_trait;
-use collector::SortedCollector;
+use collector::{ConfidenceRank, NoRank, Rank, SortedCollector};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashSet, VecDeque};
 use std::path::Path;
@@ -38,7 +43,9 @@ use tantivy::directory::MmapDirectory;
 use tantivy::indexer::UserOperation;
 use tantivy::query::TermQuery;
 use tantivy::query::doc_predicate_query::{DocPredicateQuery, FunctionPredicate};
-use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, SchemaBuilder};
+use tantivy::schema::{
+    BytesOptions, FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, SchemaBuilder,
+};
 use tantivy::{IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use tokio::sync::watch;
 use tracing::{error, warn};
@@ -87,6 +94,15 @@ pub(crate) struct Fields {
     pub end_ms: Field,
     pub confidence: Field,
     pub operation_id: Field,
+    /// A box's corners ([`Corners::of`]), for region filters.
+    pub x1: Field,
+    pub y1: Field,
+    pub x2: Field,
+    pub y2: Field,
+    /// Text tokens of the label and of `data` strings ([`terms::text_terms`]).
+    pub text: Field,
+    /// `data` fields: presence and values ([`terms::data_terms`]).
+    pub data: Field,
 }
 
 pub(crate) const ID_HI: &str = "id_hi";
@@ -94,6 +110,11 @@ pub(crate) const ID_LO: &str = "id_lo";
 pub(crate) const OP: &str = "op";
 pub(crate) const MEDIA_ID: &str = "media_id";
 pub(crate) const START_MS: &str = "start_ms";
+pub(crate) const END_MS: &str = "end_ms";
+pub(crate) const LABEL: &str = "label";
+pub(crate) const CONFIDENCE: &str = "confidence";
+pub(crate) const ANNOTATION_TYPE: &str = "annotation_type";
+pub(crate) const ANNOTATION_TYPE_VERSION: &str = "annotation_type_version";
 
 impl Fields {
     fn schema() -> (Schema, Fields) {
@@ -106,14 +127,22 @@ impl Fields {
             id_lo: b.add_u64_field(ID_LO, FAST),
             op: b.add_u64_field(OP, FAST),
             media_id: b.add_text_field(MEDIA_ID, STRING | FAST),
-            annotation_type: b.add_text_field("annotation_type", STRING),
-            annotation_type_version: b.add_u64_field("annotation_type_version", INDEXED),
+            // Fast too, for aggregations by type.
+            annotation_type: b.add_text_field(ANNOTATION_TYPE, STRING | FAST),
+            annotation_type_version: b.add_u64_field(ANNOTATION_TYPE_VERSION, INDEXED | FAST),
             pivot_id: b.add_text_field("pivot_id", STRING),
-            label: b.add_text_field("label", STRING | FAST),
+            label: b.add_text_field(LABEL, STRING | FAST),
             start_ms: b.add_i64_field(START_MS, FAST),
-            end_ms: b.add_i64_field("end_ms", FAST),
-            confidence: b.add_f64_field("confidence", FAST),
+            end_ms: b.add_i64_field(END_MS, FAST),
+            confidence: b.add_f64_field(CONFIDENCE, FAST),
             operation_id: b.add_text_field("operation_id", STRING),
+            x1: b.add_f64_field("x1", FAST),
+            y1: b.add_f64_field("y1", FAST),
+            x2: b.add_f64_field("x2", FAST),
+            y2: b.add_f64_field("y2", FAST),
+            // Terms only for annotations with text or data.
+            text: b.add_bytes_field("text", BytesOptions::default().set_indexed()),
+            data: b.add_bytes_field("data", BytesOptions::default().set_indexed()),
         };
         (b.build(), fields)
     }
@@ -140,6 +169,22 @@ impl Fields {
             doc.add_f64(self.confidence, f64::from(c));
         }
         doc.add_text(self.operation_id, uuid_text(&a.operation_id));
+        // A box with a NaN corner fails every comparison of `Region::holds`: like a
+        // missing box it gets no corners (in the column, NaN would sort above numbers).
+        if let Some(c) = a.bbox.as_ref().map(Corners::of)
+            && ![c.x1, c.y1, c.x2, c.y2].iter().any(|v| v.is_nan())
+        {
+            doc.add_f64(self.x1, c.x1);
+            doc.add_f64(self.y1, c.y1);
+            doc.add_f64(self.x2, c.x2);
+            doc.add_f64(self.y2, c.y2);
+        }
+        for t in terms::text_terms(a) {
+            doc.add_bytes(self.text, &t);
+        }
+        for t in terms::data_terms(a) {
+            doc.add_bytes(self.data, &t);
+        }
         doc
     }
 }
@@ -350,6 +395,39 @@ impl TantivyIndex {
     }
 }
 
+impl TantivyIndex {
+    /// A search in the order `R` ranks by.
+    async fn search_ranked<R: Rank>(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let searcher = self.inner.reader.searcher();
+        let q = query::build(&self.inner.fields, &query.filter)?;
+        let after = query.after.as_ref().map(|p| {
+            let rank = if R::RANKED {
+                collector::rank_key(p.rank.unwrap_or(MISSING_RANK))
+            } else {
+                0
+            };
+            (rank, p.key.clone())
+        });
+        let collector = SortedCollector::<R>::new(query.scope.clone(), after, query.limit);
+        // A catalogue-wide query can scan for 100 ms: off the async workers.
+        let keys = tokio::task::spawn_blocking(move || searcher.search(&*q, &collector))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)?;
+        Ok(keys
+            .into_iter()
+            .map(|(rank, key)| Hit {
+                id: key.id,
+                key,
+                rank: R::RANKED.then(|| collector::rank_of_key(rank)),
+            })
+            .collect())
+    }
+}
+
 /// Matches the documents whose id is in `ids`, from the id fast fields. Replacing by id
 /// is rare (a producer rewriting an annotation, or a replay), so ids carry no term of
 /// their own; a delete scans the id columns instead.
@@ -519,26 +597,13 @@ impl Index for TantivyIndex {
     }
 
     async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError> {
-        if query.limit == 0 {
-            return Ok(Vec::new());
+        match query.order {
+            SortOrder::Time => self.search_ranked::<NoRank>(query).await,
+            SortOrder::Confidence => self.search_ranked::<ConfidenceRank>(query).await,
+            SortOrder::Score => Err(IndexError::Rejected(
+                "score order needs a nearest-neighbour search".into(),
+            )),
         }
-        let searcher = self.inner.reader.searcher();
-        let q = query::build(&self.inner.fields, &query.filter);
-        let after = query.after.as_ref().map(|p| p.key.clone());
-        let collector = SortedCollector::new(query.scope.clone(), after, query.limit);
-        // A catalogue-wide query can scan for 100 ms: off the async workers.
-        let keys = tokio::task::spawn_blocking(move || searcher.search(&*q, &collector))
-            .await
-            .map_err(unavailable)?
-            .map_err(unavailable)?;
-        Ok(keys
-            .into_iter()
-            .map(|key| Hit {
-                id: key.id,
-                key,
-                rank: None,
-            })
-            .collect())
     }
 
     async fn knn(&self, _query: &KnnQuery) -> Result<Vec<KnnHit>, IndexError> {
@@ -547,10 +612,17 @@ impl Index for TantivyIndex {
         ))
     }
 
-    async fn aggregate(&self, _query: &AggregateQuery) -> Result<Aggregates, IndexError> {
-        Err(IndexError::Rejected(
-            "aggregations are not built yet".into(),
-        ))
+    async fn aggregate(&self, query: &AggregateQuery) -> Result<Aggregates, IndexError> {
+        let collector =
+            aggregate::AggregateCollector::new(query.scope.clone(), query.spec.clone())?;
+        let searcher = self.inner.reader.searcher();
+        let q = query::build(&self.inner.fields, &query.filter)?;
+        // A catalogue-wide count visits every document: off the async workers.
+        let counts = tokio::task::spawn_blocking(move || searcher.search(&*q, &collector))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)??;
+        Ok(counts.finish(&query.spec)?)
     }
 
     async fn count_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {

@@ -1,15 +1,20 @@
-//! Top-`limit` documents in search order (media_id, start_ms, id), in scope, after a
-//! cursor.
+//! Top-`limit` documents in search order, in scope, after a cursor: a rank first (none
+//! for time order; confidence, highest first, for confidence order), then
+//! (media_id, start_ms, id).
 //!
 //! Per segment, media ids are compared by term ordinal (ordinals follow the byte order
 //! of the terms within a segment), and the best `limit` keys are kept in a bounded
 //! max-heap. Only the kept ordinals are turned back into strings, at the end of the
-//! segment. The segments' results are merged on the full key.
+//! segment. The segments' results are merged on the full key. The rank is a `u32` that
+//! sorts as [`annostore_core::query::compare`] orders ranks; which column gives it is a
+//! type parameter ([`Rank`]), so time order pays nothing for it.
 
-use super::{ID_HI, ID_LO, MEDIA_ID, OP, START_MS};
+use super::{CONFIDENCE, ID_HI, ID_LO, MEDIA_ID, OP, START_MS};
 use annostore_core::index::Scope;
 use annostore_core::model::SortKey;
+use annostore_core::query::MISSING_RANK;
 use std::collections::{BinaryHeap, HashMap};
+use std::marker::PhantomData;
 use std::sync::Arc;
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, ColumnValues, Dictionary, TermOrdHit};
@@ -17,22 +22,93 @@ use tantivy::index::SegmentReader;
 use tantivy::{DocId, Score, SegmentOrdinal, TantivyError};
 use uuid::Uuid;
 
-/// A key within one segment: (media ordinal + 1, start_ms, id as u128). Ordinal 0
-/// stands for a document without a media id value, which sorts as "".
-type SegKey = (u64, i64, u128);
+/// A key within one segment: (rank key, media ordinal + 1, start_ms, id as u128).
+/// Ordinal 0 stands for a document without a media id value, which sorts as "".
+type SegKey = (u32, u64, i64, u128);
 
-pub(crate) struct SortedCollector {
-    scope: Scope,
-    after: Option<SortKey>,
-    limit: usize,
+/// What a search ranks documents by, before their time key.
+pub(crate) trait Rank: Send + Sync + Sized + 'static {
+    /// Whether hits carry their rank.
+    const RANKED: bool;
+    fn open(segment: &SegmentReader) -> tantivy::Result<Self>;
+    /// The document's rank key: smaller sorts first.
+    fn key(&self, doc: DocId) -> u32;
 }
 
-impl SortedCollector {
-    pub(crate) fn new(scope: Scope, after: Option<SortKey>, limit: usize) -> SortedCollector {
+/// Time order: every document ranks the same.
+pub(crate) struct NoRank;
+
+impl Rank for NoRank {
+    const RANKED: bool = false;
+
+    fn open(_segment: &SegmentReader) -> tantivy::Result<NoRank> {
+        Ok(NoRank)
+    }
+
+    #[inline]
+    fn key(&self, _doc: DocId) -> u32 {
+        0
+    }
+}
+
+/// Confidence order: the confidence, or [`MISSING_RANK`] without one, highest first.
+pub(crate) struct ConfidenceRank(Column<f64>);
+
+impl Rank for ConfidenceRank {
+    const RANKED: bool = true;
+
+    fn open(segment: &SegmentReader) -> tantivy::Result<ConfidenceRank> {
+        Ok(ConfidenceRank(segment.fast_fields().f64(CONFIDENCE)?))
+    }
+
+    #[inline]
+    fn key(&self, doc: DocId) -> u32 {
+        // Confidences are f32, indexed as f64: converting back is exact.
+        rank_key(self.0.first(doc).map_or(MISSING_RANK, |c| c as f32))
+    }
+}
+
+/// A rank as a key that sorts ascending as `compare` sorts ranks: descending by
+/// `f32::total_cmp`.
+pub(crate) fn rank_key(rank: f32) -> u32 {
+    let bits = rank.to_bits();
+    // Ascending total order: negatives flipped whole, positives above them.
+    let ascending = if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    };
+    !ascending
+}
+
+/// The rank a key was made from.
+pub(crate) fn rank_of_key(key: u32) -> f32 {
+    let ascending = !key;
+    f32::from_bits(if ascending >> 31 == 1 {
+        ascending & 0x7fff_ffff
+    } else {
+        !ascending
+    })
+}
+
+/// A position as the collector compares it: rank key and time key.
+pub(crate) type Ranked = (u32, SortKey);
+
+pub(crate) struct SortedCollector<R> {
+    scope: Scope,
+    after: Option<Ranked>,
+    limit: usize,
+    rank: PhantomData<fn() -> R>,
+}
+
+impl<R: Rank> SortedCollector<R> {
+    /// `after`: the rank key (0 for time order) and time key to continue after.
+    pub(crate) fn new(scope: Scope, after: Option<Ranked>, limit: usize) -> SortedCollector<R> {
         SortedCollector {
             scope,
             after,
             limit,
+            rank: PhantomData,
         }
     }
 }
@@ -43,8 +119,9 @@ enum Cursor {
     None,
     /// Strictly after this key.
     After(SegKey),
-    /// At this media ordinal or later (the cursor's media id is not in the segment).
-    FromOrd(u64),
+    /// After this rank, or at it from this media ordinal on (the cursor's media id is
+    /// not in the segment).
+    FromOrd(u32, u64),
 }
 
 impl Cursor {
@@ -53,13 +130,14 @@ impl Cursor {
         match self {
             Cursor::None => true,
             Cursor::After(c) => key > c,
-            Cursor::FromOrd(o) => key.0 >= *o,
+            Cursor::FromOrd(r, o) => key.0 > *r || (key.0 == *r && key.1 >= *o),
         }
     }
 }
 
-pub(crate) struct SortedSegmentCollector {
+pub(crate) struct SortedSegmentCollector<R> {
     scope: Scope,
+    rank: R,
     cursor: Cursor,
     limit: usize,
     heap: BinaryHeap<SegKey>,
@@ -75,15 +153,15 @@ fn io_error(e: std::io::Error) -> TantivyError {
     TantivyError::from(e)
 }
 
-impl Collector for SortedCollector {
-    type Fruit = Vec<SortKey>;
-    type Child = SortedSegmentCollector;
+impl<R: Rank> Collector for SortedCollector<R> {
+    type Fruit = Vec<Ranked>;
+    type Child = SortedSegmentCollector<R>;
 
     fn for_segment(
         &self,
         _segment_local_id: SegmentOrdinal,
         segment: &SegmentReader,
-    ) -> tantivy::Result<SortedSegmentCollector> {
+    ) -> tantivy::Result<SortedSegmentCollector<R>> {
         let ff = segment.fast_fields();
         let (dictionary, media) = match ff.str(MEDIA_ID)? {
             Some(col) => {
@@ -94,7 +172,8 @@ impl Collector for SortedCollector {
         };
         let cursor = match &self.after {
             None => Cursor::None,
-            Some(after) => {
+            Some((rank, after)) => {
+                let rank = *rank;
                 let (ord, exact) = match &dictionary {
                     None => (0, false),
                     Some(d) => match d
@@ -107,17 +186,18 @@ impl Collector for SortedCollector {
                 };
                 let id = after.id.as_u128();
                 if exact {
-                    Cursor::After((ord, after.start_ms, id))
+                    Cursor::After((rank, ord, after.start_ms, id))
                 } else if after.media_id.is_empty() {
                     // "" is not a term here: documents without a media value are "".
-                    Cursor::After((0, after.start_ms, id))
+                    Cursor::After((rank, 0, after.start_ms, id))
                 } else {
-                    Cursor::FromOrd(ord)
+                    Cursor::FromOrd(rank, ord)
                 }
             }
         };
         Ok(SortedSegmentCollector {
             scope: self.scope.clone(),
+            rank: R::open(segment)?,
             cursor,
             limit: self.limit,
             heap: BinaryHeap::with_capacity(self.limit.min(4096) + 1),
@@ -134,8 +214,8 @@ impl Collector for SortedCollector {
         false
     }
 
-    fn merge_fruits(&self, fruits: Vec<Vec<SortKey>>) -> tantivy::Result<Vec<SortKey>> {
-        let mut all: Vec<SortKey> = fruits.into_iter().flatten().collect();
+    fn merge_fruits(&self, fruits: Vec<Vec<Ranked>>) -> tantivy::Result<Vec<Ranked>> {
+        let mut all: Vec<Ranked> = fruits.into_iter().flatten().collect();
         all.sort_unstable();
         all.truncate(self.limit);
         Ok(all)
@@ -146,7 +226,7 @@ impl Collector for SortedCollector {
         weight: &dyn tantivy::query::Weight,
         segment_ord: u32,
         reader: &SegmentReader,
-    ) -> tantivy::Result<Vec<SortKey>> {
+    ) -> tantivy::Result<Vec<Ranked>> {
         let mut child = self.for_segment(segment_ord, reader)?;
         match reader.alive_bitset() {
             Some(alive) => weight.for_each_no_score(reader, &mut |docs| {
@@ -162,12 +242,12 @@ impl Collector for SortedCollector {
     }
 }
 
-impl SortedSegmentCollector {
+impl<R: Rank> SortedSegmentCollector<R> {
     /// The kept keys, ordinals resolved to media ids.
-    fn finish(self) -> tantivy::Result<Vec<SortKey>> {
-        let mut keys = self.heap.into_vec();
-        keys.sort_unstable();
-        let mut ords: Vec<u64> = keys.iter().filter(|k| k.0 > 0).map(|k| k.0 - 1).collect();
+    fn finish(self) -> tantivy::Result<Vec<Ranked>> {
+        let keys = self.heap.into_vec();
+        let mut ords: Vec<u64> = keys.iter().filter(|k| k.1 > 0).map(|k| k.1 - 1).collect();
+        ords.sort_unstable();
         ords.dedup();
         let mut names: HashMap<u64, String> = HashMap::with_capacity(ords.len());
         if let Some(d) = &self.dictionary {
@@ -192,7 +272,7 @@ impl SortedSegmentCollector {
             }
         }
         keys.into_iter()
-            .map(|(ord, start_ms, id)| {
+            .map(|(rank, ord, start_ms, id)| {
                 let media_id = if ord == 0 {
                     String::new()
                 } else {
@@ -200,30 +280,40 @@ impl SortedSegmentCollector {
                         TantivyError::InternalError("unresolved media_id ordinal".into())
                     })?
                 };
-                Ok(SortKey {
-                    media_id,
-                    start_ms,
-                    id: Uuid::from_u128(id),
-                })
+                Ok((
+                    rank,
+                    SortKey {
+                        media_id,
+                        start_ms,
+                        id: Uuid::from_u128(id),
+                    },
+                ))
             })
             .collect()
     }
 }
 
-impl SegmentCollector for SortedSegmentCollector {
-    type Fruit = Vec<SortKey>;
+impl<R: Rank> SegmentCollector for SortedSegmentCollector<R> {
+    type Fruit = Vec<Ranked>;
 
     #[inline]
     fn collect(&mut self, doc: DocId, _score: Score) {
+        let rank = self.rank.key(doc);
         let ord = match &self.media {
             Some(m) => m.first(doc).map_or(0, |o| o + 1),
             None => 0,
         };
         let full = self.heap.len() >= self.limit;
-        if full && self.heap.peek().is_some_and(|top| ord > top.0) {
+        if full
+            && self
+                .heap
+                .peek()
+                .is_some_and(|top| (rank, ord) > (top.0, top.1))
+        {
             return;
         }
         let key: SegKey = (
+            rank,
             ord,
             self.start.get_val(doc),
             (u128::from(self.hi.get_val(doc)) << 64) | u128::from(self.lo.get_val(doc)),
@@ -246,9 +336,49 @@ impl SegmentCollector for SortedSegmentCollector {
         }
     }
 
-    fn harvest(self) -> Vec<SortKey> {
+    fn harvest(self) -> Vec<Ranked> {
         // Only reached through the default `collect_segment`, which this collector
         // overrides; errors are reported by `finish` there.
         self.finish().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use annostore_core::query::{SortOrder, compare};
+
+    #[test]
+    fn rank_keys_sort_as_compare_does() {
+        let ranks = [
+            f32::NEG_INFINITY,
+            -1.0,
+            -0.5,
+            -0.0,
+            0.0,
+            f32::MIN_POSITIVE,
+            0.25,
+            0.5,
+            1.0,
+            f32::MAX,
+            f32::INFINITY,
+        ];
+        let key = SortKey {
+            media_id: String::new(),
+            start_ms: 0,
+            id: Uuid::nil(),
+        };
+        for a in ranks {
+            assert_eq!(rank_of_key(rank_key(a)).to_bits(), a.to_bits());
+            for b in ranks {
+                assert_eq!(
+                    rank_key(a).cmp(&rank_key(b)),
+                    compare(SortOrder::Confidence, (Some(a), &key), (Some(b), &key)),
+                    "{a} vs {b}"
+                );
+            }
+        }
+        // Highest first.
+        assert!(rank_key(1.0) < rank_key(MISSING_RANK));
     }
 }

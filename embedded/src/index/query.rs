@@ -1,63 +1,314 @@
-//! A [`SearchFilter`] as a tantivy query: every filter is a required clause.
+//! A [`SearchFilter`] as a tantivy query: every filter is a required clause, with the
+//! semantics of [`annostore_core::query::matches`].
 
-use super::{Fields, uuid_text};
-use annostore_core::model::SearchFilter;
+use super::text::FuzzyTokenQuery;
+use super::{Fields, terms, uuid_text};
+use annostore_core::index::IndexError;
+use annostore_core::model::{DataCondition, Region, SearchFilter, TextQuery, TimeRange};
+use annostore_core::query::{self, MAX_QUERY_TOKENS, SpaceRelation, TimeRelation};
+use serde_json::Value;
+use std::collections::BTreeSet;
 use std::ops::Bound;
 use tantivy::Term;
-use tantivy::query::{AllQuery, BooleanQuery, Query, RangeQuery, TermQuery};
-use tantivy::schema::IndexRecordOption;
+use tantivy::query::{
+    AllQuery, BooleanQuery, EmptyQuery, InvertedIndexRangeQuery, Query, RangeQuery, TermQuery,
+    TermSetQuery,
+};
+use tantivy::schema::{Field, IndexRecordOption};
 
 fn term(t: Term) -> Box<dyn Query> {
     Box::new(TermQuery::new(t, IndexRecordOption::Basic))
 }
 
-pub(crate) fn build(f: &Fields, filter: &SearchFilter) -> Box<dyn Query> {
-    let mut must: Vec<Box<dyn Query>> = Vec::new();
+/// Builds the clauses of one query; a filter that no document can pass makes the whole
+/// query match nothing.
+struct Clauses {
+    must: Vec<Box<dyn Query>>,
+    nothing: bool,
+}
+
+impl Clauses {
+    fn push(&mut self, q: Box<dyn Query>) {
+        self.must.push(q);
+    }
+
+    fn push_or_nothing(&mut self, q: Option<Box<dyn Query>>) {
+        match q {
+            Some(q) => self.must.push(q),
+            None => self.nothing = true,
+        }
+    }
+
+    /// `field` within the bounds (fast-field range).
+    fn range(&mut self, lower: Bound<Term>, upper: Bound<Term>) {
+        self.must.push(Box::new(RangeQuery::new(lower, upper)));
+    }
+
+    fn at_most_i64(&mut self, field: Field, v: i64) {
+        self.range(
+            Bound::Unbounded,
+            Bound::Included(Term::from_field_i64(field, v)),
+        );
+    }
+
+    fn at_least_i64(&mut self, field: Field, v: i64) {
+        self.range(
+            Bound::Included(Term::from_field_i64(field, v)),
+            Bound::Unbounded,
+        );
+    }
+
+    /// `field <= v` on f64; nothing passes a NaN bound (every comparison with NaN is
+    /// false), which the column's order would not say.
+    fn at_most_f64(&mut self, field: Field, v: f64) {
+        if v.is_nan() {
+            self.nothing = true;
+        } else {
+            self.range(
+                Bound::Unbounded,
+                Bound::Included(Term::from_field_f64(field, v)),
+            );
+        }
+    }
+
+    fn at_least_f64(&mut self, field: Field, v: f64) {
+        if v.is_nan() {
+            self.nothing = true;
+        } else {
+            self.range(
+                Bound::Included(Term::from_field_f64(field, v)),
+                Bound::Unbounded,
+            );
+        }
+    }
+
+    fn finish(mut self) -> Box<dyn Query> {
+        if self.nothing {
+            return Box::new(EmptyQuery);
+        }
+        match self.must.len() {
+            0 => Box::new(AllQuery),
+            1 => self.must.pop().unwrap_or_else(|| Box::new(AllQuery)),
+            _ => Box::new(BooleanQuery::intersection(self.must)),
+        }
+    }
+}
+
+/// Any of these exact strings (an empty list matches nothing).
+fn any_of(field: Field, values: &[String]) -> Option<Box<dyn Query>> {
+    let terms: BTreeSet<&String> = values.iter().collect();
+    match terms.len() {
+        0 => None,
+        1 => terms
+            .first()
+            .map(|v| term(Term::from_field_text(field, v.as_str()))),
+        _ => Some(Box::new(TermSetQuery::new(
+            terms
+                .into_iter()
+                .map(|v| Term::from_field_text(field, v.as_str())),
+        ))),
+    }
+}
+
+pub(crate) fn build(f: &Fields, filter: &SearchFilter) -> Result<Box<dyn Query>, IndexError> {
+    let mut c = Clauses {
+        must: Vec::new(),
+        nothing: false,
+    };
     if let Some(m) = &filter.media_id {
-        must.push(term(Term::from_field_text(f.media_id, m)));
+        c.push(term(Term::from_field_text(f.media_id, m)));
+    }
+    if let Some(ms) = &filter.media_ids {
+        c.push_or_nothing(any_of(f.media_id, ms));
     }
     if let Some(t) = &filter.annotation_type {
-        must.push(term(Term::from_field_text(f.annotation_type, t)));
+        c.push(term(Term::from_field_text(f.annotation_type, t)));
+    }
+    if let Some(ts) = &filter.annotation_types {
+        c.push_or_nothing(any_of(f.annotation_type, ts));
     }
     if let Some(v) = filter.annotation_type_version {
-        must.push(term(Term::from_field_u64(
+        c.push(term(Term::from_field_u64(
             f.annotation_type_version,
             u64::from(v),
         )));
     }
     if let Some(p) = &filter.pivot_id {
-        must.push(term(Term::from_field_text(f.pivot_id, p)));
+        c.push(term(Term::from_field_text(f.pivot_id, p)));
     }
     if let Some(l) = &filter.label {
-        must.push(term(Term::from_field_text(f.label, l)));
+        c.push(term(Term::from_field_text(f.label, l)));
+    }
+    if let Some(ls) = &filter.labels {
+        c.push_or_nothing(any_of(f.label, ls));
     }
     if let Some(op) = &filter.operation_id {
-        must.push(term(Term::from_field_text(
+        c.push(term(Term::from_field_text(
             f.operation_id,
             uuid_text(op).as_ref(),
         )));
     }
     if let Some(r) = &filter.time_range {
-        // Intersects: start <= range.end and end >= range.start (touching ends match).
-        must.push(Box::new(RangeQuery::new(
-            Bound::Unbounded,
-            Bound::Included(Term::from_field_i64(f.start_ms, r.end_ms)),
-        )));
-        must.push(Box::new(RangeQuery::new(
-            Bound::Included(Term::from_field_i64(f.end_ms, r.start_ms)),
-            Bound::Unbounded,
+        time(&mut c, f, r);
+    }
+    // f32 -> f64 is exact and monotonic, so these compare as f32 does.
+    if let Some(min) = filter.min_confidence {
+        c.at_least_f64(f.confidence, f64::from(min));
+    }
+    if let Some(max) = filter.max_confidence {
+        c.at_most_f64(f.confidence, f64::from(max));
+    }
+    if let Some(r) = &filter.region {
+        region(&mut c, f, r);
+    }
+    if let Some(t) = &filter.text {
+        let q = text(f, t)?;
+        c.push_or_nothing(q);
+    }
+    for cond in filter.data.iter().flatten() {
+        data(&mut c, f, cond);
+    }
+    Ok(c.finish())
+}
+
+/// The relation as ranges on the start and end columns (see [`TimeRelation::holds`]).
+fn time(c: &mut Clauses, f: &Fields, r: &TimeRange) {
+    match r.relation {
+        TimeRelation::Intersects => {
+            c.at_most_i64(f.start_ms, r.end_ms);
+            c.at_least_i64(f.end_ms, r.start_ms);
+        }
+        TimeRelation::Within => {
+            c.at_least_i64(f.start_ms, r.start_ms);
+            c.at_most_i64(f.end_ms, r.end_ms);
+        }
+        TimeRelation::Contains => {
+            c.at_most_i64(f.start_ms, r.start_ms);
+            c.at_least_i64(f.end_ms, r.end_ms);
+        }
+    }
+}
+
+/// [`Region::holds`] on the corner columns; documents without a box have no corners and
+/// match no range.
+fn region(c: &mut Clauses, f: &Fields, r: &Region) {
+    let q = r.corners();
+    match r.relation {
+        SpaceRelation::Intersects => {
+            c.at_most_f64(f.x1, q.x2);
+            c.at_least_f64(f.x2, q.x1);
+            c.at_most_f64(f.y1, q.y2);
+            c.at_least_f64(f.y2, q.y1);
+        }
+        SpaceRelation::Within => {
+            c.at_least_f64(f.x1, q.x1);
+            c.at_most_f64(f.x2, q.x2);
+            c.at_least_f64(f.y1, q.y1);
+            c.at_most_f64(f.y2, q.y2);
+        }
+    }
+}
+
+/// Every query token matches a token of one of the fields (see [`TextQuery::matches`]);
+/// `None` when nothing can (no token, no field).
+fn text(f: &Fields, t: &TextQuery) -> Result<Option<Box<dyn Query>>, IndexError> {
+    let tokens: BTreeSet<String> = query::tokens(&t.query).into_iter().collect();
+    if tokens.len() > MAX_QUERY_TOKENS {
+        return Err(IndexError::Rejected(format!(
+            "a text query has at most {MAX_QUERY_TOKENS} distinct tokens"
         )));
     }
-    if let Some(c) = filter.min_confidence {
-        // f32 -> f64 is exact and monotonic, so this is `confidence >= c` on f32.
-        must.push(Box::new(RangeQuery::new(
-            Bound::Included(Term::from_field_f64(f.confidence, f64::from(c))),
-            Bound::Unbounded,
-        )));
+    let fields: BTreeSet<&String> = t.fields.iter().collect();
+    if tokens.is_empty() || fields.is_empty() {
+        return Ok(None);
     }
-    match must.len() {
-        0 => Box::new(AllQuery),
-        1 => must.pop().unwrap_or_else(|| Box::new(AllQuery)),
-        _ => Box::new(BooleanQuery::intersection(must)),
+    let mut all: Vec<Box<dyn Query>> = Vec::with_capacity(tokens.len());
+    for token in &tokens {
+        let fuzzy = t.fuzzy && query::fuzzy_distance(token) > 0;
+        let mut any: Vec<Box<dyn Query>> = fields
+            .iter()
+            .map(|name| -> Box<dyn Query> {
+                if fuzzy {
+                    Box::new(FuzzyTokenQuery::new(
+                        f.text,
+                        terms::prefix(terms::TEXT, name),
+                        token,
+                    ))
+                } else {
+                    term(Term::from_field_bytes(
+                        f.text,
+                        &terms::term(terms::TEXT, name, token.as_bytes()),
+                    ))
+                }
+            })
+            .collect();
+        all.push(match any.len() {
+            1 => any.remove(0),
+            _ => Box::new(BooleanQuery::union(any)),
+        });
     }
+    Ok(Some(match all.len() {
+        1 => all.remove(0),
+        _ => Box::new(BooleanQuery::intersection(all)),
+    }))
+}
+
+fn data_term(f: &Fields, kind: u8, name: &str, value: &[u8]) -> Box<dyn Query> {
+    term(Term::from_field_bytes(
+        f.data,
+        &terms::term(kind, name, value),
+    ))
+}
+
+/// One [`DataCondition`]: the field is present, `eq` holds (by kind), and each bound
+/// holds on its number.
+fn data(c: &mut Clauses, f: &Fields, cond: &DataCondition) {
+    let name = cond.field.as_str();
+    c.push(data_term(f, terms::PRESENT, name, &[]));
+    match &cond.eq {
+        None => {}
+        Some(Value::String(s)) => c.push(data_term(f, terms::STRING, name, s.as_bytes())),
+        Some(Value::Bool(b)) => c.push(data_term(f, terms::BOOL, name, &[u8::from(*b)])),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(x) => c.push(data_term(f, terms::NUMBER, name, &terms::number(x))),
+            None => c.nothing = true,
+        },
+        Some(Value::Null | Value::Array(_) | Value::Object(_)) => c.nothing = true,
+    }
+    if let Some(x) = cond.gt {
+        number_range(c, f, name, Bound::Excluded(x), Bound::Unbounded);
+    }
+    if let Some(x) = cond.gte {
+        number_range(c, f, name, Bound::Included(x), Bound::Unbounded);
+    }
+    if let Some(x) = cond.lt {
+        number_range(c, f, name, Bound::Unbounded, Bound::Excluded(x));
+    }
+    if let Some(x) = cond.lte {
+        number_range(c, f, name, Bound::Unbounded, Bound::Included(x));
+    }
+}
+
+/// The numbers of data field `name` within the bounds, as a range of its terms (their
+/// bytes keep the numbers' order). Nothing passes a NaN bound.
+fn number_range(c: &mut Clauses, f: &Fields, name: &str, lower: Bound<f64>, upper: Bound<f64>) {
+    let at = |x: f64| {
+        Term::from_field_bytes(f.data, &terms::term(terms::NUMBER, name, &terms::number(x)))
+    };
+    // Every number of the field is 8 bytes after its prefix: these are its ends.
+    let edge = |b: u8| Term::from_field_bytes(f.data, &terms::term(terms::NUMBER, name, &[b; 8]));
+    let bound = |b: Bound<f64>, end: u8| match b {
+        Bound::Included(x) => Bound::Included(at(x)),
+        Bound::Excluded(x) => Bound::Excluded(at(x)),
+        Bound::Unbounded => Bound::Included(edge(end)),
+    };
+    let nan = |b: &Bound<f64>| matches!(b, Bound::Included(x) | Bound::Excluded(x) if x.is_nan());
+    if nan(&lower) || nan(&upper) {
+        c.nothing = true;
+        return;
+    }
+    c.push(Box::new(InvertedIndexRangeQuery::new(
+        bound(lower, 0),
+        bound(upper, 0xff),
+    )));
 }
