@@ -52,13 +52,16 @@ async fn conformance_suite_against_a_real_server() {
     let es = ElasticIndex::connect(&config).expect("connect");
     let index: Arc<dyn Index> = Arc::new(es.clone());
     suite::run_all(index.clone()).await;
+    suite::run_search_language(index.clone()).await;
     // The same suite with every snapshot sent as a terms filter.
     let terms = ElasticIndex::connect(&ElasticConfig {
         scope_terms_max: 1_024,
         ..config.clone()
     })
     .expect("connect");
-    suite::run_all(Arc::new(terms)).await;
+    let terms: Arc<dyn Index> = Arc::new(terms);
+    suite::run_all(terms.clone()).await;
+    suite::run_search_language(terms).await;
     let deleted = es
         .client()
         .indices()

@@ -600,7 +600,7 @@ impl Index for TantivyIndex {
         match query.order {
             SortOrder::Time => self.search_ranked::<NoRank>(query).await,
             SortOrder::Confidence => self.search_ranked::<ConfidenceRank>(query).await,
-            SortOrder::Score => Err(IndexError::Rejected(
+            SortOrder::Score => Err(IndexError::Unanswerable(
                 "score order needs a nearest-neighbour search".into(),
             )),
         }

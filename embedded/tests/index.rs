@@ -97,7 +97,7 @@ async fn score_order_is_refused() {
             limit: 10,
         })
         .await;
-    assert!(matches!(got, Err(IndexError::Rejected(_))), "{got:?}");
+    assert!(matches!(got, Err(IndexError::Unanswerable(_))), "{got:?}");
 }
 
 #[tokio::test(flavor = "current_thread")]

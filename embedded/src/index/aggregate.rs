@@ -38,7 +38,7 @@ pub(crate) enum Problem {
 impl From<Problem> for IndexError {
     fn from(p: Problem) -> IndexError {
         match p {
-            Problem::Rejected(m) => IndexError::Rejected(m),
+            Problem::Rejected(m) => IndexError::Unanswerable(m),
             Problem::Failed(m) => IndexError::Unavailable(m),
         }
     }

@@ -214,7 +214,7 @@ fn region(c: &mut Clauses, f: &Fields, r: &Region) {
 fn text(f: &Fields, t: &TextQuery) -> Result<Option<Box<dyn Query>>, IndexError> {
     let tokens: BTreeSet<String> = query::tokens(&t.query).into_iter().collect();
     if tokens.len() > MAX_QUERY_TOKENS {
-        return Err(IndexError::Rejected(format!(
+        return Err(IndexError::Unanswerable(format!(
             "a text query has at most {MAX_QUERY_TOKENS} distinct tokens"
         )));
     }

@@ -768,13 +768,13 @@ pub async fn histogram_bounds(index: Arc<dyn Index>) {
     for bad in [0, -5] {
         let got = aggregate(&index, &SearchFilter::default(), &scope, &spec(bad)).await;
         assert!(
-            matches!(got, Err(IndexError::Rejected(_))),
+            matches!(got, Err(IndexError::Unanswerable(_))),
             "interval {bad}: {got:?}"
         );
     }
     // Spanning every millisecond: far more than MAX_BUCKETS.
     let got = aggregate(&index, &SearchFilter::default(), &scope, &spec(1)).await;
-    assert!(matches!(got, Err(IndexError::Rejected(_))), "{got:?}");
+    assert!(matches!(got, Err(IndexError::Unanswerable(_))), "{got:?}");
     // Without the long one, the same interval is fine.
     let short = with(|f| {
         f.time_range = Some(TimeRange {
@@ -795,13 +795,13 @@ pub async fn histogram_bounds(index: Arc<dyn Index>) {
         &spec(i64::MAX / 5_000),
     )
     .await;
-    assert!(matches!(got, Err(IndexError::Rejected(_))), "{got:?}");
+    assert!(matches!(got, Err(IndexError::Unanswerable(_))), "{got:?}");
     // One bucket, starting below i64::MIN: floor(i64::MIN / 3) * 3.
     let edge = annotation(op, "hb-min", i64::MIN, i64::MIN);
     upsert(&index, std::slice::from_ref(&edge)).await;
     let only = with(|f| f.media_id = Some("hb-min".into()));
     let got = aggregate(&index, &only, &scope, &spec(3)).await;
-    assert!(matches!(got, Err(IndexError::Rejected(_))), "{got:?}");
+    assert!(matches!(got, Err(IndexError::Unanswerable(_))), "{got:?}");
     let got = aggregate(&index, &only, &scope, &spec(2))
         .await
         .expect("aggregate");
