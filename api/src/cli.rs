@@ -81,6 +81,29 @@ pub struct ModelArgs {
     /// Per-channel (R,G,B) standard deviation crops are divided by, after the mean.
     #[arg(long, value_delimiter = ',', default_values_t = [0.229, 0.224, 0.225])]
     pub embedder_std: Vec<f32>,
+    /// Text encoder ONNX model (BERT-style, mean-pooled, or a CLIP-style text tower with a
+    /// pooled output): each crop's vector becomes the mix of the text vectors of "a photo
+    /// of a <class>" for its top embedder classes and its detector label, so that text
+    /// queries encoded by the same model find it. Needs --embedder with class logits.
+    #[arg(long, env = "ANNOSTORE_TEXT_ENCODER", requires = "embedder")]
+    pub text_encoder: Option<PathBuf>,
+    /// The text encoder's tokenizer.json [default: tokenizer.json beside the model].
+    #[arg(long, requires = "text_encoder")]
+    pub tokenizer: Option<PathBuf>,
+    /// The embedder's class names for --text-encoder, one per line, line N = logit N
+    /// [default: imagenet_classes.txt beside the embedder].
+    #[arg(long, requires = "text_encoder")]
+    pub embedder_classes: Option<PathBuf>,
+    /// The embedder's output of class logits ([N, classes]) for --text-encoder.
+    #[arg(long, default_value = "logits")]
+    pub embedder_logits: String,
+    /// Classes mixed into a crop's text-space vector, the most probable first.
+    #[arg(long, default_value_t = 5)]
+    pub text_top_classes: usize,
+    /// Weight of the detector label's text vector in a crop's text-space vector (the
+    /// classes' weights, their probabilities, add up to at most 1).
+    #[arg(long, default_value_t = annostore_ingest::textspace::DEFAULT_LABEL_WEIGHT)]
+    pub text_label_weight: f32,
     /// libonnxruntime.so [default: ORT_DYLIB_PATH, then the onnxruntime wheel in
     /// /var/tmp/annostore-venv].
     #[arg(long, env = "ANNOSTORE_ONNXRUNTIME")]
@@ -97,9 +120,11 @@ pub struct RunArgs {
     /// out to a multiple of its `--jobs`.
     #[arg(long, default_value_t = 10.0)]
     pub segment_seconds: f64,
-    /// Annotation type of the runs (registered if missing).
-    #[arg(long = "type", default_value = "objects")]
-    pub annotation_type: String,
+    /// Annotation type of the runs (registered if missing) [default: `objects`, or
+    /// `objects-text` with --text-encoder: a type version's embedding length never
+    /// changes, so text-space vectors get a type of their own].
+    #[arg(long = "type")]
+    pub annotation_type: Option<String>,
     #[arg(long, default_value_t = 1)]
     pub type_version: u32,
 }
@@ -150,7 +175,8 @@ pub struct SubmitArgs {
     #[arg(long, default_value_t = 1)]
     pub replication: i32,
     /// Length of the embeddings the workers' embedder gives (registers the type with
-    /// it); 0 for workers without an embedder.
+    /// it); 0 for workers without an embedder; the text encoder's length for workers
+    /// with --text-encoder (384 for MiniLM), with `--type objects-text`.
     #[arg(long, default_value_t = 1280)]
     pub embedding_dim: usize,
     /// Wait until every run is finished or cancelled, and print them.

@@ -8,6 +8,8 @@ use annostore_ingest::embed::EmbedderConfig;
 use annostore_ingest::kafka::{self, KafkaSettings, TaskPublisher, WorkerSettings};
 use annostore_ingest::run::{self, Pool, RunOptions, VideoSpec};
 use annostore_ingest::segment::ModelConfig;
+use annostore_ingest::text::TextEncoderConfig;
+use annostore_ingest::textspace::TextSpaceConfig;
 use annostore_kafka::KafkaConfig;
 use anyhow::{Context, bail};
 use serde_json::json;
@@ -27,6 +29,18 @@ pub fn model_config(args: &ModelArgs, threads: usize) -> anyhow::Result<ModelCon
     if !(1..=4096).contains(&args.embedder_size) || !(1..=8192).contains(&args.detector_size) {
         bail!("--embedder-size must be 1 to 4096 and --detector-size 1 to 8192");
     }
+    if !(1..=100).contains(&args.text_top_classes) {
+        bail!(
+            "--text-top-classes must be 1 to 100, not {}",
+            args.text_top_classes
+        );
+    }
+    if !(args.text_label_weight.is_finite() && args.text_label_weight >= 0.0) {
+        bail!(
+            "--text-label-weight must be a finite number of at least 0, not {}",
+            args.text_label_weight
+        );
+    }
     Ok(ModelConfig {
         detector: DetectorConfig {
             path: args.detector.clone(),
@@ -43,12 +57,29 @@ pub fn model_config(args: &ModelArgs, threads: usize) -> anyhow::Result<ModelCon
             std,
             ..EmbedderConfig::default()
         }),
+        text_space: args.text_encoder.as_ref().map(|path| TextSpaceConfig {
+            encoder: TextEncoderConfig {
+                path: path.clone(),
+                tokenizer: args.tokenizer.clone(),
+                ..TextEncoderConfig::default()
+            },
+            classes: args.embedder_classes.clone(),
+            logits: args.embedder_logits.clone(),
+            top: args.text_top_classes,
+            label_weight: args.text_label_weight,
+        }),
         runtime: args.onnxruntime.clone(),
         threads,
     })
 }
 
-pub fn run_options(args: &RunArgs) -> anyhow::Result<RunOptions> {
+/// The type a run writes when `--type` is not given: text-space vectors (`text`) have
+/// another length than visual ones, and a type version's length is immutable.
+pub fn default_type(text: bool) -> &'static str {
+    if text { "objects-text" } else { "objects" }
+}
+
+pub fn run_options(args: &RunArgs, text: bool) -> anyhow::Result<RunOptions> {
     if !(args.fps > 0.0 && args.fps <= 1000.0) {
         bail!("--fps must be above 0 and at most 1000, not {}", args.fps);
     }
@@ -61,7 +92,10 @@ pub fn run_options(args: &RunArgs) -> anyhow::Result<RunOptions> {
     Ok(RunOptions {
         fps: args.fps,
         segment_ms: (args.segment_seconds * 1000.0).round() as u64,
-        annotation_type: args.annotation_type.clone(),
+        annotation_type: args
+            .annotation_type
+            .clone()
+            .unwrap_or_else(|| default_type(text).to_owned()),
         type_version: args.type_version,
         ..RunOptions::default()
     })
@@ -83,7 +117,7 @@ pub fn video_specs(videos: &[String], media_id: Option<&String>) -> anyhow::Resu
 /// `annostore ingest`: every video in turn, its segments in parallel. Prints one JSON
 /// report per finished run; fails on the first video that fails (its run cancelled).
 pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
-    let mut options = run_options(&args.run)?;
+    let mut options = run_options(&args.run, args.models.text_encoder.is_some())?;
     let specs = video_specs(&args.videos, args.media_id.as_ref())?;
     let jobs = args
         .jobs
@@ -133,7 +167,8 @@ fn kafka_settings(args: &KafkaArgs, client_id: &str) -> KafkaSettings {
 /// starts their runs, publishes one task per segment. Prints one JSON line per run;
 /// with `--wait`, once the runs are settled, and fails unless all FINISHED.
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
-    let options = run_options(&args.run)?;
+    // Workers with --text-encoder need `--type objects-text --embedding-dim 384` here.
+    let options = run_options(&args.run, false)?;
     let specs = video_specs(&args.videos, args.media_id.as_ref())?;
     if args.partitions < 1 || args.replication < 1 {
         bail!("--partitions and --replication must be at least 1");

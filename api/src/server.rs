@@ -1,6 +1,8 @@
 //! `annostore serve`: opens the engines, starts the background tasks and serves HTTP.
 
-use crate::config::Config;
+use crate::config::{Config, TextEncoderConfig};
+use annostore_core::encode::TextEncoder;
+use annostore_ingest::text::OnnxTextEncoder;
 use crate::routes::{self, AppState};
 use annostore_core::clock::{Clock, SystemClock};
 use annostore_core::service::Service;
@@ -16,10 +18,12 @@ use tracing::{info, warn};
 /// events and loads the active operations (what `serve` and `reconcile` share).
 pub async fn open_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Service>> {
     let engines = crate::engines::open(config).await?;
-    let service = Arc::new(
-        Service::new(engines, config.limits.clone(), clock.clone())
-            .with_index_in_flight(config.index_in_flight),
-    );
+    let mut service = Service::new(engines, config.limits.clone(), clock.clone())
+        .with_index_in_flight(config.index_in_flight);
+    if let Some(encoder) = text_encoder(config).await? {
+        service = service.with_text_encoder(encoder);
+    }
+    let service = Arc::new(service);
     // Follow the other nodes' operation events from before the active set is read, so
     // no change falls between the two.
     service.follow_events();
@@ -29,6 +33,21 @@ pub async fn open_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Res
         .context("loading the active operations")?;
     info!(active, "engines open");
     Ok(service)
+}
+
+/// The configured text encoder for `knn.text`, loaded off the async workers.
+async fn text_encoder(config: &Config) -> anyhow::Result<Option<Arc<dyn TextEncoder>>> {
+    let TextEncoderConfig::Onnx(c) = &config.search.text_encoder else {
+        return Ok(None);
+    };
+    let c = c.clone();
+    let encoder = tokio::task::spawn_blocking(move || {
+        OnnxTextEncoder::open(&c.model, Some(&c.tokenizer), c.onnxruntime.as_deref())
+            .with_context(|| format!("loading the text encoder {}", c.model.display()))
+    })
+    .await??;
+    info!(dim = encoder.dim(), "text encoder loaded");
+    Ok(Some(Arc::new(encoder)))
 }
 
 /// Re-enqueues every pending piece of index work: what a crash interrupted is replayed

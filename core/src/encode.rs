@@ -1,17 +1,31 @@
-//! The text side of text-to-image search: a model that puts a query string in the space
-//! of the image embeddings (a CLIP text tower, or the MiniLM bridge of the ingest crate).
+//! Text to vector, the seam for searching embeddings by meaning: a `TextEncoder` maps a
+//! query into the space a type's embeddings live in (a CLIP text tower for CLIP image
+//! embeddings, a sentence encoder for the ingest workers' class-text bridge). Engines
+//! implement it elsewhere (`annostore-ingest` has the ONNX one); core holds no model code.
 
 /// Why a text could not be encoded.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
-    #[error("text encoder: {0}")]
-    Failed(String),
+    /// The text itself is unusable (the caller's fault: answer 400).
+    #[error("cannot encode this text: {0}")]
+    Input(String),
+    /// The encoder failed (tokenizer or model: answer 500/503).
+    #[error("text encoder failed: {0}")]
+    Encoder(String),
 }
 
-/// Turns a query string into a vector in the image embeddings' space.
-pub trait TextEncoder: Send + Sync + 'static {
-    /// The dimension of the vectors it makes.
+/// Maps text into an embedding space. Shared between threads (`Arc<dyn TextEncoder>`).
+pub trait TextEncoder: Send + Sync {
+    /// Length of the vectors `encode` gives.
     fn dim(&self) -> usize;
-    /// The text's vector, L2-normalised.
+
+    /// The text's vector, of length `dim()`, L2-normalised (cosine and dot product
+    /// agree).
     fn encode(&self, text: &str) -> Result<Vec<f32>, EncodeError>;
+
+    /// Several texts at once, in order; encoders that batch do it faster. Each vector
+    /// is what `encode` gives up to rounding.
+    fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EncodeError> {
+        texts.iter().map(|t| self.encode(t)).collect()
+    }
 }

@@ -3,6 +3,7 @@
 //! - [`model`]: operations, annotation types and annotations as clients see them.
 //! - [`lifecycle`]: the operation state machine as pure functions; every engine applies its plans.
 //! - [`query`]: the search language (time, space, text, data, vectors, aggregations) and its semantics.
+//! - [`encode`]: the `TextEncoder` seam, text to a vector for search by meaning.
 //! - [`validate`]: limits and per-item validation of annotation batches.
 //! - [`store`], [`index`], [`queue`], [`cache`]: the traits at the engine seams.
 //! - [`visibility`]: which operations a search may show, as an immutable snapshot.

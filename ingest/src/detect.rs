@@ -186,6 +186,11 @@ impl Detector {
         (self.width, self.height)
     }
 
+    /// The class names, class id N at N (the labels detections carry).
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
     /// Detects objects in `frame`, which must be `input_size()`.
     pub fn detect(&mut self, frame: &RgbImage) -> Result<Vec<Detection>, ModelError> {
         debug_assert_eq!((frame.width, frame.height), (self.width, self.height));

@@ -1,16 +1,20 @@
 //! Crop embeddings with any ONNX image model: each detection's box is cut from the
 //! frame, resized (fast_image_resize), normalised, batched, and the chosen output's
-//! vector L2-normalised so that cosine and dot product agree.
+//! vector L2-normalised so that cosine and dot product agree. With a text space
+//! attached (`with_text_space`), the vector is instead the crop's class logits carried
+//! into a text encoder's space (`textspace`).
 
 use crate::detect::Detection;
 use crate::media::RgbImage;
 use crate::model::{self, ModelError};
+use crate::textspace::TextSpace;
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{PixelType, ResizeAlg, ResizeOptions, Resizer};
 use ort::session::Session;
 use ort::value::TensorRef;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How an embedder is configured; everything but `path` has a default (ImageNet
 /// normalisation at 224 x 224, output `embedding`, else the first output).
@@ -48,10 +52,15 @@ pub struct Embedder {
     path: PathBuf,
     session: Session,
     input_name: String,
+    /// The output read: the embedding, or the class logits when `text` is set.
     output_name: String,
+    /// Width of that output.
+    output_dim: usize,
     size: u32,
     batch: usize,
+    /// Length of the vectors given.
     dim: usize,
+    text: Option<Arc<TextSpace>>,
     config: EmbedderConfig,
     resizer: Resizer,
     crop: Image<'static>,
@@ -122,9 +131,11 @@ impl Embedder {
         Ok(Embedder {
             input_name,
             output_name: output.name().to_owned(),
+            output_dim: dim,
             size,
             batch,
             dim,
+            text: None,
             config: config.clone(),
             resizer: Resizer::new(),
             crop: Image::new(size, size, PixelType::U8x3),
@@ -134,9 +145,71 @@ impl Embedder {
         })
     }
 
-    /// Length of the vectors this embedder gives.
+    /// Length of the vectors this embedder gives (the text space's with one attached).
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the vectors live in a text space (`with_text_space`).
+    pub fn text_space(&self) -> Option<&Arc<TextSpace>> {
+        self.text.as_ref()
+    }
+
+    /// The width D of the model's [N, D] output `name`, or why it has none.
+    pub fn output_width(&self, name: &str) -> Result<usize, ModelError> {
+        let tensors = |reason: String| ModelError::Tensors {
+            path: self.path.clone(),
+            reason,
+        };
+        let output = self
+            .session
+            .outputs()
+            .iter()
+            .find(|o| o.name() == name)
+            .ok_or_else(|| {
+                tensors(format!(
+                    "no output `{name}`; the model has {:?}",
+                    self.session
+                        .outputs()
+                        .iter()
+                        .map(|o| o.name())
+                        .collect::<Vec<_>>()
+                ))
+            })?;
+        match model::float_shape(&self.path, "output", name, output.dtype())?.as_slice() {
+            [_, d] if *d > 0 => Ok(*d as usize),
+            other => Err(tensors(format!(
+                "output `{name}` has shape {other:?}; expected [N, D]"
+            ))),
+        }
+    }
+
+    /// From now on each crop's vector is `space.project` of the model's output `logits`
+    /// (class logits, one per class of the space) and the detection's label.
+    pub fn with_text_space(
+        mut self,
+        logits: &str,
+        space: Arc<TextSpace>,
+    ) -> Result<Embedder, ModelError> {
+        let width = self.output_width(logits)?;
+        if width != space.classes() {
+            return Err(ModelError::Tensors {
+                path: self.path.clone(),
+                reason: format!(
+                    "output `{logits}` scores {width} classes but the text space has {}",
+                    space.classes()
+                ),
+            });
+        }
+        self.output_name = logits.to_owned();
+        self.output_dim = width;
+        self.dim = space.dim();
+        self.text = Some(space);
+        Ok(self)
     }
 
     /// One unit vector per detection, in order.
@@ -148,7 +221,15 @@ impl Embedder {
         let mut out = Vec::with_capacity(detections.len());
         for chunk in detections.chunks(self.batch) {
             self.fill_input(frame, chunk)?;
-            out.extend(self.run(chunk.len())?);
+            let rows = self.run(chunk.len())?;
+            match &self.text {
+                None => out.extend(rows.iter().map(|r| unit(r))),
+                Some(space) => out.extend(
+                    rows.iter()
+                        .zip(chunk)
+                        .map(|(r, d)| space.project(r, &d.label)),
+                ),
+            }
         }
         Ok(out)
     }
@@ -186,6 +267,7 @@ impl Embedder {
         Ok(())
     }
 
+    /// The output's raw rows for the `n` crops in the input buffer.
     fn run(&mut self, n: usize) -> Result<Vec<Vec<f32>>, ModelError> {
         let s = self.size as usize;
         let tensor = TensorRef::from_array_view(([n, 3, s, s], self.input.as_slice()))
@@ -203,16 +285,19 @@ impl Embedder {
                 path: self.path.clone(),
                 reason: e.to_string(),
             })?;
-        if shape.len() != 2 || shape[0] as usize != n || shape[1] as usize != self.dim {
+        if shape.len() != 2 || shape[0] as usize != n || shape[1] as usize != self.output_dim {
             return Err(ModelError::Tensors {
                 path: self.path.clone(),
                 reason: format!(
                     "output `{}` came back as {shape:?}, expected [{n}, {}]",
-                    self.output_name, self.dim
+                    self.output_name, self.output_dim
                 ),
             });
         }
-        Ok(values.chunks_exact(self.dim).map(unit).collect())
+        Ok(values
+            .chunks_exact(self.output_dim)
+            .map(<[f32]>::to_vec)
+            .collect())
     }
 
     fn run_error(&self, e: &dyn std::fmt::Display) -> ModelError {
@@ -225,7 +310,7 @@ impl Embedder {
 
 /// `v / |v|` (a zero vector stays zero). Non-finite values become 0 so that the API
 /// never sees NaN.
-fn unit(v: &[f32]) -> Vec<f32> {
+pub fn unit(v: &[f32]) -> Vec<f32> {
     let clean = |x: f32| if x.is_finite() { x } else { 0.0 };
     let norm = v.iter().map(|x| clean(*x) * clean(*x)).sum::<f32>().sqrt();
     v.iter()

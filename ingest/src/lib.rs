@@ -3,6 +3,8 @@
 //!
 //! - `media`: probing and sampling videos.
 //! - `model`, `detect`, `embed`: ONNX Runtime, the detector decoders, crop embeddings.
+//! - `text`, `textspace`: ONNX text encoders (core's `TextEncoder`), and the bridge
+//!   that carries crops into a text encoder's space through their class logits.
 //! - `segment`: one time range of one video, end to end, with deterministic ids.
 //! - `api`: the producer's HTTP client.
 //! - `run`: whole videos on this machine (`annostore ingest`).
@@ -18,3 +20,5 @@ pub mod run;
 pub mod segment;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod text;
+pub mod textspace;

@@ -7,6 +7,7 @@ use crate::detect::{Detector, DetectorConfig};
 use crate::embed::{Embedder, EmbedderConfig};
 use crate::media::{MediaError, SampleError, Sampler};
 use crate::model::ModelError;
+use crate::textspace::{self, TextSpaceConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::PathBuf;
@@ -67,6 +68,10 @@ pub fn sample_times(segment: &Segment, fps: f64) -> Vec<u64> {
 pub struct ModelConfig {
     pub detector: DetectorConfig,
     pub embedder: Option<EmbedderConfig>,
+    /// Carry crop embeddings into a text encoder's space (needs an embedder with class
+    /// logits); none keeps the embedder's own vectors.
+    #[serde(default)]
+    pub text_space: Option<TextSpaceConfig>,
     /// libonnxruntime.so [default: ORT_DYLIB_PATH, then the test venv].
     pub runtime: Option<PathBuf>,
     /// Intra-op threads per model.
@@ -82,14 +87,30 @@ pub struct Models {
 impl ModelConfig {
     pub fn load(&self) -> Result<Models, ModelError> {
         let runtime = self.runtime.as_deref();
-        Ok(Models {
-            detector: Detector::load(&self.detector, runtime, self.threads)?,
-            embedder: self
-                .embedder
-                .as_ref()
-                .map(|e| Embedder::load(e, runtime, self.threads))
-                .transpose()?,
-        })
+        let detector = Detector::load(&self.detector, runtime, self.threads)?;
+        let mut embedder = self
+            .embedder
+            .as_ref()
+            .map(|e| Embedder::load(e, runtime, self.threads))
+            .transpose()?;
+        if let Some(text) = &self.text_space {
+            let Some(visual) = embedder.take() else {
+                return Err(ModelError::Tensors {
+                    path: text.encoder.path.clone(),
+                    reason: "a text encoder reaches crops through an embedder's class \
+                             logits: configure an embedder (--embedder) too"
+                        .into(),
+                });
+            };
+            embedder = Some(textspace::attach(
+                visual,
+                &detector,
+                text,
+                runtime,
+                self.threads,
+            )?);
+        }
+        Ok(Models { detector, embedder })
     }
 }
 

@@ -22,6 +22,7 @@ fn config(detector: &Path, classes: Option<PathBuf>, embedder: Option<&Path>) ->
             path: p.to_owned(),
             ..EmbedderConfig::default()
         }),
+        text_space: None,
         runtime: None,
         threads: 1,
     }

@@ -110,6 +110,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             path: p.clone(),
             ..EmbedderConfig::default()
         }),
+        text_space: None,
         runtime: None,
         threads: 1,
     };

@@ -5,6 +5,7 @@
 //! so a run finishing between two pages does not change what the later pages show.
 
 use super::Service;
+use crate::encode::EncodeError;
 use crate::error::Error;
 use crate::index::{IndexQuery, KnnQuery, Position, Scope};
 use crate::model::{
@@ -379,16 +380,19 @@ impl Service {
             ));
         }
         let text = text.to_owned();
-        tokio::task::spawn_blocking(move || encoder.encode(&text))
+        let encoded = tokio::task::spawn_blocking(move || encoder.encode(&text))
             .await
             .map_err(|e| Error::Unavailable {
                 what: "text encoder",
                 detail: e.to_string(),
-            })?
-            .map_err(|e| Error::Unavailable {
+            })?;
+        encoded.map_err(|e| match e {
+            EncodeError::Input(reason) => Error::invalid("knn.text", reason),
+            EncodeError::Encoder(detail) => Error::Unavailable {
                 what: "text encoder",
-                detail: e.to_string(),
-            })
+                detail,
+            },
+        })
     }
 
     /// One annotation, if it is visible.
