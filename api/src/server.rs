@@ -1,11 +1,11 @@
 //! `annostore serve`: opens the engines, starts the background tasks and serves HTTP.
 
 use crate::config::{Config, TextEncoderConfig};
-use annostore_core::encode::TextEncoder;
-use annostore_ingest::text::OnnxTextEncoder;
 use crate::routes::{self, AppState};
 use annostore_core::clock::{Clock, SystemClock};
+use annostore_core::encode::TextEncoder;
 use annostore_core::service::Service;
+use annostore_ingest::text::OnnxTextEncoder;
 use annostore_reconciler::Worker;
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
