@@ -519,7 +519,7 @@ impl Graph {
             let _slot = slots.take();
             let index = self.index.read();
             for (key, v) in items {
-                index.add(*key, *v).map_err(err)?;
+                index.add(*key, v).map_err(err)?;
             }
             Ok(())
         })();

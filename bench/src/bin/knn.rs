@@ -119,7 +119,11 @@ fn media(i: usize) -> usize {
 }
 
 fn kind(i: usize) -> &'static str {
-    if i % 10 == 0 { "faces" } else { "objects" }
+    if i.is_multiple_of(10) {
+        "faces"
+    } else {
+        "objects"
+    }
 }
 
 fn rare(i: usize) -> bool {
