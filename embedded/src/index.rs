@@ -19,10 +19,15 @@
 
 mod aggregate;
 mod collector;
+mod knn;
 mod query;
 mod terms;
 mod text;
 
+pub use crate::vectors::VectorOptions;
+pub use knn::{KnnPath, VectorsOpened};
+
+use crate::vectors::Vectors;
 use annostore_core::index::{
     AggregateQuery, Existing, Hit, Index, IndexError, IndexQuery, KnnHit, KnnQuery,
 };
@@ -48,7 +53,7 @@ use tantivy::schema::{
 };
 use tantivy::{IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use tokio::sync::watch;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 /// How the index writer is sized.
@@ -64,6 +69,8 @@ pub struct IndexOptions {
     pub commit_interval: Duration,
     /// ... or until this many documents wait.
     pub commit_docs: usize,
+    /// Nearest-neighbour search: the graphs' parameters and the exact-search threshold.
+    pub vectors: VectorOptions,
 }
 
 impl Default for IndexOptions {
@@ -75,6 +82,7 @@ impl Default for IndexOptions {
             indexing_threads: crate::half_the_cores(),
             commit_interval: Duration::from_millis(500),
             commit_docs: 200_000,
+            vectors: VectorOptions::default(),
         }
     }
 }
@@ -103,6 +111,7 @@ pub(crate) struct Fields {
     pub text: Field,
     /// `data` fields: presence and values ([`terms::data_terms`]).
     pub data: Field,
+    pub vectors: knn::VectorFields,
 }
 
 pub(crate) const ID_HI: &str = "id_hi";
@@ -143,6 +152,7 @@ impl Fields {
             // Terms only for annotations with text or data.
             text: b.add_bytes_field("text", BytesOptions::default().set_indexed()),
             data: b.add_bytes_field("data", BytesOptions::default().set_indexed()),
+            vectors: knn::VectorFields::add_to(&mut b),
         };
         (b.build(), fields)
     }
@@ -297,6 +307,11 @@ struct Inner {
     /// Cloned by each waiter. The only sender lives in the committer thread: when the
     /// thread dies, waiting fails instead of hanging.
     committed: watch::Receiver<Committed>,
+    /// The HNSW graphs of the documents' vectors (see [`knn`]).
+    vectors: Vectors,
+    /// Where the graphs' snapshot is saved at close.
+    vectors_dir: std::path::PathBuf,
+    vectors_opened: VectorsOpened,
 }
 
 /// The tantivy index behind [`Index`].
@@ -324,6 +339,13 @@ impl TantivyIndex {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()
             .map_err(unavailable)?;
+        let vectors = Vectors::new(opts.vectors.clone());
+        let vectors_dir = dir.join("vectors");
+        let vectors_opened = knn::restore(&vectors, &reader.searcher(), &vectors_dir)
+            .map_err(IndexError::Unavailable)?;
+        if vectors_opened.from_snapshot + vectors_opened.added > 0 {
+            info!(?vectors_opened, "vector graphs restored");
+        }
         let (tx, rx) = watch::channel(Committed::default());
         let inner = Arc::new(Inner {
             fields,
@@ -337,6 +359,9 @@ impl TantivyIndex {
             commit_docs: opts.commit_docs.max(1),
             wake: Condvar::new(),
             committed: rx,
+            vectors,
+            vectors_dir,
+            vectors_opened,
         });
         let for_thread = inner.clone();
         let committer = std::thread::Builder::new()
@@ -356,13 +381,44 @@ impl TantivyIndex {
             uuid_text(&operation_id).as_ref(),
         );
         let adding = Adding::start(&self.inner);
-        self.write(adding, None, vec![UserOperation::Delete(term)])
+        self.write(adding, None, vec![UserOperation::Delete(term)], Vec::new())
             .await
     }
 
     /// Documents added and not yet committed.
     pub fn uncommitted_docs(&self) -> usize {
         self.inner.uncommitted.load(Ordering::Acquire)
+    }
+
+    /// What open found about the vectors (snapshot, catch-up, time).
+    pub fn vectors_opened(&self) -> VectorsOpened {
+        self.inner.vectors_opened
+    }
+
+    /// Keys in the vector graphs (live vectors, and dead ones not yet swept).
+    pub fn vectors_in_graphs(&self) -> usize {
+        self.inner.vectors.len()
+    }
+
+    /// Changes [`VectorOptions::exact_threshold`] (benchmarks compare the paths).
+    pub fn set_exact_threshold(&self, candidates: usize) {
+        self.inner.vectors.set_exact_threshold(candidates);
+    }
+
+    /// [`Index::knn`], also telling which path the search took.
+    pub async fn knn_with_path(
+        &self,
+        query: &KnnQuery,
+    ) -> Result<(Vec<KnnHit>, KnnPath), IndexError> {
+        let searcher = self.inner.reader.searcher();
+        let q = query::build(&self.inner.fields, &query.filter)?;
+        let inner = self.inner.clone();
+        let query = query.clone();
+        // A wide filter passes over every document: off the async workers.
+        tokio::task::spawn_blocking(move || knn::search(&inner.vectors, &searcher, &*q, &query))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)
     }
 
     /// Live documents in the current snapshot.
@@ -376,13 +432,16 @@ impl TantivyIndex {
         adding: Adding<'_>,
         delete: Option<DocPredicateQuery>,
         ops: Vec<UserOperation>,
+        vectors: Vec<(u64, Vec<f32>)>,
     ) -> Result<(), IndexError> {
         let mut committed = self.inner.committed.clone();
         let inner = self.inner.clone();
-        // Adding may wait for a commit in progress (the writer lock): off the runtime.
-        let batch = tokio::task::spawn_blocking(move || inner.add(delete, ops))
-            .await
-            .map_err(unavailable)??;
+        // Adding may wait for a commit in progress (the writer lock), and vectors go
+        // into their graphs first: off the runtime.
+        let batch =
+            tokio::task::spawn_blocking(move || inner.add_with_vectors(delete, ops, vectors))
+                .await
+                .map_err(unavailable)??;
         self.inner.requests.lock().requested_batch(batch);
         drop(adding);
         let state = committed
@@ -448,13 +507,34 @@ fn ids_query(ids: HashSet<(u64, u64)>) -> DocPredicateQuery {
 }
 
 impl Inner {
+    /// Puts the documents' vectors into their graphs (before any document can become
+    /// searchable), then adds the operations to the open batch.
+    fn add_with_vectors(
+        &self,
+        delete: Option<DocPredicateQuery>,
+        ops: Vec<UserOperation>,
+        vectors: Vec<(u64, Vec<f32>)>,
+    ) -> Result<u64, IndexError> {
+        let keys: Vec<u64> = vectors.iter().map(|(k, _)| *k).collect();
+        let refs: Vec<(u64, &[f32])> = vectors.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+        if let Err(e) = self.vectors.add(&refs) {
+            // Never handed to the writer: the next sweep removes them.
+            self.vectors.handed(keys, true);
+            return Err(IndexError::Unavailable(e));
+        }
+        self.add(delete, ops, keys)
+    }
+
     /// Adds operations to the open batch; returns the batch.
     fn add(
         &self,
         delete: Option<DocPredicateQuery>,
         ops: Vec<UserOperation>,
+        vector_keys: Vec<u64>,
     ) -> Result<u64, IndexError> {
         let writer = self.writer.lock();
+        let deletes =
+            delete.is_some() || ops.iter().any(|op| matches!(op, UserOperation::Delete(_)));
         let batch = self.open_batch.load(Ordering::Acquire);
         // The delete takes an opstamp before the adds, so it removes only older copies.
         let deleted = match delete {
@@ -462,7 +542,9 @@ impl Inner {
             None => Ok(()),
         };
         let docs = ops.len();
-        match deleted.and_then(|()| writer.run(ops).map(|_| ())) {
+        let result = deleted.and_then(|()| writer.run(ops).map(|_| ()));
+        self.vectors.handed(vector_keys, deletes || result.is_err());
+        match result {
             Ok(_) => {
                 if self.uncommitted.fetch_add(docs, Ordering::AcqRel) + docs >= self.commit_docs {
                     let _req = self.requests.lock();
@@ -515,6 +597,7 @@ fn commit_loop(inner: &Inner, tx: watch::Sender<Committed>) {
         }
         let mut writer = inner.writer.lock();
         let batch = inner.open_batch.fetch_add(1, Ordering::AcqRel);
+        let closing = inner.vectors.close_batch();
         inner.uncommitted.store(0, Ordering::Release);
         let ok = match writer.commit() {
             Ok(_) => true,
@@ -535,6 +618,9 @@ fn commit_loop(inner: &Inner, tx: watch::Sender<Committed>) {
                     false
                 }
             };
+        inner.vectors.batch_done(closing, ok, || {
+            knn::live_keys(&inner.reader.searcher()).map_err(|e| e.to_string())
+        });
         done = batch;
         if !ok {
             if failed.len() >= FAILURES_KEPT {
@@ -558,6 +644,9 @@ impl Drop for TantivyIndex {
             && handle.join().is_err()
         {
             error!("the index committer panicked");
+        }
+        if let Err(e) = self.inner.vectors.save(&self.inner.vectors_dir) {
+            warn!(error = %e, "cannot save the vector graphs; the next open rebuilds them");
         }
     }
 }
@@ -589,11 +678,20 @@ impl Index for TantivyIndex {
             .map(|a| a.id.as_u64_pair())
             .collect();
         let delete = (!replaced.is_empty()).then(|| ids_query(replaced));
+        let mut vectors = Vec::new();
         let ops = latest
             .iter()
-            .map(|a| UserOperation::Add(f.document(a)))
+            .map(|a| {
+                let mut doc = f.document(a);
+                if let Some(v) = knn::embedding(a) {
+                    let key = self.inner.vectors.next_key();
+                    f.vectors.add(&mut doc, key, v);
+                    vectors.push((key, v.to_vec()));
+                }
+                UserOperation::Add(doc)
+            })
             .collect();
-        self.write(adding, delete, ops).await
+        self.write(adding, delete, ops, vectors).await
     }
 
     async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError> {
@@ -606,10 +704,8 @@ impl Index for TantivyIndex {
         }
     }
 
-    async fn knn(&self, _query: &KnnQuery) -> Result<Vec<KnnHit>, IndexError> {
-        Err(IndexError::Rejected(
-            "nearest-neighbour search is not built yet".into(),
-        ))
+    async fn knn(&self, query: &KnnQuery) -> Result<Vec<KnnHit>, IndexError> {
+        Ok(self.knn_with_path(query).await?.0)
     }
 
     async fn aggregate(&self, query: &AggregateQuery) -> Result<Aggregates, IndexError> {

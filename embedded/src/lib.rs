@@ -7,6 +7,7 @@
 pub mod index;
 pub mod queue;
 pub mod store;
+mod vectors;
 
 use annostore_core::cache::MokaOperationCache;
 use annostore_core::events::LocalEventBus;

@@ -1,0 +1,403 @@
+//! Filtered nearest-neighbour search over the documents' vectors.
+//!
+//! A document with an embedding carries it as a bytes fast field (f32 little-endian),
+//! its dimension, and a `vkey` unique to this version of the document, under which the
+//! vector also sits in its dimension's HNSW graph ([`crate::vectors`]).
+//!
+//! A search makes one pass of the filter over the segments, keeping the live documents
+//! in scope whose vector has the query's dimension: the candidates. Few candidates are
+//! compared exactly (vectors read from the column in ordinal order); many go to the
+//! graph, which walks to the nearest keys among the candidates (a bitset over vkeys).
+//! Either way the hits' similarities are computed exactly, as
+//! [`annostore_core::query::cosine`] does, and ordered by similarity, then time key.
+
+use super::{ID_HI, ID_LO, MEDIA_ID, OP, START_MS};
+use crate::vectors::Vectors;
+use annostore_core::index::{KnnHit, KnnQuery};
+use annostore_core::model::{Annotation, SortKey};
+use annostore_core::query::cosine;
+use std::collections::{HashMap, HashSet};
+use tantivy::columnar::BytesColumn;
+use tantivy::query::{EnableScoring, Query};
+use tantivy::schema::{FAST, SchemaBuilder};
+use tantivy::{DocId, Searcher, SegmentReader, TantivyDocument, TantivyError};
+use uuid::Uuid;
+
+pub(crate) const VECTOR: &str = "vector";
+pub(crate) const VKEY: &str = "vkey";
+pub(crate) const VDIM: &str = "vdim";
+
+/// The vector fields of the schema.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct VectorFields {
+    pub vector: tantivy::schema::Field,
+    pub vkey: tantivy::schema::Field,
+    pub vdim: tantivy::schema::Field,
+}
+
+impl VectorFields {
+    pub(crate) fn add_to(b: &mut SchemaBuilder) -> VectorFields {
+        VectorFields {
+            vector: b.add_bytes_field(VECTOR, FAST),
+            vkey: b.add_u64_field(VKEY, FAST),
+            vdim: b.add_u64_field(VDIM, FAST),
+        }
+    }
+
+    /// Adds the vector of `a` (see [`embedding`]) to its document under `vkey`.
+    pub(crate) fn add(&self, doc: &mut TantivyDocument, vkey: u64, v: &[f32]) {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        doc.add_bytes(self.vector, &bytes);
+        doc.add_u64(self.vkey, vkey);
+        doc.add_u64(self.vdim, v.len() as u64);
+    }
+}
+
+/// The embedding an annotation is searched by: none when absent or empty.
+pub(crate) fn embedding(a: &Annotation) -> Option<&[f32]> {
+    a.embedding.as_deref().filter(|v| !v.is_empty())
+}
+
+fn decode(bytes: &[u8], out: &mut Vec<f32>) {
+    out.clear();
+    out.extend(
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+    );
+}
+
+/// One candidate: a live document in scope with a vector of the query's dimension.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    segment: u32,
+    doc: DocId,
+    vkey: u64,
+}
+
+/// Which path a search took (tests and the benchmark read it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnnPath {
+    /// Nothing to search.
+    Empty,
+    /// Every candidate compared exactly.
+    Exact,
+    /// The HNSW graph, filtered to the candidates.
+    Graph,
+}
+
+/// The nearest neighbours of `query.vector` among the documents `filter` matches, in
+/// scope (see the module comment).
+pub(crate) fn search(
+    vectors: &Vectors,
+    searcher: &Searcher,
+    filter: &dyn Query,
+    query: &KnnQuery,
+) -> tantivy::Result<(Vec<KnnHit>, KnnPath)> {
+    let dim = query.vector.len();
+    if query.k == 0 || dim == 0 {
+        return Ok((Vec::new(), KnnPath::Empty));
+    }
+    let (candidates, bits) = candidates(searcher, filter, query, dim as u64)?;
+    if candidates.is_empty() {
+        return Ok((Vec::new(), KnnPath::Empty));
+    }
+    let k = query.k;
+    let zero = query.vector.iter().all(|x| *x == 0.0);
+    let graph = vectors.existing(dim as u32);
+    let exact = candidates.len() <= k.max(vectors.exact_threshold()) || zero;
+    let (scored, path) = match graph {
+        Some(graph) if !exact => {
+            let found = vectors
+                .search(&graph, &query.vector, k, |key| bits.contains(key))
+                .map_err(TantivyError::InternalError)?;
+            let wanted: HashSet<u64> = found.iter().map(|(key, _)| *key).collect();
+            let picked: Vec<usize> = candidates
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| wanted.contains(&c.vkey))
+                .map(|(i, _)| i)
+                .collect();
+            (
+                similarities(searcher, &candidates, &picked, &query.vector)?,
+                KnnPath::Graph,
+            )
+        }
+        _ => {
+            let all: Vec<usize> = (0..candidates.len()).collect();
+            (
+                similarities(searcher, &candidates, &all, &query.vector)?,
+                KnnPath::Exact,
+            )
+        }
+    };
+    Ok((top(searcher, &candidates, scored, k)?, path))
+}
+
+/// A set of vkeys, as bits.
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn insert(&mut self, key: u64) {
+        let word = (key / 64) as usize;
+        if word >= self.0.len() {
+            self.0.resize((word + 1).max(self.0.len() * 2), 0);
+        }
+        self.0[word] |= 1 << (key % 64);
+    }
+
+    fn contains(&self, key: u64) -> bool {
+        self.0
+            .get((key / 64) as usize)
+            .is_some_and(|w| w & (1 << (key % 64)) != 0)
+    }
+}
+
+/// The one pass of the filter: live documents in scope with a vector of `dim`.
+fn candidates(
+    searcher: &Searcher,
+    filter: &dyn Query,
+    query: &KnnQuery,
+    dim: u64,
+) -> tantivy::Result<(Vec<Candidate>, Bits)> {
+    let weight = filter.weight(EnableScoring::disabled_from_searcher(searcher))?;
+    let mut out = Vec::new();
+    let mut bits = Bits(Vec::new());
+    for (segment, reader) in searcher.segment_readers().iter().enumerate() {
+        let ff = reader.fast_fields();
+        let (Some(vdim), Some(vkey)) = (ff.column_opt::<u64>(VDIM)?, ff.column_opt::<u64>(VKEY)?)
+        else {
+            continue;
+        };
+        let op = ff.u64(OP)?.first_or_default_col(0);
+        let alive = reader.alive_bitset();
+        // Documents of one run sit together: remember the last operation's answer.
+        let mut last: Option<(u64, bool)> = None;
+        weight.for_each_no_score(reader, &mut |docs| {
+            for &doc in docs {
+                if alive.is_some_and(|a| !a.is_alive(doc)) || vdim.first(doc) != Some(dim) {
+                    continue;
+                }
+                let o = op.get_val(doc);
+                let allowed = match last {
+                    Some((lo, allowed)) if lo == o => allowed,
+                    _ => {
+                        let allowed = query.scope.allows_key(o);
+                        last = Some((o, allowed));
+                        allowed
+                    }
+                };
+                if !allowed {
+                    continue;
+                }
+                if let Some(key) = vkey.first(doc) {
+                    bits.insert(key);
+                    out.push(Candidate {
+                        segment: segment as u32,
+                        doc,
+                        vkey: key,
+                    });
+                }
+            }
+        })?;
+    }
+    Ok((out, bits))
+}
+
+/// Reads the vectors of the documents `(doc, tag)` of one segment in ordinal order and
+/// calls `f(tag, vector)` for each.
+fn read_vectors<T: Copy>(
+    reader: &SegmentReader,
+    docs: impl IntoIterator<Item = (DocId, T)>,
+    mut f: impl FnMut(T, &[f32]),
+) -> tantivy::Result<()> {
+    let Some(col): Option<BytesColumn> = reader.fast_fields().bytes(VECTOR)? else {
+        return Ok(());
+    };
+    let mut by_ord: Vec<(u64, T)> = docs
+        .into_iter()
+        .filter_map(|(doc, tag)| col.ords().first(doc).map(|o| (o, tag)))
+        .collect();
+    by_ord.sort_unstable_by_key(|(o, _)| *o);
+    let mut ords: Vec<u64> = by_ord.iter().map(|(o, _)| *o).collect();
+    ords.dedup();
+    let mut buf = Vec::new();
+    let mut at = 0;
+    let mut ord_at = ords.iter();
+    let all = col
+        .dictionary()
+        .sorted_ords_to_term_cb(&ords, |bytes| {
+            let Some(&ord) = ord_at.next() else { return };
+            decode(bytes, &mut buf);
+            while at < by_ord.len() && by_ord[at].0 == ord {
+                f(by_ord[at].1, &buf);
+                at += 1;
+            }
+        })
+        .map_err(TantivyError::from)?;
+    if !all {
+        return Err(TantivyError::InternalError(
+            "vector ordinal without a value".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Exact similarities of the candidates at `picked`: (similarity, candidate index).
+fn similarities(
+    searcher: &Searcher,
+    candidates: &[Candidate],
+    picked: &[usize],
+    query: &[f32],
+) -> tantivy::Result<Vec<(f32, usize)>> {
+    let mut per_segment: HashMap<u32, Vec<(DocId, usize)>> = HashMap::new();
+    for &i in picked {
+        let c = candidates[i];
+        per_segment.entry(c.segment).or_default().push((c.doc, i));
+    }
+    let mut out = Vec::with_capacity(picked.len());
+    for (segment, docs) in per_segment {
+        let reader = searcher.segment_reader(segment);
+        read_vectors(reader, docs, |i, v| out.push((cosine(query, v), i)))?;
+    }
+    Ok(out)
+}
+
+/// The best `k` of `scored`: similarity descending, then time key.
+fn top(
+    searcher: &Searcher,
+    candidates: &[Candidate],
+    mut scored: Vec<(f32, usize)>,
+    k: usize,
+) -> tantivy::Result<Vec<KnnHit>> {
+    let desc = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0);
+    if scored.len() > k {
+        // Keep the k best and whatever ties the k-th: the time key decides among those.
+        scored.select_nth_unstable_by(k - 1, desc);
+        let kth = scored[k - 1].0;
+        let (head, tail) = scored.split_at(k);
+        let ties: Vec<(f32, usize)> = tail.iter().filter(|s| s.0 == kth).copied().collect();
+        let mut kept = head.to_vec();
+        kept.extend(ties);
+        scored = kept;
+    }
+    let mut hits: Vec<KnnHit> = scored
+        .into_iter()
+        .map(|(similarity, i)| {
+            let key = sort_key(searcher, candidates[i])?;
+            Ok(KnnHit {
+                id: key.id,
+                key,
+                similarity,
+            })
+        })
+        .collect::<tantivy::Result<_>>()?;
+    hits.sort_by(|a, b| {
+        b.similarity
+            .total_cmp(&a.similarity)
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    hits.truncate(k);
+    Ok(hits)
+}
+
+fn sort_key(searcher: &Searcher, c: Candidate) -> tantivy::Result<SortKey> {
+    let reader = searcher.segment_reader(c.segment);
+    let ff = reader.fast_fields();
+    let mut media_id = String::new();
+    if let Some(col) = ff.str(MEDIA_ID)?
+        && let Some(ord) = col.term_ords(c.doc).next()
+    {
+        col.ord_to_str(ord, &mut media_id)?;
+    }
+    let start_ms = ff.i64(START_MS)?.first(c.doc).unwrap_or(0);
+    let hi = ff.u64(ID_HI)?.first(c.doc).unwrap_or(0);
+    let lo = ff.u64(ID_LO)?.first(c.doc).unwrap_or(0);
+    Ok(SortKey {
+        media_id,
+        start_ms,
+        id: Uuid::from_u64_pair(hi, lo),
+    })
+}
+
+/// The vkeys of every live document with a vector (for the sweep after deletes).
+pub(crate) fn live_keys(searcher: &Searcher) -> tantivy::Result<HashSet<u64>> {
+    let mut out = HashSet::new();
+    for_each_live(searcher, |_, _, key, _| {
+        out.insert(key);
+    })?;
+    Ok(out)
+}
+
+/// Every live document with a vector: (segment, doc, vkey, dimension).
+fn for_each_live(
+    searcher: &Searcher,
+    mut f: impl FnMut(u32, DocId, u64, u32),
+) -> tantivy::Result<()> {
+    for (segment, reader) in searcher.segment_readers().iter().enumerate() {
+        let ff = reader.fast_fields();
+        let (Some(vdim), Some(vkey)) = (ff.column_opt::<u64>(VDIM)?, ff.column_opt::<u64>(VKEY)?)
+        else {
+            continue;
+        };
+        let alive = reader.alive_bitset();
+        for doc in 0..reader.max_doc() {
+            if alive.is_some_and(|a| !a.is_alive(doc)) {
+                continue;
+            }
+            if let (Some(key), Some(d)) = (vkey.first(doc), vdim.first(doc)) {
+                f(segment as u32, doc, key, d as u32);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the index found at open about its vectors.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VectorsOpened {
+    /// Keys read from the snapshot.
+    pub from_snapshot: usize,
+    /// Vectors read from the columns and added to the graphs.
+    pub added: usize,
+    /// Snapshot keys no live document has, removed.
+    pub removed: usize,
+    /// Seconds spent (snapshot load and catch-up).
+    pub seconds: f64,
+}
+
+/// Brings `vectors` in step with the documents of `searcher` at open.
+pub(crate) fn restore(
+    vectors: &Vectors,
+    searcher: &Searcher,
+    snapshot: &std::path::Path,
+) -> Result<VectorsOpened, String> {
+    let started = std::time::Instant::now();
+    let from_snapshot = vectors.load(snapshot);
+    let mut live: HashMap<u64, u32> = HashMap::new();
+    let mut at: HashMap<u64, (u32, DocId)> = HashMap::new();
+    for_each_live(searcher, |segment, doc, key, dim| {
+        live.insert(key, dim);
+        at.insert(key, (segment, doc));
+    })
+    .map_err(|e| e.to_string())?;
+    let done = vectors.catch_up(&live, |missing, add| {
+        let mut per_segment: HashMap<u32, Vec<(DocId, u64)>> = HashMap::new();
+        for key in missing {
+            if let Some((segment, doc)) = at.get(key) {
+                per_segment.entry(*segment).or_default().push((*doc, *key));
+            }
+        }
+        for (segment, docs) in per_segment {
+            read_vectors(searcher.segment_reader(segment), docs, |key, v| add(key, v))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })?;
+    Ok(VectorsOpened {
+        from_snapshot,
+        added: done.added,
+        removed: done.removed,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
