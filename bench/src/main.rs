@@ -181,7 +181,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // 2b. Catalogue-wide queries over everything loaded (issue 5): a label, a fuzzy
     // text query, a label in confidence order, and one media item's timeline.
     let media = |rng: &mut u64| format!("video-{:05}", next(rng) as usize % media_count);
-    let queries: [(&str, &dyn Fn(&mut u64) -> Query); 5] = [
+    let queries: [(&str, &MakeQuery<'_>); 5] = [
         ("label, catalogue-wide", &|rng| {
             Query::Search(SearchRequest {
                 filter: SearchFilter {
@@ -316,6 +316,9 @@ enum Query {
     Search(SearchRequest),
     Aggregate(AggregateRequest),
 }
+
+/// Makes the next query of a kind from the bench's random sequence.
+type MakeQuery<'a> = dyn Fn(&mut u64) -> Query + 'a;
 
 /// The word with two neighbouring letters swapped: one edit for fuzzy search.
 fn typo(word: &str) -> String {

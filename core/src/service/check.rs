@@ -208,13 +208,13 @@ fn check_data(c: &query::DataCondition, types: &[AnnotationType]) -> Result<(), 
     if c.eq.is_none() && !c.has_bounds() {
         return Err("give eq, or a bound (gt, gte, lt, lte)".into());
     }
-    let eq_ok = match (&c.eq, kind) {
-        (None, _) => true,
-        (Some(Value::String(_)), FieldKind::String) => true,
-        (Some(Value::Number(_)), FieldKind::Number) => true,
-        (Some(Value::Bool(_)), FieldKind::Boolean) => true,
-        _ => false,
-    };
+    let eq_ok = matches!(
+        (&c.eq, kind),
+        (None, _)
+            | (Some(Value::String(_)), FieldKind::String)
+            | (Some(Value::Number(_)), FieldKind::Number)
+            | (Some(Value::Bool(_)), FieldKind::Boolean)
+    );
     if !eq_ok {
         return Err(format!(
             "eq must be a {} for field {:?}",

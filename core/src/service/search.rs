@@ -71,6 +71,28 @@ struct PageScope {
     view_changed: bool,
 }
 
+impl PageScope {
+    /// A page read in this scope, with the token that continues after `next`.
+    fn page(
+        &self,
+        annotations: Vec<Annotation>,
+        scores: Option<Vec<f32>>,
+        next: Option<Position>,
+        shape: &RequestShape<'_>,
+    ) -> SearchPage {
+        let cursor = |after| Cursor {
+            after,
+            view: self.view,
+        };
+        SearchPage {
+            annotations,
+            scores,
+            next_page_token: next.map(|after| page::encode_search(shape, &cursor(after))),
+            view_changed: self.view_changed,
+        }
+    }
+}
+
 impl Service {
     pub async fn search(&self, req: &SearchRequest) -> Result<SearchPage, Error> {
         self.search_in(req, None).await
@@ -238,20 +260,7 @@ impl Service {
         } else {
             None
         };
-        Ok(SearchPage {
-            annotations: out,
-            scores: None,
-            next_page_token: next.map(|after| {
-                page::encode_search(
-                    shape,
-                    &Cursor {
-                        after,
-                        view: ps.view,
-                    },
-                )
-            }),
-            view_changed: ps.view_changed,
-        })
+        Ok(ps.page(out, None, next, shape))
     }
 
     /// A page of the k nearest neighbours: the index finds them, the store confirms
@@ -315,20 +324,7 @@ impl Service {
             None
         };
         let (scores, annotations) = items.into_iter().map(|(_, s, a)| (s, a)).unzip();
-        Ok(SearchPage {
-            annotations,
-            scores: Some(scores),
-            next_page_token: next.map(|after| {
-                page::encode_search(
-                    shape,
-                    &Cursor {
-                        after,
-                        view: ps.view,
-                    },
-                )
-            }),
-            view_changed: ps.view_changed,
-        })
+        Ok(ps.page(annotations, Some(scores), next, shape))
     }
 
     /// The query vector of a nearest-neighbour search, checked.
