@@ -64,6 +64,16 @@ impl Views {
     }
 }
 
+/// What one page is asked for, once the request is checked and its scope chosen.
+struct PageAsk<'a> {
+    filter: &'a SearchFilter,
+    order: SortOrder,
+    scope: PageScope,
+    after: Option<Position>,
+    limit: usize,
+    shape: RequestShape<'a>,
+}
+
 /// The scope of one page, and whether its view differs from the first page's.
 struct PageScope {
     scope: Scope,
@@ -138,16 +148,17 @@ impl Service {
         let Some(ps) = self.page_scope(&filter, cursor.as_ref(), view).await? else {
             return Ok(empty_page());
         };
-        let after = cursor.map(|c| c.after);
+        let ask = PageAsk {
+            filter: &filter,
+            order,
+            scope: ps,
+            after: cursor.map(|c| c.after),
+            limit,
+            shape,
+        };
         let page = match (&req.knn, vector) {
-            (Some(knn), Some(vector)) => {
-                self.knn_page(&filter, knn.k, vector, order, &ps, after, limit, &shape)
-                    .await?
-            }
-            _ => {
-                self.filled_page(&filter, order, &ps, after, limit, &shape)
-                    .await?
-            }
+            (Some(knn), Some(vector)) => self.knn_page(&ask, knn.k, vector).await?,
+            _ => self.filled_page(&ask).await?,
         };
         metrics::histogram!("annostore_search_seconds").record(started.elapsed().as_secs_f64());
         Ok(page)
@@ -205,20 +216,13 @@ impl Service {
     }
 
     /// A page in time or confidence order, filled from the index in rounds.
-    async fn filled_page(
-        &self,
-        filter: &SearchFilter,
-        order: SortOrder,
-        ps: &PageScope,
-        after: Option<Position>,
-        limit: usize,
-        shape: &RequestShape<'_>,
-    ) -> Result<SearchPage, Error> {
+    async fn filled_page(&self, ask: &PageAsk<'_>) -> Result<SearchPage, Error> {
+        let (filter, order, ps, limit) = (ask.filter, ask.order, &ask.scope, ask.limit);
         let mut query = IndexQuery {
             filter: filter.clone(),
             scope: ps.scope.clone(),
             order,
-            after,
+            after: ask.after.clone(),
             limit: limit + 1,
         };
         let mut out: Vec<Annotation> = Vec::with_capacity(limit + 1);
@@ -260,23 +264,18 @@ impl Service {
         } else {
             None
         };
-        Ok(ps.page(out, None, next, shape))
+        Ok(ps.page(out, None, next, &ask.shape))
     }
 
     /// A page of the k nearest neighbours: the index finds them, the store confirms
     /// them and gives the exact similarity, then they are ordered and paged.
-    #[allow(clippy::too_many_arguments)]
     async fn knn_page(
         &self,
-        filter: &SearchFilter,
+        ask: &PageAsk<'_>,
         k: u32,
         vector: Vec<f32>,
-        order: SortOrder,
-        ps: &PageScope,
-        after: Option<Position>,
-        limit: usize,
-        shape: &RequestShape<'_>,
     ) -> Result<SearchPage, Error> {
+        let (filter, order, ps, limit) = (ask.filter, ask.order, &ask.scope, ask.limit);
         let hits = self
             .engines
             .index
@@ -313,7 +312,7 @@ impl Service {
         let cmp =
             |a: &Position, b: &Position| query::compare(order, (a.rank, &a.key), (b.rank, &b.key));
         items.sort_by(|a, b| cmp(&a.0, &b.0));
-        if let Some(after) = &after {
+        if let Some(after) = &ask.after {
             items.retain(|(p, _, _)| cmp(p, after) == Ordering::Greater);
         }
         let more = items.len() > limit;
@@ -324,7 +323,7 @@ impl Service {
             None
         };
         let (scores, annotations) = items.into_iter().map(|(_, s, a)| (s, a)).unzip();
-        Ok(ps.page(annotations, Some(scores), next, shape))
+        Ok(ps.page(annotations, Some(scores), next, &ask.shape))
     }
 
     /// The query vector of a nearest-neighbour search, checked.
