@@ -56,6 +56,10 @@ struct Args {
     /// Data directory (default: a temporary one).
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// Skip the load and search what an earlier run with the same `--vectors`, `--dim`,
+    /// `--clusters` and `--sigma` left in `--data-dir` (for profiling the searches).
+    #[arg(long, requires = "data_dir")]
+    reuse: bool,
 }
 
 #[global_allocator]
@@ -282,6 +286,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // Load.
     let index = Arc::new(TantivyIndex::open(&dir.join("index"), options(&args))?);
+    if !args.reuse {
+        load(&index, &args, &data).await?;
+    }
+    // The ground truth's vectors, normalised.
+    let mut all = Vec::with_capacity(n * args.dim);
+    for i in 0..n {
+        all.extend(normalised(&data.vector(i)));
+    }
+
+    let scope = Scope::Visible(Arc::new(Visibility::from_active(
+        (0..n).map(operation).collect::<HashSet<_>>(),
+    )));
+    measure(&index, &args, &data, &all, &scope).await?;
+
+    // Close (saves the snapshot) and open with it.
+    let started = Instant::now();
+    drop(Arc::try_unwrap(index).map_err(|_| anyhow::anyhow!("index still shared"))?);
+    println!(
+        "close (graph snapshot saved): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    reopen(&dir, &args, "with the snapshot")?;
+    if args.rebuild {
+        std::fs::remove_dir_all(dir.join("index").join("vectors"))
+            .context("removing the snapshot")?;
+        reopen(&dir, &args, "rebuilding the graphs from the columns")?;
+    }
+    Ok(())
+}
+
+/// Loads `--vectors` annotations from `--producers` concurrent writers.
+async fn load(index: &Arc<TantivyIndex>, args: &Args, data: &Arc<Data>) -> anyhow::Result<()> {
+    let n = args.vectors;
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut producers = Vec::new();
@@ -319,30 +356,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         index.num_docs()
     );
 
-    // The ground truth's vectors, normalised.
-    let mut all = Vec::with_capacity(n * args.dim);
-    for i in 0..n {
-        all.extend(normalised(&data.vector(i)));
-    }
-
-    let scope = Scope::Visible(Arc::new(Visibility::from_active(
-        (0..n).map(operation).collect::<HashSet<_>>(),
-    )));
-    measure(&index, &args, &data, &all, &scope).await?;
-
-    // Close (saves the snapshot) and open with it.
-    let started = Instant::now();
-    drop(Arc::try_unwrap(index).map_err(|_| anyhow::anyhow!("index still shared"))?);
-    println!(
-        "close (graph snapshot saved): {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    reopen(&dir, &args, "with the snapshot")?;
-    if args.rebuild {
-        std::fs::remove_dir_all(dir.join("index").join("vectors"))
-            .context("removing the snapshot")?;
-        reopen(&dir, &args, "rebuilding the graphs from the columns")?;
-    }
     Ok(())
 }
 
