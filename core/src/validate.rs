@@ -240,11 +240,7 @@ pub fn annotation(
     }
     let confidence = optional(obj, "confidence", &mut errors, |v| {
         let c = v.as_f64().ok_or("must be a number")?;
-        if (0.0..=1.0).contains(&c) {
-            Ok(c as f32)
-        } else {
-            Err("must be between 0 and 1")
-        }
+        unit_interval(c).ok_or("must be between 0 and 1")
     });
     let bbox = bbox(obj, &mut errors);
     let embedding = embedding(obj, ty, limits, &mut errors);
@@ -278,6 +274,18 @@ fn millis(v: &Value) -> Result<i64, &'static str> {
     }
 }
 
+/// A number in [0, 1] as f32, `-0` read as `0`: they compare equal, and engines that
+/// order numbers by their bits (index columns) would put `-0` first.
+fn unit_interval(x: f64) -> Option<f32> {
+    if x == 0.0 {
+        Some(0.0)
+    } else if (0.0..=1.0).contains(&x) {
+        Some(x as f32)
+    } else {
+        None
+    }
+}
+
 fn bbox(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<BBox> {
     let v = obj.get("bbox").filter(|v| !v.is_null())?;
     let Some(b) = v.as_object() else {
@@ -285,9 +293,9 @@ fn bbox(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<BBox> 
         return None;
     };
     let mut part = |name: &str| -> Option<f32> {
-        match b.get(name).and_then(Value::as_f64) {
-            Some(x) if (0.0..=1.0).contains(&x) => Some(x as f32),
-            _ => {
+        match b.get(name).and_then(Value::as_f64).and_then(unit_interval) {
+            Some(x) => Some(x),
+            None => {
                 errors.push(FieldError::new(
                     format!("bbox.{name}"),
                     "must be a number between 0 and 1",
@@ -496,6 +504,22 @@ mod tests {
         .unwrap();
         assert_eq!(a.label.as_deref(), Some("cat"));
         assert_eq!(a.embedding, Some(vec![1.0, 2.0]));
+    }
+
+    #[test]
+    fn negative_zero_is_read_as_zero() {
+        let t = ty(None, json!({"type": "object"}));
+        let a = annotation(
+            &json!({"media_id": "m", "start_ms": 0, "end_ms": 10, "confidence": -0.0,
+                    "bbox": {"x": -0.0, "y": -0.0, "w": -0.0, "h": 0.5}}),
+            &t,
+            &Limits::default(),
+        )
+        .unwrap();
+        let bits = |x: Option<f32>| x.map(f32::to_bits);
+        assert_eq!(bits(a.confidence), Some(0));
+        let b = a.bbox.unwrap();
+        assert_eq!([b.x, b.y, b.w].map(f32::to_bits), [0, 0, 0]);
     }
 
     #[test]

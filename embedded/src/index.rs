@@ -19,6 +19,7 @@
 
 mod aggregate;
 mod collector;
+mod columns;
 mod knn;
 mod query;
 mod terms;
@@ -36,6 +37,7 @@ use annostore_core::query::{Aggregates, Corners, MISSING_RANK, SortOrder};
 use annostore_core::visibility::op_key;
 use async_trait::async_trait;
 use collector::{ConfidenceRank, NoRank, Rank, SortedCollector};
+use columns::ColumnCache;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashSet, VecDeque};
 use std::path::Path;
@@ -51,7 +53,7 @@ use tantivy::query::doc_predicate_query::{DocPredicateQuery, FunctionPredicate};
 use tantivy::schema::{
     BytesOptions, FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, SchemaBuilder,
 };
-use tantivy::{IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 use uuid::Uuid;
@@ -184,10 +186,10 @@ impl Fields {
         if let Some(c) = a.bbox.as_ref().map(Corners::of)
             && ![c.x1, c.y1, c.x2, c.y2].iter().any(|v| v.is_nan())
         {
-            doc.add_f64(self.x1, c.x1);
-            doc.add_f64(self.y1, c.y1);
-            doc.add_f64(self.x2, c.x2);
-            doc.add_f64(self.y2, c.y2);
+            doc.add_f64(self.x1, columns::zero_folded(c.x1));
+            doc.add_f64(self.y1, columns::zero_folded(c.y1));
+            doc.add_f64(self.x2, columns::zero_folded(c.x2));
+            doc.add_f64(self.y2, columns::zero_folded(c.y2));
         }
         for t in terms::text_terms(a) {
             doc.add_bytes(self.text, &t);
@@ -287,6 +289,8 @@ impl Drop for Adding<'_> {
 
 struct Inner {
     fields: Fields,
+    /// Fast-field columns kept open per segment (see [`columns`]).
+    columns: Arc<ColumnCache>,
     /// One lock for adding and committing. Adds must not run concurrently even though
     /// tantivy's `run` takes `&self`: it stamps operations, then queues deletes, then
     /// sends adds, and two interleaved calls leave the delete queue out of opstamp
@@ -349,6 +353,7 @@ impl TantivyIndex {
         let (tx, rx) = watch::channel(Committed::default());
         let inner = Arc::new(Inner {
             fields,
+            columns: Arc::new(ColumnCache::default()),
             writer: Mutex::new(writer),
             reader,
             open_batch: AtomicU64::new(1),
@@ -410,15 +415,17 @@ impl TantivyIndex {
         &self,
         query: &KnnQuery,
     ) -> Result<(Vec<KnnHit>, KnnPath), IndexError> {
-        let searcher = self.inner.reader.searcher();
-        let q = query::build(&self.inner.fields, &query.filter)?;
+        let searcher = self.inner.searcher();
+        let q = query::build(&self.inner.fields, &self.inner.columns, &query.filter)?;
         let inner = self.inner.clone();
         let query = query.clone();
         // A wide filter passes over every document: off the async workers.
-        tokio::task::spawn_blocking(move || knn::search(&inner.vectors, &searcher, &*q, &query))
-            .await
-            .map_err(unavailable)?
-            .map_err(unavailable)
+        tokio::task::spawn_blocking(move || {
+            knn::search(&inner.vectors, &inner.columns, &searcher, &*q, &query)
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)
     }
 
     /// Live documents in the current snapshot.
@@ -460,8 +467,8 @@ impl TantivyIndex {
         if query.limit == 0 {
             return Ok(Vec::new());
         }
-        let searcher = self.inner.reader.searcher();
-        let q = query::build(&self.inner.fields, &query.filter)?;
+        let searcher = self.inner.searcher();
+        let q = query::build(&self.inner.fields, &self.inner.columns, &query.filter)?;
         let after = query.after.as_ref().map(|p| {
             let rank = if R::RANKED {
                 collector::rank_key(p.rank.unwrap_or(MISSING_RANK))
@@ -470,7 +477,12 @@ impl TantivyIndex {
             };
             (rank, p.key.clone())
         });
-        let collector = SortedCollector::<R>::new(query.scope.clone(), after, query.limit);
+        let collector = SortedCollector::<R>::new(
+            self.inner.columns.clone(),
+            query.scope.clone(),
+            after,
+            query.limit,
+        );
         // A catalogue-wide query can scan for 100 ms: off the async workers.
         let keys = tokio::task::spawn_blocking(move || searcher.search(&*q, &collector))
             .await
@@ -507,6 +519,13 @@ fn ids_query(ids: HashSet<(u64, u64)>) -> DocPredicateQuery {
 }
 
 impl Inner {
+    /// The current searcher, the column cache pruned to its segments.
+    fn searcher(&self) -> Searcher {
+        let searcher = self.reader.searcher();
+        self.columns.prune(&searcher);
+        searcher
+    }
+
     /// Puts the documents' vectors into their graphs (before any document can become
     /// searchable), then adds the operations to the open batch.
     fn add_with_vectors(
@@ -709,10 +728,13 @@ impl Index for TantivyIndex {
     }
 
     async fn aggregate(&self, query: &AggregateQuery) -> Result<Aggregates, IndexError> {
-        let collector =
-            aggregate::AggregateCollector::new(query.scope.clone(), query.spec.clone())?;
-        let searcher = self.inner.reader.searcher();
-        let q = query::build(&self.inner.fields, &query.filter)?;
+        let collector = aggregate::AggregateCollector::new(
+            self.inner.columns.clone(),
+            query.scope.clone(),
+            query.spec.clone(),
+        )?;
+        let searcher = self.inner.searcher();
+        let q = query::build(&self.inner.fields, &self.inner.columns, &query.filter)?;
         // A catalogue-wide count visits every document: off the async workers.
         let counts = tokio::task::spawn_blocking(move || searcher.search(&*q, &collector))
             .await

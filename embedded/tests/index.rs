@@ -142,6 +142,76 @@ async fn delete_operation_removes_its_documents() {
     assert_eq!(index.num_docs(), 5);
 }
 
+/// Time order reads a page media item by media item when matches are many and spread
+/// out, and falls back to every match when they sit in the last media ids (the walk
+/// gives up): both must page exactly as sorting every visible match does, deleted
+/// documents and hidden runs included.
+#[tokio::test]
+async fn time_order_pages_equal_brute_force_whichever_way_they_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = TantivyIndex::open(dir.path(), small()).unwrap();
+    let ops: Vec<Uuid> = (0..40).map(|_| Uuid::new_v4()).collect();
+    // Every segment holds every media item, in an order that is not theirs.
+    let all: Vec<Annotation> = (0..50)
+        .flat_map(|i| (0..40).rev().map(move |m| (i, m)))
+        .map(|(i, m)| Annotation {
+            // "late": the last media ids, and one document per segment in the first.
+            label: Some(
+                if m >= 35 || (m == 0 && i % 25 == 0) {
+                    "late"
+                } else {
+                    "common"
+                }
+                .into(),
+            ),
+            ..suite::annotation(ops[m], &format!("m{m:02}"), i % 7, i % 7 + 1)
+        })
+        .collect();
+    for half in all.chunks(1_000) {
+        index.upsert(half, Existing::Unknown).await.unwrap();
+    }
+    // A deleted run (alive bitsets) and a hidden one (scope).
+    index.delete_operation(ops[1]).await.unwrap();
+    let shown: Vec<Uuid> = ops.iter().copied().filter(|op| *op != ops[2]).collect();
+    let scope = suite::visible(&shown);
+    for label in ["common", "late"] {
+        let mut want: Vec<SortKey> = all
+            .iter()
+            .filter(|a| a.label.as_deref() == Some(label))
+            .filter(|a| a.operation_id != ops[1] && a.operation_id != ops[2])
+            .map(SortKey::of)
+            .collect();
+        want.sort();
+        for limit in [1, 3, 7, 10, 60, 500] {
+            let mut got = Vec::new();
+            let mut after = None;
+            loop {
+                let hits = index
+                    .search(&IndexQuery {
+                        filter: SearchFilter {
+                            label: Some(label.into()),
+                            ..SearchFilter::default()
+                        },
+                        scope: scope.clone(),
+                        order: SortOrder::Time,
+                        after: after.clone(),
+                        limit,
+                    })
+                    .await
+                    .unwrap();
+                let Some(last) = hits.last() else { break };
+                after = Some(last.position());
+                got.extend(hits.iter().map(|h| h.key.clone()));
+                assert!(
+                    got.len() <= want.len(),
+                    "{label}, pages of {limit}: too many"
+                );
+            }
+            assert_eq!(got, want, "{label}, pages of {limit}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_upserts_share_commits_and_are_searchable() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,6 +10,7 @@
 //! [`MAX_BUCKETS`] (or more non-empty buckets than that) means too many buckets: the
 //! request is refused instead of growing without bound, whatever the annotations span.
 
+use super::columns::{ColumnCache, SegmentColumns};
 use super::{ANNOTATION_TYPE, ANNOTATION_TYPE_VERSION, END_MS, LABEL, OP, START_MS};
 use annostore_core::index::{IndexError, Scope};
 use annostore_core::query::{self, AggregateSpec, Aggregates, HistogramSpec, MAX_BUCKETS};
@@ -151,13 +152,18 @@ fn sweep(
 }
 
 pub(crate) struct AggregateCollector {
+    columns: Arc<ColumnCache>,
     scope: Scope,
     spec: AggregateSpec,
 }
 
 impl AggregateCollector {
     /// Fails on a histogram interval below 1 ms.
-    pub(crate) fn new(scope: Scope, spec: AggregateSpec) -> Result<AggregateCollector, Problem> {
+    pub(crate) fn new(
+        columns: Arc<ColumnCache>,
+        scope: Scope,
+        spec: AggregateSpec,
+    ) -> Result<AggregateCollector, Problem> {
         if let Some(h) = spec.histogram
             && h.interval_ms < 1
         {
@@ -165,15 +171,19 @@ impl AggregateCollector {
                 "histogram interval_ms must be at least 1".into(),
             ));
         }
-        Ok(AggregateCollector { scope, spec })
+        Ok(AggregateCollector {
+            columns,
+            scope,
+            spec,
+        })
     }
 }
 
 /// A string fast field's dictionary and ordinals.
 type Strings = Option<(Arc<Dictionary>, Column<u64>)>;
 
-fn strings(segment: &SegmentReader, field: &str) -> tantivy::Result<Strings> {
-    Ok(segment.fast_fields().str(field)?.map(|c| {
+fn strings(columns: &SegmentColumns, field: &'static str) -> tantivy::Result<Strings> {
+    Ok(columns.str(field)?.map(|c| {
         let (d, m) = c.into_parts();
         (d, m)
     }))
@@ -204,16 +214,16 @@ impl Collector for AggregateCollector {
         _segment_local_id: SegmentOrdinal,
         segment: &SegmentReader,
     ) -> tantivy::Result<AggregateSegment> {
-        let ff = segment.fast_fields();
+        let columns = self.columns.of(segment);
         Ok(AggregateSegment {
             scope: self.scope.clone(),
             spec: self.spec.clone(),
-            op: ff.u64(OP)?.first_or_default_col(0),
-            label: strings(segment, LABEL)?,
-            ty: strings(segment, ANNOTATION_TYPE)?,
-            version: ff.u64(ANNOTATION_TYPE_VERSION)?,
-            start: ff.i64(START_MS)?.first_or_default_col(0),
-            end: ff.i64(END_MS)?.first_or_default_col(0),
+            op: columns.u64(OP)?.first_or_default_col(0),
+            label: strings(&columns, LABEL)?,
+            ty: strings(&columns, ANNOTATION_TYPE)?,
+            version: columns.u64(ANNOTATION_TYPE_VERSION)?,
+            start: columns.i64(START_MS)?.first_or_default_col(0),
+            end: columns.i64(END_MS)?.first_or_default_col(0),
             total: 0,
             labels: HashMap::new(),
             types: HashMap::new(),

@@ -9,6 +9,7 @@
 //! sorts as [`annostore_core::query::compare`] orders ranks; which column gives it is a
 //! type parameter ([`Rank`]), so time order pays nothing for it.
 
+use super::columns::{ColumnCache, SegmentColumns};
 use super::{CONFIDENCE, ID_HI, ID_LO, MEDIA_ID, OP, START_MS};
 use annostore_core::index::Scope;
 use annostore_core::model::SortKey;
@@ -17,20 +18,25 @@ use std::collections::{BinaryHeap, HashMap};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::columnar::{Column, ColumnValues, Dictionary, TermOrdHit};
+use tantivy::columnar::{Cardinality, Column, ColumnValues, Dictionary, TermOrdHit};
 use tantivy::index::SegmentReader;
-use tantivy::{DocId, Score, SegmentOrdinal, TantivyError};
+use tantivy::query::BitSetDocSet;
+use tantivy::schema::IndexRecordOption;
+use tantivy::{BitSet, DocId, DocSet, Score, SegmentOrdinal, TERMINATED, TantivyError};
 use uuid::Uuid;
 
 /// A key within one segment: (rank key, media ordinal + 1, start_ms, id as u128).
 /// Ordinal 0 stands for a document without a media id value, which sorts as "".
 type SegKey = (u32, u64, i64, u128);
 
+/// The media column's value for a document without one (no ordinal is this large).
+const NO_MEDIA: u64 = u64::MAX;
+
 /// What a search ranks documents by, before their time key.
 pub(crate) trait Rank: Send + Sync + Sized + 'static {
     /// Whether hits carry their rank.
     const RANKED: bool;
-    fn open(segment: &SegmentReader) -> tantivy::Result<Self>;
+    fn open(columns: &SegmentColumns) -> tantivy::Result<Self>;
     /// The document's rank key: smaller sorts first.
     fn key(&self, doc: DocId) -> u32;
 }
@@ -41,7 +47,7 @@ pub(crate) struct NoRank;
 impl Rank for NoRank {
     const RANKED: bool = false;
 
-    fn open(_segment: &SegmentReader) -> tantivy::Result<NoRank> {
+    fn open(_columns: &SegmentColumns) -> tantivy::Result<NoRank> {
         Ok(NoRank)
     }
 
@@ -57,8 +63,8 @@ pub(crate) struct ConfidenceRank(Column<f64>);
 impl Rank for ConfidenceRank {
     const RANKED: bool = true;
 
-    fn open(segment: &SegmentReader) -> tantivy::Result<ConfidenceRank> {
-        Ok(ConfidenceRank(segment.fast_fields().f64(CONFIDENCE)?))
+    fn open(columns: &SegmentColumns) -> tantivy::Result<ConfidenceRank> {
+        Ok(ConfidenceRank(columns.f64(CONFIDENCE)?))
     }
 
     #[inline]
@@ -95,6 +101,7 @@ pub(crate) fn rank_of_key(key: u32) -> f32 {
 pub(crate) type Ranked = (u32, SortKey);
 
 pub(crate) struct SortedCollector<R> {
+    columns: Arc<ColumnCache>,
     scope: Scope,
     after: Option<Ranked>,
     limit: usize,
@@ -103,8 +110,14 @@ pub(crate) struct SortedCollector<R> {
 
 impl<R: Rank> SortedCollector<R> {
     /// `after`: the rank key (0 for time order) and time key to continue after.
-    pub(crate) fn new(scope: Scope, after: Option<Ranked>, limit: usize) -> SortedCollector<R> {
+    pub(crate) fn new(
+        columns: Arc<ColumnCache>,
+        scope: Scope,
+        after: Option<Ranked>,
+        limit: usize,
+    ) -> SortedCollector<R> {
         SortedCollector {
+            columns,
             scope,
             after,
             limit,
@@ -142,7 +155,12 @@ pub(crate) struct SortedSegmentCollector<R> {
     limit: usize,
     heap: BinaryHeap<SegKey>,
     dictionary: Option<Arc<Dictionary>>,
-    media: Option<Column<u64>>,
+    /// Media ordinals, [`NO_MEDIA`] for a document without one (read dense: a column
+    /// with a value for every document answers without a rank lookup).
+    media: Option<Arc<dyn ColumnValues<u64>>>,
+    /// Whether [`SortedSegmentCollector::by_media`] can read this segment: every
+    /// document has a non-empty media id.
+    by_media: bool,
     start: Arc<dyn ColumnValues<i64>>,
     hi: Arc<dyn ColumnValues<u64>>,
     lo: Arc<dyn ColumnValues<u64>>,
@@ -162,13 +180,20 @@ impl<R: Rank> Collector for SortedCollector<R> {
         _segment_local_id: SegmentOrdinal,
         segment: &SegmentReader,
     ) -> tantivy::Result<SortedSegmentCollector<R>> {
-        let ff = segment.fast_fields();
-        let (dictionary, media) = match ff.str(MEDIA_ID)? {
+        let columns = self.columns.of(segment);
+        let (dictionary, media, by_media) = match columns.str(MEDIA_ID)? {
             Some(col) => {
                 let (d, m) = col.into_parts();
-                (Some(d), Some(m))
+                // Reading by media id reaches only documents with a media term.
+                let every_doc_has_one = m.get_cardinality() == Cardinality::Full
+                    && d.term_ord(b"").map_err(io_error)?.is_none();
+                (
+                    Some(d),
+                    Some(m.first_or_default_col(NO_MEDIA)),
+                    every_doc_has_one,
+                )
             }
-            None => (None, None),
+            None => (None, None, false),
         };
         let cursor = match &self.after {
             None => Cursor::None,
@@ -197,16 +222,17 @@ impl<R: Rank> Collector for SortedCollector<R> {
         };
         Ok(SortedSegmentCollector {
             scope: self.scope.clone(),
-            rank: R::open(segment)?,
+            rank: R::open(&columns)?,
             cursor,
             limit: self.limit,
             heap: BinaryHeap::with_capacity(self.limit.min(4096) + 1),
             dictionary,
             media,
-            start: ff.i64(START_MS)?.first_or_default_col(0),
-            hi: ff.u64(ID_HI)?.first_or_default_col(0),
-            lo: ff.u64(ID_LO)?.first_or_default_col(0),
-            op: ff.u64(OP)?.first_or_default_col(0),
+            by_media,
+            start: columns.i64(START_MS)?.first_or_default_col(0),
+            hi: columns.u64(ID_HI)?.first_or_default_col(0),
+            lo: columns.u64(ID_LO)?.first_or_default_col(0),
+            op: columns.u64(OP)?.first_or_default_col(0),
         })
     }
 
@@ -228,7 +254,35 @@ impl<R: Rank> Collector for SortedCollector<R> {
         reader: &SegmentReader,
     ) -> tantivy::Result<Vec<Ranked>> {
         let mut child = self.for_segment(segment_ord, reader)?;
-        match reader.alive_bitset() {
+        let alive = reader.alive_bitset();
+        if !R::RANKED && child.by_media {
+            let mut scorer = weight.scorer(reader, 1.0)?;
+            if by_media_pays(scorer.size_hint(), reader.max_doc(), self.limit) {
+                let mut matched = BitSet::with_max_value(reader.max_doc());
+                let mut count = 0usize;
+                let mut doc = scorer.doc();
+                while doc != TERMINATED {
+                    matched.insert(doc);
+                    count += 1;
+                    doc = scorer.advance();
+                }
+                let from = self.after.as_ref().map(|(_, key)| key.media_id.as_bytes());
+                if !child.by_media(reader, &matched, from, count / 2)? {
+                    // Too many media items before the page filled: every match instead.
+                    child.heap.clear();
+                    let mut docs = BitSetDocSet::from(matched);
+                    let mut doc = docs.doc();
+                    while doc != TERMINATED {
+                        if alive.is_none_or(|a| a.is_alive(doc)) {
+                            child.collect(doc, 0.0);
+                        }
+                        doc = docs.advance();
+                    }
+                }
+                return child.finish();
+            }
+        }
+        match alive {
             Some(alive) => weight.for_each_no_score(reader, &mut |docs| {
                 for &doc in docs {
                     if alive.is_alive(doc) {
@@ -242,7 +296,59 @@ impl<R: Rank> Collector for SortedCollector<R> {
     }
 }
 
+/// Whether a time-ordered page should be read media item by media item (see
+/// [`SortedSegmentCollector::by_media`]) rather than from every match: when the matches
+/// are many and spread out, a page fills from the first few media items. With `matches`
+/// spread evenly over `docs`, a page of `limit` reads about `limit * docs / matches`
+/// documents that way, against `matches` the other way (with a margin of 4 for the
+/// bitset the walk needs first).
+fn by_media_pays(matches: u32, docs: u32, limit: usize) -> bool {
+    let m = u64::from(matches);
+    m * m >= 4 * limit as u64 * u64::from(docs)
+}
+
 impl<R: Rank> SortedSegmentCollector<R> {
+    /// Time order by media item: reads the documents of each media id in byte order
+    /// (from `from` on), keeping those in `matched`, until the page is full at the end
+    /// of a media id. Every document left unread has a greater media id than every
+    /// kept one, so it cannot be on the page. Gives up (`false`) after `budget`
+    /// documents, for the caller to read every match instead.
+    fn by_media(
+        &mut self,
+        reader: &SegmentReader,
+        matched: &BitSet,
+        from: Option<&[u8]>,
+        budget: usize,
+    ) -> tantivy::Result<bool> {
+        let field = reader.schema().get_field(MEDIA_ID)?;
+        let inverted = reader.inverted_index(field)?;
+        let alive = reader.alive_bitset();
+        let mut terms = match from {
+            Some(from) => inverted.terms().range().ge(from).into_stream()?,
+            None => inverted.terms().stream()?,
+        };
+        let mut read = 0usize;
+        while terms.advance() {
+            let info = terms.value();
+            let mut docs = inverted.read_postings_from_terminfo(info, IndexRecordOption::Basic)?;
+            let mut doc = docs.doc();
+            while doc != TERMINATED {
+                if matched.contains(doc) && alive.is_none_or(|a| a.is_alive(doc)) {
+                    self.collect(doc, 0.0);
+                }
+                doc = docs.advance();
+            }
+            read += info.doc_freq as usize;
+            if self.heap.len() >= self.limit {
+                return Ok(true);
+            }
+            if read > budget {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The kept keys, ordinals resolved to media ids.
     fn finish(self) -> tantivy::Result<Vec<Ranked>> {
         let keys = self.heap.into_vec();
@@ -300,7 +406,10 @@ impl<R: Rank> SegmentCollector for SortedSegmentCollector<R> {
     fn collect(&mut self, doc: DocId, _score: Score) {
         let rank = self.rank.key(doc);
         let ord = match &self.media {
-            Some(m) => m.first(doc).map_or(0, |o| o + 1),
+            Some(m) => match m.get_val(doc) {
+                NO_MEDIA => 0,
+                o => o + 1,
+            },
             None => 0,
         };
         let full = self.heap.len() >= self.limit;

@@ -11,6 +11,7 @@
 //! Either way the hits' similarities are computed exactly, as
 //! [`annostore_core::query::cosine`] does, and ordered by similarity, then time key.
 
+use super::columns::ColumnCache;
 use super::{ID_HI, ID_LO, MEDIA_ID, OP, START_MS};
 use crate::vectors::Vectors;
 use annostore_core::index::{KnnHit, KnnQuery};
@@ -20,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use tantivy::columnar::BytesColumn;
 use tantivy::query::{EnableScoring, Query};
 use tantivy::schema::{FAST, SchemaBuilder};
-use tantivy::{DocId, Searcher, SegmentReader, TantivyDocument, TantivyError};
+use tantivy::{DocId, Searcher, TantivyDocument, TantivyError};
 use uuid::Uuid;
 
 pub(crate) const VECTOR: &str = "vector";
@@ -90,6 +91,7 @@ pub enum KnnPath {
 /// scope (see the module comment).
 pub(crate) fn search(
     vectors: &Vectors,
+    columns: &ColumnCache,
     searcher: &Searcher,
     filter: &dyn Query,
     query: &KnnQuery,
@@ -98,7 +100,7 @@ pub(crate) fn search(
     if query.k == 0 || dim == 0 {
         return Ok((Vec::new(), KnnPath::Empty));
     }
-    let (candidates, bits) = candidates(searcher, filter, query, dim as u64)?;
+    let (candidates, bits) = candidates(columns, searcher, filter, query, dim as u64)?;
     if candidates.is_empty() {
         return Ok((Vec::new(), KnnPath::Empty));
     }
@@ -119,19 +121,19 @@ pub(crate) fn search(
                 .map(|(i, _)| i)
                 .collect();
             (
-                similarities(searcher, &candidates, &picked, &query.vector)?,
+                similarities(columns, searcher, &candidates, &picked, &query.vector)?,
                 KnnPath::Graph,
             )
         }
         _ => {
             let all: Vec<usize> = (0..candidates.len()).collect();
             (
-                similarities(searcher, &candidates, &all, &query.vector)?,
+                similarities(columns, searcher, &candidates, &all, &query.vector)?,
                 KnnPath::Exact,
             )
         }
     };
-    Ok((top(searcher, &candidates, scored, k)?, path))
+    Ok((top(columns, searcher, &candidates, scored, k)?, path))
 }
 
 /// A set of vkeys, as bits.
@@ -155,6 +157,7 @@ impl Bits {
 
 /// The one pass of the filter: live documents in scope with a vector of `dim`.
 fn candidates(
+    columns: &ColumnCache,
     searcher: &Searcher,
     filter: &dyn Query,
     query: &KnnQuery,
@@ -164,12 +167,11 @@ fn candidates(
     let mut out = Vec::new();
     let mut bits = Bits(Vec::new());
     for (segment, reader) in searcher.segment_readers().iter().enumerate() {
-        let ff = reader.fast_fields();
-        let (Some(vdim), Some(vkey)) = (ff.column_opt::<u64>(VDIM)?, ff.column_opt::<u64>(VKEY)?)
-        else {
+        let cols = columns.of(reader);
+        let (Some(vdim), Some(vkey)) = (cols.u64_opt(VDIM)?, cols.u64_opt(VKEY)?) else {
             continue;
         };
-        let op = ff.u64(OP)?.first_or_default_col(0);
+        let op = cols.u64(OP)?.first_or_default_col(0);
         let alive = reader.alive_bitset();
         // Documents of one run sit together: remember the last operation's answer.
         let mut last: Option<(u64, bool)> = None;
@@ -207,11 +209,11 @@ fn candidates(
 /// Reads the vectors of the documents `(doc, tag)` of one segment in ordinal order and
 /// calls `f(tag, vector)` for each.
 fn read_vectors<T: Copy>(
-    reader: &SegmentReader,
+    col: Option<BytesColumn>,
     docs: impl IntoIterator<Item = (DocId, T)>,
     mut f: impl FnMut(T, &[f32]),
 ) -> tantivy::Result<()> {
-    let Some(col): Option<BytesColumn> = reader.fast_fields().bytes(VECTOR)? else {
+    let Some(col) = col else {
         return Ok(());
     };
     let mut by_ord: Vec<(u64, T)> = docs
@@ -245,6 +247,7 @@ fn read_vectors<T: Copy>(
 
 /// Exact similarities of the candidates at `picked`: (similarity, candidate index).
 fn similarities(
+    columns: &ColumnCache,
     searcher: &Searcher,
     candidates: &[Candidate],
     picked: &[usize],
@@ -257,14 +260,15 @@ fn similarities(
     }
     let mut out = Vec::with_capacity(picked.len());
     for (segment, docs) in per_segment {
-        let reader = searcher.segment_reader(segment);
-        read_vectors(reader, docs, |i, v| out.push((cosine(query, v), i)))?;
+        let col = columns.of(searcher.segment_reader(segment)).bytes(VECTOR)?;
+        read_vectors(col, docs, |i, v| out.push((cosine(query, v), i)))?;
     }
     Ok(out)
 }
 
 /// The best `k` of `scored`: similarity descending, then time key.
 fn top(
+    columns: &ColumnCache,
     searcher: &Searcher,
     candidates: &[Candidate],
     mut scored: Vec<(f32, usize)>,
@@ -284,7 +288,7 @@ fn top(
     let mut hits: Vec<KnnHit> = scored
         .into_iter()
         .map(|(similarity, i)| {
-            let key = sort_key(searcher, candidates[i])?;
+            let key = sort_key(columns, searcher, candidates[i])?;
             Ok(KnnHit {
                 id: key.id,
                 key,
@@ -301,18 +305,17 @@ fn top(
     Ok(hits)
 }
 
-fn sort_key(searcher: &Searcher, c: Candidate) -> tantivy::Result<SortKey> {
-    let reader = searcher.segment_reader(c.segment);
-    let ff = reader.fast_fields();
+fn sort_key(columns: &ColumnCache, searcher: &Searcher, c: Candidate) -> tantivy::Result<SortKey> {
+    let cols = columns.of(searcher.segment_reader(c.segment));
     let mut media_id = String::new();
-    if let Some(col) = ff.str(MEDIA_ID)?
+    if let Some(col) = cols.str(MEDIA_ID)?
         && let Some(ord) = col.term_ords(c.doc).next()
     {
         col.ord_to_str(ord, &mut media_id)?;
     }
-    let start_ms = ff.i64(START_MS)?.first(c.doc).unwrap_or(0);
-    let hi = ff.u64(ID_HI)?.first(c.doc).unwrap_or(0);
-    let lo = ff.u64(ID_LO)?.first(c.doc).unwrap_or(0);
+    let start_ms = cols.i64(START_MS)?.first(c.doc).unwrap_or(0);
+    let hi = cols.u64(ID_HI)?.first(c.doc).unwrap_or(0);
+    let lo = cols.u64(ID_LO)?.first(c.doc).unwrap_or(0);
     Ok(SortKey {
         media_id,
         start_ms,
@@ -389,8 +392,12 @@ pub(crate) fn restore(
             }
         }
         for (segment, docs) in per_segment {
-            read_vectors(searcher.segment_reader(segment), docs, |key, v| add(key, v))
+            let col = searcher
+                .segment_reader(segment)
+                .fast_fields()
+                .bytes(VECTOR)
                 .map_err(|e| e.to_string())?;
+            read_vectors(col, docs, |key, v| add(key, v)).map_err(|e| e.to_string())?;
         }
         Ok(())
     })?;

@@ -1,18 +1,19 @@
 //! A [`SearchFilter`] as a tantivy query: every filter is a required clause, with the
 //! semantics of [`annostore_core::query::matches`].
 
+use super::columns::{CheckedQuery, ColumnCache, ColumnRange};
 use super::text::FuzzyTokenQuery;
-use super::{Fields, terms, uuid_text};
+use super::{CONFIDENCE, END_MS, Fields, START_MS, terms, uuid_text};
 use annostore_core::index::IndexError;
 use annostore_core::model::{DataCondition, Region, SearchFilter, TextQuery, TimeRange};
 use annostore_core::query::{self, MAX_QUERY_TOKENS, SpaceRelation, TimeRelation};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::ops::Bound;
+use std::sync::Arc;
 use tantivy::Term;
 use tantivy::query::{
-    AllQuery, BooleanQuery, EmptyQuery, InvertedIndexRangeQuery, Query, RangeQuery, TermQuery,
-    TermSetQuery,
+    AllQuery, BooleanQuery, EmptyQuery, InvertedIndexRangeQuery, Query, TermQuery, TermSetQuery,
 };
 use tantivy::schema::{Field, IndexRecordOption};
 
@@ -24,6 +25,9 @@ fn term(t: Term) -> Box<dyn Query> {
 /// query match nothing.
 struct Clauses {
     must: Vec<Box<dyn Query>>,
+    /// Ranges on numeric columns: checked per document under the terms when there are
+    /// any, else scanned (see [`ColumnRange`]).
+    ranges: Vec<ColumnRange>,
     nothing: bool,
 }
 
@@ -39,60 +43,75 @@ impl Clauses {
         }
     }
 
-    /// `field` within the bounds (fast-field range).
-    fn range(&mut self, lower: Bound<Term>, upper: Bound<Term>) {
-        self.must.push(Box::new(RangeQuery::new(lower, upper)));
+    fn at_most_i64(&mut self, (field, name): Column, v: i64) {
+        let bounds = (Bound::Unbounded, Bound::Included(v));
+        self.ranges.push(ColumnRange::I64 {
+            field,
+            name,
+            bounds,
+        });
     }
 
-    fn at_most_i64(&mut self, field: Field, v: i64) {
-        self.range(
-            Bound::Unbounded,
-            Bound::Included(Term::from_field_i64(field, v)),
-        );
-    }
-
-    fn at_least_i64(&mut self, field: Field, v: i64) {
-        self.range(
-            Bound::Included(Term::from_field_i64(field, v)),
-            Bound::Unbounded,
-        );
+    fn at_least_i64(&mut self, (field, name): Column, v: i64) {
+        let bounds = (Bound::Included(v), Bound::Unbounded);
+        self.ranges.push(ColumnRange::I64 {
+            field,
+            name,
+            bounds,
+        });
     }
 
     /// `field <= v` on f64; nothing passes a NaN bound (every comparison with NaN is
-    /// false), which the column's order would not say.
-    fn at_most_f64(&mut self, field: Field, v: f64) {
+    /// false).
+    fn at_most_f64(&mut self, (field, name): Column, v: f64) {
         if v.is_nan() {
             self.nothing = true;
         } else {
-            self.range(
-                Bound::Unbounded,
-                Bound::Included(Term::from_field_f64(field, v)),
-            );
+            let bounds = (Bound::Unbounded, Bound::Included(v));
+            self.ranges.push(ColumnRange::F64 {
+                field,
+                name,
+                bounds,
+            });
         }
     }
 
-    fn at_least_f64(&mut self, field: Field, v: f64) {
+    fn at_least_f64(&mut self, (field, name): Column, v: f64) {
         if v.is_nan() {
             self.nothing = true;
         } else {
-            self.range(
-                Bound::Included(Term::from_field_f64(field, v)),
-                Bound::Unbounded,
-            );
+            let bounds = (Bound::Included(v), Bound::Unbounded);
+            self.ranges.push(ColumnRange::F64 {
+                field,
+                name,
+                bounds,
+            });
         }
     }
 
-    fn finish(mut self) -> Box<dyn Query> {
+    fn finish(mut self, columns: &Arc<ColumnCache>) -> Box<dyn Query> {
         if self.nothing {
             return Box::new(EmptyQuery);
         }
-        match self.must.len() {
+        if self.must.is_empty() {
+            // Nothing narrows the documents: scan the columns.
+            self.must = self.ranges.drain(..).map(|r| r.scan()).collect();
+        }
+        let terms: Box<dyn Query> = match self.must.len() {
             0 => Box::new(AllQuery),
             1 => self.must.pop().unwrap_or_else(|| Box::new(AllQuery)),
             _ => Box::new(BooleanQuery::intersection(self.must)),
+        };
+        if self.ranges.is_empty() {
+            terms
+        } else {
+            Box::new(CheckedQuery::new(terms, self.ranges, columns.clone()))
         }
     }
 }
+
+/// A numeric fast field: its handle and its name (how columns are looked up).
+type Column = (Field, &'static str);
 
 /// Any of these exact strings (an empty list matches nothing).
 fn any_of(field: Field, values: &[String]) -> Option<Box<dyn Query>> {
@@ -110,9 +129,14 @@ fn any_of(field: Field, values: &[String]) -> Option<Box<dyn Query>> {
     }
 }
 
-pub(crate) fn build(f: &Fields, filter: &SearchFilter) -> Result<Box<dyn Query>, IndexError> {
+pub(crate) fn build(
+    f: &Fields,
+    columns: &Arc<ColumnCache>,
+    filter: &SearchFilter,
+) -> Result<Box<dyn Query>, IndexError> {
     let mut c = Clauses {
         must: Vec::new(),
+        ranges: Vec::new(),
         nothing: false,
     };
     if let Some(m) = &filter.media_id {
@@ -153,10 +177,10 @@ pub(crate) fn build(f: &Fields, filter: &SearchFilter) -> Result<Box<dyn Query>,
     }
     // f32 -> f64 is exact and monotonic, so these compare as f32 does.
     if let Some(min) = filter.min_confidence {
-        c.at_least_f64(f.confidence, f64::from(min));
+        c.at_least_f64((f.confidence, CONFIDENCE), f64::from(min));
     }
     if let Some(max) = filter.max_confidence {
-        c.at_most_f64(f.confidence, f64::from(max));
+        c.at_most_f64((f.confidence, CONFIDENCE), f64::from(max));
     }
     if let Some(r) = &filter.region {
         region(&mut c, f, r);
@@ -168,23 +192,23 @@ pub(crate) fn build(f: &Fields, filter: &SearchFilter) -> Result<Box<dyn Query>,
     for cond in filter.data.iter().flatten() {
         data(&mut c, f, cond);
     }
-    Ok(c.finish())
+    Ok(c.finish(columns))
 }
 
 /// The relation as ranges on the start and end columns (see [`TimeRelation::holds`]).
 fn time(c: &mut Clauses, f: &Fields, r: &TimeRange) {
     match r.relation {
         TimeRelation::Intersects => {
-            c.at_most_i64(f.start_ms, r.end_ms);
-            c.at_least_i64(f.end_ms, r.start_ms);
+            c.at_most_i64((f.start_ms, START_MS), r.end_ms);
+            c.at_least_i64((f.end_ms, END_MS), r.start_ms);
         }
         TimeRelation::Within => {
-            c.at_least_i64(f.start_ms, r.start_ms);
-            c.at_most_i64(f.end_ms, r.end_ms);
+            c.at_least_i64((f.start_ms, START_MS), r.start_ms);
+            c.at_most_i64((f.end_ms, END_MS), r.end_ms);
         }
         TimeRelation::Contains => {
-            c.at_most_i64(f.start_ms, r.start_ms);
-            c.at_least_i64(f.end_ms, r.end_ms);
+            c.at_most_i64((f.start_ms, START_MS), r.start_ms);
+            c.at_least_i64((f.end_ms, END_MS), r.end_ms);
         }
     }
 }
@@ -195,16 +219,16 @@ fn region(c: &mut Clauses, f: &Fields, r: &Region) {
     let q = r.corners();
     match r.relation {
         SpaceRelation::Intersects => {
-            c.at_most_f64(f.x1, q.x2);
-            c.at_least_f64(f.x2, q.x1);
-            c.at_most_f64(f.y1, q.y2);
-            c.at_least_f64(f.y2, q.y1);
+            c.at_most_f64((f.x1, "x1"), q.x2);
+            c.at_least_f64((f.x2, "x2"), q.x1);
+            c.at_most_f64((f.y1, "y1"), q.y2);
+            c.at_least_f64((f.y2, "y2"), q.y1);
         }
         SpaceRelation::Within => {
-            c.at_least_f64(f.x1, q.x1);
-            c.at_most_f64(f.x2, q.x2);
-            c.at_least_f64(f.y1, q.y1);
-            c.at_most_f64(f.y2, q.y2);
+            c.at_least_f64((f.x1, "x1"), q.x1);
+            c.at_most_f64((f.x2, "x2"), q.x2);
+            c.at_least_f64((f.y1, "y1"), q.y1);
+            c.at_most_f64((f.y2, "y2"), q.y2);
         }
     }
 }
