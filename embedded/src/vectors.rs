@@ -309,6 +309,13 @@ impl Vectors {
         Ok(m.keys.into_iter().zip(m.distances).collect())
     }
 
+    /// Copies `key`'s vector from `graph` into `out` (sized to the dimension); false
+    /// when the graph does not hold the key.
+    pub(crate) fn read(&self, graph: &Graph, key: u64, out: &mut [f32]) -> bool {
+        let index = graph.index.read();
+        index.get(key, out).is_ok_and(|n| n == 1)
+    }
+
     // -----------------------------------------------------------------------------
     // Opening: snapshot and catch-up
     // -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 //! and [`ColumnCache::prune`] forgets the segments a searcher no longer has.
 
 use parking_lot::Mutex;
+use std::any::Any;
 use std::collections::HashMap;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub(crate) struct SegmentColumns {
     f64s: Mutex<HashMap<&'static str, Option<Column<f64>>>>,
     strs: Mutex<HashMap<&'static str, Option<StrColumn>>>,
     bytes: Mutex<HashMap<&'static str, Option<BytesColumn>>>,
+    /// Structures built from the columns (the vkey index of nearest-neighbour search).
+    derived: Mutex<HashMap<&'static str, Arc<dyn Any + Send + Sync>>>,
 }
 
 /// The value kept under `name`, opened by `open` the first time.
@@ -88,7 +91,22 @@ impl SegmentColumns {
             f64s: Mutex::default(),
             strs: Mutex::default(),
             bytes: Mutex::default(),
+            derived: Mutex::default(),
         }
+    }
+
+    /// The structure kept under `name`, built by `build` the first time.
+    pub(crate) fn derived<T: Any + Send + Sync>(
+        &self,
+        name: &'static str,
+        build: impl FnOnce() -> tantivy::Result<T>,
+    ) -> tantivy::Result<Arc<T>> {
+        let kept = kept(&self.derived, name, || {
+            Ok(Arc::new(build()?) as Arc<dyn Any + Send + Sync>)
+        })?;
+        kept.downcast::<T>().map_err(|_| {
+            tantivy::TantivyError::InternalError(format!("{name} kept with another type"))
+        })
     }
 
     /// A u64 column; `None` when the segment has none of that name.

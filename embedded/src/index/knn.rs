@@ -11,17 +11,18 @@
 //! Either way the hits' similarities are computed exactly, as
 //! [`annostore_core::query::cosine`] does, and ordered by similarity, then time key.
 
-use super::columns::ColumnCache;
+use super::columns::{ColumnCache, SegmentColumns};
 use super::{ID_HI, ID_LO, MEDIA_ID, OP, START_MS};
 use crate::vectors::Vectors;
-use annostore_core::index::{KnnHit, KnnQuery};
+use annostore_core::index::{KnnHit, KnnQuery, Scope};
 use annostore_core::model::{Annotation, SortKey};
 use annostore_core::query::cosine;
 use std::collections::{HashMap, HashSet};
-use tantivy::columnar::BytesColumn;
-use tantivy::query::{EnableScoring, Query};
+use std::sync::Arc;
+use tantivy::columnar::{BytesColumn, Column, ColumnValues};
+use tantivy::query::{BitSetDocSet, EnableScoring, Query};
 use tantivy::schema::{FAST, SchemaBuilder};
-use tantivy::{DocId, Searcher, TantivyDocument, TantivyError};
+use tantivy::{BitSet, DocId, DocSet, Searcher, TERMINATED, TantivyDocument, TantivyError};
 use uuid::Uuid;
 
 pub(crate) const VECTOR: &str = "vector";
@@ -100,110 +101,182 @@ pub(crate) fn search(
     if query.k == 0 || dim == 0 {
         return Ok((Vec::new(), KnnPath::Empty));
     }
-    let (candidates, bits) = candidates(columns, searcher, filter, query, dim as u64)?;
-    if candidates.is_empty() {
+    let matched = Matched::of(columns, searcher, filter, query)?;
+    if matched.count == 0 {
         return Ok((Vec::new(), KnnPath::Empty));
     }
     let k = query.k;
     let zero = query.vector.iter().all(|x| *x == 0.0);
     let graph = vectors.existing(dim as u32);
-    let exact = candidates.len() <= k.max(vectors.exact_threshold()) || zero;
-    let (scored, path) = match graph {
-        Some(graph) if !exact => {
-            let found = vectors
-                .search(&graph, &query.vector, k, |key| bits.contains(key))
-                .map_err(TantivyError::InternalError)?;
-            let wanted: HashSet<u64> = found.iter().map(|(key, _)| *key).collect();
-            let picked: Vec<usize> = candidates
+    if let Some(graph) = &graph
+        && !zero
+        && matched.count > k.max(vectors.exact_threshold())
+    {
+        let found = vectors
+            .search(graph, &query.vector, k, |key| {
+                matched.locate(key).is_some_and(|c| matched.allows(c))
+            })
+            .map_err(TantivyError::InternalError)?;
+        // The graph misses nothing it should only when it fills the page: with fewer,
+        // the filter left it too few nodes to walk to, and every candidate is compared.
+        if found.len() >= k {
+            let picked: Vec<Candidate> = found
                 .iter()
-                .enumerate()
-                .filter(|(_, c)| wanted.contains(&c.vkey))
-                .map(|(i, _)| i)
+                .filter_map(|(key, _)| matched.locate(*key))
                 .collect();
-            (
-                similarities(columns, searcher, &candidates, &picked, &query.vector)?,
-                KnnPath::Graph,
-            )
+            let scored = similarities(vectors, columns, searcher, &picked, &query.vector)?;
+            return Ok((top(columns, searcher, &picked, scored, k)?, KnnPath::Graph));
         }
-        _ => {
-            let all: Vec<usize> = (0..candidates.len()).collect();
-            (
-                similarities(columns, searcher, &candidates, &all, &query.vector)?,
-                KnnPath::Exact,
-            )
-        }
-    };
-    Ok((top(columns, searcher, &candidates, scored, k)?, path))
+    }
+    let candidates = matched.candidates(dim as u64)?;
+    if candidates.is_empty() {
+        return Ok((Vec::new(), KnnPath::Empty));
+    }
+    let scored = similarities(vectors, columns, searcher, &candidates, &query.vector)?;
+    Ok((
+        top(columns, searcher, &candidates, scored, k)?,
+        KnnPath::Exact,
+    ))
 }
 
-/// A set of vkeys, as bits.
-struct Bits(Vec<u64>);
-
-impl Bits {
-    fn insert(&mut self, key: u64) {
-        let word = (key / 64) as usize;
-        if word >= self.0.len() {
-            self.0.resize((word + 1).max(self.0.len() * 2), 0);
-        }
-        self.0[word] |= 1 << (key % 64);
-    }
-
-    fn contains(&self, key: u64) -> bool {
-        self.0
-            .get((key / 64) as usize)
-            .is_some_and(|w| w & (1 << (key % 64)) != 0)
-    }
+/// One segment's side of a search: the documents the filter matches (a bitset, no
+/// column read yet), and the columns that say whether one is a candidate.
+struct SegmentMatches {
+    matched: BitSet,
+    alive: Option<tantivy::fastfield::AliveBitSet>,
+    op: Arc<dyn ColumnValues<u64>>,
+    vkey: Option<Column<u64>>,
+    vdim: Option<Column<u64>>,
+    /// vkey -> document, for the graph's filter.
+    keys: Arc<KeyIndex>,
 }
 
-/// The one pass of the filter: live documents in scope with a vector of `dim`.
-fn candidates(
-    columns: &ColumnCache,
-    searcher: &Searcher,
-    filter: &dyn Query,
-    query: &KnnQuery,
-    dim: u64,
-) -> tantivy::Result<(Vec<Candidate>, Bits)> {
-    let weight = filter.weight(EnableScoring::disabled_from_searcher(searcher))?;
-    let mut out = Vec::new();
-    let mut bits = Bits(Vec::new());
-    for (segment, reader) in searcher.segment_readers().iter().enumerate() {
-        let cols = columns.of(reader);
-        let (Some(vdim), Some(vkey)) = (cols.u64_opt(VDIM)?, cols.u64_opt(VKEY)?) else {
-            continue;
-        };
-        let op = cols.u64(OP)?.first_or_default_col(0);
-        let alive = reader.alive_bitset();
-        // Documents of one run sit together: remember the last operation's answer.
-        let mut last: Option<(u64, bool)> = None;
-        weight.for_each_no_score(reader, &mut |docs| {
-            for &doc in docs {
-                if alive.is_some_and(|a| !a.is_alive(doc)) || vdim.first(doc) != Some(dim) {
-                    continue;
+/// The filter's matches over every segment. `count` bounds the candidates from above:
+/// scope, liveness and dimension are checked per document only where one is looked at.
+struct Matched<'a> {
+    scope: &'a Scope,
+    segments: Vec<SegmentMatches>,
+    count: usize,
+}
+
+impl<'a> Matched<'a> {
+    fn of(
+        columns: &ColumnCache,
+        searcher: &Searcher,
+        filter: &dyn Query,
+        query: &'a KnnQuery,
+    ) -> tantivy::Result<Matched<'a>> {
+        let weight = filter.weight(EnableScoring::disabled_from_searcher(searcher))?;
+        let mut segments = Vec::new();
+        let mut count = 0;
+        for reader in searcher.segment_readers() {
+            let cols = columns.of(reader);
+            let mut matched = BitSet::with_max_value(reader.max_doc());
+            weight.for_each_no_score(reader, &mut |docs| {
+                for &doc in docs {
+                    matched.insert(doc);
                 }
-                let o = op.get_val(doc);
-                let allowed = match last {
-                    Some((lo, allowed)) if lo == o => allowed,
-                    _ => {
-                        let allowed = query.scope.allows_key(o);
-                        last = Some((o, allowed));
-                        allowed
+                count += docs.len();
+            })?;
+            segments.push(SegmentMatches {
+                matched,
+                alive: reader.alive_bitset().cloned(),
+                op: cols.u64(OP)?.first_or_default_col(0),
+                vkey: cols.u64_opt(VKEY)?,
+                vdim: cols.u64_opt(VDIM)?,
+                keys: cols.derived("vkey index", || KeyIndex::of(&cols))?,
+            });
+        }
+        Ok(Matched {
+            scope: &query.scope,
+            segments,
+            count,
+        })
+    }
+
+    /// The document carrying `key`, when the filter matches it.
+    fn locate(&self, key: u64) -> Option<Candidate> {
+        self.segments.iter().enumerate().find_map(|(i, s)| {
+            s.keys
+                .doc(key)
+                .filter(|doc| s.matched.contains(*doc))
+                .map(|doc| Candidate {
+                    segment: i as u32,
+                    doc,
+                    vkey: key,
+                })
+        })
+    }
+
+    /// Whether a matched document is live and in scope.
+    fn allows(&self, c: Candidate) -> bool {
+        let s = &self.segments[c.segment as usize];
+        s.alive.as_ref().is_none_or(|a| a.is_alive(c.doc))
+            && self.scope.allows_key(s.op.get_val(c.doc))
+    }
+
+    /// Every candidate: matched, live, in scope, with a vector of `dim`.
+    fn candidates(&self, dim: u64) -> tantivy::Result<Vec<Candidate>> {
+        let mut out = Vec::new();
+        for (i, s) in self.segments.iter().enumerate() {
+            let (Some(vdim), Some(vkey)) = (&s.vdim, &s.vkey) else {
+                continue;
+            };
+            // Documents of one run sit together: remember the last operation's answer.
+            let mut last: Option<(u64, bool)> = None;
+            let mut docs = BitSetDocSet::from(s.matched.clone());
+            let mut doc = docs.doc();
+            while doc != TERMINATED {
+                if s.alive.as_ref().is_none_or(|a| a.is_alive(doc)) && vdim.first(doc) == Some(dim)
+                {
+                    let o = s.op.get_val(doc);
+                    let allowed = match last {
+                        Some((lo, allowed)) if lo == o => allowed,
+                        _ => {
+                            let allowed = self.scope.allows_key(o);
+                            last = Some((o, allowed));
+                            allowed
+                        }
+                    };
+                    if allowed && let Some(key) = vkey.first(doc) {
+                        out.push(Candidate {
+                            segment: i as u32,
+                            doc,
+                            vkey: key,
+                        });
                     }
-                };
-                if !allowed {
-                    continue;
                 }
+                doc = docs.advance();
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A segment's vkeys, sorted, with their documents (deleted ones too: liveness is
+/// checked per search). Built once per segment, on its first nearest-neighbour search.
+pub(crate) struct KeyIndex(Vec<(u64, DocId)>);
+
+impl KeyIndex {
+    fn of(cols: &SegmentColumns) -> tantivy::Result<KeyIndex> {
+        let mut keys = Vec::new();
+        if let Some(vkey) = cols.u64_opt(VKEY)? {
+            for doc in 0..vkey.num_docs() {
                 if let Some(key) = vkey.first(doc) {
-                    bits.insert(key);
-                    out.push(Candidate {
-                        segment: segment as u32,
-                        doc,
-                        vkey: key,
-                    });
+                    keys.push((key, doc));
                 }
             }
-        })?;
+        }
+        keys.sort_unstable();
+        Ok(KeyIndex(keys))
     }
-    Ok((out, bits))
+
+    fn doc(&self, key: u64) -> Option<DocId> {
+        self.0
+            .binary_search_by_key(&key, |(k, _)| *k)
+            .ok()
+            .map(|i| self.0[i].1)
+    }
 }
 
 /// Reads the vectors of the documents `(doc, tag)` of one segment in ordinal order and
@@ -245,21 +318,27 @@ fn read_vectors<T: Copy>(
     Ok(())
 }
 
-/// Exact similarities of the candidates at `picked`: (similarity, candidate index).
+/// Exact similarities of `candidates`: (similarity, candidate index). Vectors come from
+/// the graph, which holds every searchable document's (a plain copy, about 20 times
+/// faster than the bytes column's dictionary); the column answers for any it lacks.
 fn similarities(
+    vectors: &Vectors,
     columns: &ColumnCache,
     searcher: &Searcher,
     candidates: &[Candidate],
-    picked: &[usize],
     query: &[f32],
 ) -> tantivy::Result<Vec<(f32, usize)>> {
-    let mut per_segment: HashMap<u32, Vec<(DocId, usize)>> = HashMap::new();
-    for &i in picked {
-        let c = candidates[i];
-        per_segment.entry(c.segment).or_default().push((c.doc, i));
+    let mut out = Vec::with_capacity(candidates.len());
+    let mut missing: HashMap<u32, Vec<(DocId, usize)>> = HashMap::new();
+    let graph = vectors.existing(query.len() as u32);
+    let mut buf = vec![0.0f32; query.len()];
+    for (i, c) in candidates.iter().enumerate() {
+        match &graph {
+            Some(g) if vectors.read(g, c.vkey, &mut buf) => out.push((cosine(query, &buf), i)),
+            _ => missing.entry(c.segment).or_default().push((c.doc, i)),
+        }
     }
-    let mut out = Vec::with_capacity(picked.len());
-    for (segment, docs) in per_segment {
+    for (segment, docs) in missing {
         let col = columns.of(searcher.segment_reader(segment)).bytes(VECTOR)?;
         read_vectors(col, docs, |i, v| out.push((cosine(query, v), i)))?;
     }
