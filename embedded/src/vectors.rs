@@ -309,6 +309,16 @@ impl Vectors {
         Ok(m.keys.into_iter().zip(m.distances).collect())
     }
 
+    /// [`VectorOptions::expansion_search`].
+    pub(crate) fn expansion_search(&self) -> usize {
+        self.opts.expansion_search
+    }
+
+    /// Vectors in `graph` (live or not yet swept).
+    pub(crate) fn graph_len(&self, graph: &Graph) -> usize {
+        graph.index.read().size()
+    }
+
     /// Copies `key`'s vector from `graph` into `out` (sized to the dimension); false
     /// when the graph does not hold the key.
     pub(crate) fn read(&self, graph: &Graph, key: u64, out: &mut [f32]) -> bool {

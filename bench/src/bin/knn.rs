@@ -60,6 +60,10 @@ struct Args {
     /// `--clusters` and `--sigma` left in `--data-dir` (for profiling the searches).
     #[arg(long, requires = "data_dir")]
     reuse: bool,
+    /// Measure only the filters whose name starts with one of these (100%, 10%, 1%,
+    /// 0.1%); all when absent.
+    #[arg(long, value_delimiter = ',')]
+    filters: Vec<String>,
 }
 
 #[global_allocator]
@@ -383,6 +387,14 @@ async fn measure(
 ) -> anyhow::Result<()> {
     let k = args.k;
     for sel in selectivities(args.vectors) {
+        if !args.filters.is_empty()
+            && !args
+                .filters
+                .iter()
+                .any(|f| sel.name.starts_with(f.as_str()))
+        {
+            continue;
+        }
         let queries: Vec<Vec<f32>> = (0..args.queries).map(|q| data.query(q)).collect();
         let truth: Vec<Vec<Uuid>> = queries
             .iter()
