@@ -24,6 +24,7 @@ mod knn;
 mod query;
 mod terms;
 mod text;
+mod writer;
 
 pub use crate::vectors::VectorOptions;
 pub use knn::{KnnPath, VectorsOpened};
@@ -39,12 +40,12 @@ use async_trait::async_trait;
 use collector::{ConfidenceRank, NoRank, Rank, SortedCollector};
 use columns::ColumnCache;
 use parking_lot::{Condvar, Mutex};
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tantivy::collector::Count;
 use tantivy::directory::MmapDirectory;
 use tantivy::indexer::UserOperation;
@@ -57,6 +58,7 @@ use tantivy::{IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument,
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 use uuid::Uuid;
+use writer::{Adding, Committed, Requests, commit_loop};
 
 /// How the index writer is sized.
 #[derive(Debug, Clone)]
@@ -214,76 +216,6 @@ impl AsRef<str> for UuidText {
     fn as_ref(&self) -> &str {
         // encode_lower writes ASCII only.
         std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-}
-
-/// What the committer has done, as the waiters see it.
-#[derive(Debug, Clone, Default)]
-struct Committed {
-    /// Every batch up to this one has been committed or rolled back.
-    done: u64,
-    /// The most recent batches that failed (rolled back or not made searchable).
-    failed: Arc<VecDeque<u64>>,
-}
-
-/// How many failed batches the committer remembers; a waiter older than all of them
-/// whose outcome was forgotten is answered with an error, conservatively.
-const FAILURES_KEPT: usize = 256;
-
-impl Committed {
-    /// The outcome of `batch`, once known.
-    fn outcome(&self, batch: u64) -> Option<Result<(), IndexError>> {
-        if self.done < batch {
-            return None;
-        }
-        let forgotten = self.failed.len() >= FAILURES_KEPT
-            && self.failed.front().is_some_and(|&oldest| batch < oldest);
-        if forgotten || self.failed.contains(&batch) {
-            Some(Err(IndexError::Unavailable(
-                "the index commit failed; retry".into(),
-            )))
-        } else {
-            Some(Ok(()))
-        }
-    }
-}
-
-#[derive(Default)]
-struct Requests {
-    /// The newest batch someone waits for.
-    requested: u64,
-    /// Someone asked for a commit now (see [`Index::refresh`]).
-    urgent: bool,
-    shutdown: bool,
-}
-
-impl Requests {
-    fn requested_batch(&mut self, batch: u64) {
-        self.requested = self.requested.max(batch);
-    }
-}
-
-/// How long the committer waits for callers that are building or handing over
-/// documents, so that they join the commit instead of waiting for the next one.
-const LINGER: Duration = Duration::from_millis(5);
-
-/// A caller between starting an upsert and handing its documents to the writer.
-/// Dropping it (also on cancellation) tells the committer.
-struct Adding<'a>(&'a Inner);
-
-impl<'a> Adding<'a> {
-    fn start(inner: &'a Inner) -> Adding<'a> {
-        inner.adding.fetch_add(1, Ordering::AcqRel);
-        Adding(inner)
-    }
-}
-
-impl Drop for Adding<'_> {
-    fn drop(&mut self) {
-        self.0.adding.fetch_sub(1, Ordering::AcqRel);
-        // Under the lock, so the committer cannot miss it between test and wait.
-        let _req = self.0.requests.lock();
-        self.0.wake.notify_all();
     }
 }
 
@@ -524,134 +456,6 @@ impl Inner {
         let searcher = self.reader.searcher();
         self.columns.prune(&searcher);
         searcher
-    }
-
-    /// Puts the documents' vectors into their graphs (before any document can become
-    /// searchable), then adds the operations to the open batch.
-    fn add_with_vectors(
-        &self,
-        delete: Option<DocPredicateQuery>,
-        ops: Vec<UserOperation>,
-        vectors: Vec<(u64, Vec<f32>)>,
-    ) -> Result<u64, IndexError> {
-        let keys: Vec<u64> = vectors.iter().map(|(k, _)| *k).collect();
-        let refs: Vec<(u64, &[f32])> = vectors.iter().map(|(k, v)| (*k, v.as_slice())).collect();
-        if let Err(e) = self.vectors.add(&refs) {
-            // Never handed to the writer: the next sweep removes them.
-            self.vectors.handed(keys, true);
-            return Err(IndexError::Unavailable(e));
-        }
-        self.add(delete, ops, keys)
-    }
-
-    /// Adds operations to the open batch; returns the batch.
-    fn add(
-        &self,
-        delete: Option<DocPredicateQuery>,
-        ops: Vec<UserOperation>,
-        vector_keys: Vec<u64>,
-    ) -> Result<u64, IndexError> {
-        let writer = self.writer.lock();
-        let deletes =
-            delete.is_some() || ops.iter().any(|op| matches!(op, UserOperation::Delete(_)));
-        let batch = self.open_batch.load(Ordering::Acquire);
-        // The delete takes an opstamp before the adds, so it removes only older copies.
-        let deleted = match delete {
-            Some(q) => writer.delete_query(Box::new(q)).map(|_| ()),
-            None => Ok(()),
-        };
-        let docs = ops.len();
-        let result = deleted.and_then(|()| writer.run(ops).map(|_| ()));
-        self.vectors.handed(vector_keys, deletes || result.is_err());
-        match result {
-            Ok(_) => {
-                if self.uncommitted.fetch_add(docs, Ordering::AcqRel) + docs >= self.commit_docs {
-                    let _req = self.requests.lock();
-                    self.wake.notify_all();
-                }
-                Ok(batch)
-            }
-            Err(e) => {
-                drop(writer);
-                // A dead writer recovers through the committer's rollback: ask for a commit.
-                self.requests.lock().requested_batch(batch);
-                self.wake.notify_all();
-                Err(unavailable(e))
-            }
-        }
-    }
-}
-
-fn commit_loop(inner: &Inner, tx: watch::Sender<Committed>) {
-    let mut done = 0u64;
-    let mut failed: VecDeque<u64> = VecDeque::new();
-    loop {
-        {
-            let mut req = inner.requests.lock();
-            while req.requested <= done && !req.shutdown {
-                inner.wake.wait(&mut req);
-            }
-            if req.requested <= done && req.shutdown {
-                return;
-            }
-            // Hold the commit until it is worth it: many documents, a waiter in a hurry,
-            // or the interval since the first write waiting.
-            let deadline = Instant::now() + inner.commit_interval;
-            while !req.urgent
-                && !req.shutdown
-                && inner.uncommitted.load(Ordering::Acquire) < inner.commit_docs
-            {
-                if inner.wake.wait_until(&mut req, deadline).timed_out() {
-                    break;
-                }
-            }
-            req.urgent = false;
-            // Group commit: let the callers already under way join this commit.
-            let deadline = Instant::now() + LINGER;
-            while inner.adding.load(Ordering::Acquire) > 0 && !req.shutdown {
-                if inner.wake.wait_until(&mut req, deadline).timed_out() {
-                    break;
-                }
-            }
-        }
-        let mut writer = inner.writer.lock();
-        let batch = inner.open_batch.fetch_add(1, Ordering::AcqRel);
-        let closing = inner.vectors.close_batch();
-        inner.uncommitted.store(0, Ordering::Release);
-        let ok = match writer.commit() {
-            Ok(_) => true,
-            Err(e) => {
-                error!(error = %e, batch, "index commit failed; rolling back");
-                if let Err(e) = writer.rollback() {
-                    error!(error = %e, "index rollback failed");
-                }
-                false
-            }
-        };
-        drop(writer);
-        let ok = ok
-            && match inner.reader.reload() {
-                Ok(()) => true,
-                Err(e) => {
-                    warn!(error = %e, "index reader reload failed");
-                    false
-                }
-            };
-        inner.vectors.batch_done(closing, ok, || {
-            knn::live_keys(&inner.reader.searcher()).map_err(|e| e.to_string())
-        });
-        done = batch;
-        if !ok {
-            if failed.len() >= FAILURES_KEPT {
-                failed.pop_front();
-            }
-            failed.push_back(batch);
-        }
-        let failed_now = Arc::new(failed.clone());
-        tx.send_replace(Committed {
-            done,
-            failed: failed_now,
-        });
     }
 }
 
