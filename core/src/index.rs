@@ -23,6 +23,19 @@ pub enum IndexError {
     Unanswerable(String),
 }
 
+/// The last version of each id, in first-seen order: within one upsert call a later
+/// copy of an id wins, in every engine (and no retry can reorder two copies of one id).
+pub fn latest_per_id(annotations: &[Annotation]) -> Vec<&Annotation> {
+    let mut seen = HashSet::with_capacity(annotations.len());
+    let mut latest: Vec<&Annotation> = annotations
+        .iter()
+        .rev()
+        .filter(|a| seen.insert(a.id))
+        .collect();
+    latest.reverse();
+    latest
+}
+
 /// Which operations' annotations a search may return.
 #[derive(Debug, Clone)]
 pub enum Scope {

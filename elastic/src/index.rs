@@ -58,12 +58,10 @@ use elasticsearch::http::Url;
 use elasticsearch::http::response::Response;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::indices::{IndicesGetFieldMappingParts, IndicesRefreshParts};
-use elasticsearch::params::Refresh;
-use elasticsearch::{BulkParts, CountParts, Elasticsearch, SearchParts};
+use elasticsearch::{CountParts, Elasticsearch, SearchParts};
 use serde_json::Value;
-use std::collections::HashSet;
 use std::time::Duration;
-use tracing::{debug, warn};
+use tracing::warn;
 use uuid::Uuid;
 
 mod bulk;
@@ -498,8 +496,8 @@ impl Index for ElasticIndex {
 
 #[cfg(test)]
 mod tests {
-    use super::bulk::latest_per_id;
     use super::*;
+    use annostore_core::index::latest_per_id;
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {

@@ -31,7 +31,7 @@ pub use knn::{KnnPath, VectorsOpened};
 
 use crate::vectors::Vectors;
 use annostore_core::index::{
-    AggregateQuery, Existing, Hit, Index, IndexError, IndexQuery, KnnHit, KnnQuery,
+    AggregateQuery, Existing, Hit, Index, IndexError, IndexQuery, KnnHit, KnnQuery, latest_per_id,
 };
 use annostore_core::model::Annotation;
 use annostore_core::query::{Aggregates, Corners, MISSING_RANK, SortOrder};
@@ -487,13 +487,7 @@ impl Index for TantivyIndex {
         let f = &self.inner.fields;
         let adding = Adding::start(&self.inner);
         // The same id twice in one call keeps the last version.
-        let mut seen = HashSet::with_capacity(annotations.len());
-        let mut latest: Vec<&Annotation> = annotations
-            .iter()
-            .rev()
-            .filter(|a| seen.insert(a.id))
-            .collect();
-        latest.reverse();
+        let latest = latest_per_id(annotations);
         let may_exist = existing.lookup();
         let replaced: HashSet<(u64, u64)> = latest
             .iter()

@@ -1,7 +1,15 @@
 //! Writing to Elasticsearch: `_bulk` in chunks, each item's outcome read, and the
 //! failed items retried (see the module comment of [`super`] for the rules).
 
-use super::*;
+use super::{BULK_FILTER, ElasticIndex, read};
+use crate::body;
+use crate::response::{self, Verdict};
+use annostore_core::index::IndexError;
+use annostore_core::index::latest_per_id;
+use annostore_core::model::Annotation;
+use elasticsearch::BulkParts;
+use elasticsearch::params::Refresh;
+use tracing::{debug, warn};
 
 impl ElasticIndex {
     /// Index-by-id replaces natively: `Existing` changes nothing here.
@@ -161,17 +169,4 @@ impl ElasticIndex {
         }
         Ok(Some((again, first_failure.unwrap_or_default())))
     }
-}
-
-/// The last version of each id, in first-seen order: a later copy of an id in one call
-/// wins (as in the tantivy index), and no retry can reorder two copies of one id.
-pub(super) fn latest_per_id(annotations: &[Annotation]) -> Vec<&Annotation> {
-    let mut seen = HashSet::with_capacity(annotations.len());
-    let mut latest: Vec<&Annotation> = annotations
-        .iter()
-        .rev()
-        .filter(|a| seen.insert(a.id))
-        .collect();
-    latest.reverse();
-    latest
 }
