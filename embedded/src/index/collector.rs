@@ -22,7 +22,10 @@ use tantivy::columnar::{Cardinality, Column, ColumnValues, Dictionary, TermOrdHi
 use tantivy::index::SegmentReader;
 use tantivy::query::BitSetDocSet;
 use tantivy::schema::IndexRecordOption;
-use tantivy::{BitSet, DocId, DocSet, Score, SegmentOrdinal, TERMINATED, TantivyError};
+use tantivy::{
+    BitSet, COLLECT_BLOCK_BUFFER_LEN, DocId, DocSet, Score, SegmentOrdinal, TERMINATED,
+    TantivyError,
+};
 use uuid::Uuid;
 
 /// A key within one segment: (rank key, media ordinal + 1, start_ms, id as u128).
@@ -255,42 +258,51 @@ impl<R: Rank> Collector for SortedCollector<R> {
     ) -> tantivy::Result<Vec<Ranked>> {
         let mut child = self.for_segment(segment_ord, reader)?;
         let alive = reader.alive_bitset();
-        if !R::RANKED && child.by_media {
-            let mut scorer = weight.scorer(reader, 1.0)?;
-            if by_media_pays(scorer.size_hint(), reader.max_doc(), self.limit) {
-                let mut matched = BitSet::with_max_value(reader.max_doc());
-                let mut count = 0usize;
-                let mut doc = scorer.doc();
-                while doc != TERMINATED {
-                    matched.insert(doc);
-                    count += 1;
-                    doc = scorer.advance();
-                }
-                let from = self.after.as_ref().map(|(_, key)| key.media_id.as_bytes());
-                if !child.by_media(reader, &matched, from, count / 2)? {
-                    // Too many media items before the page filled: every match instead.
-                    child.heap.clear();
-                    let mut docs = BitSetDocSet::from(matched);
-                    let mut doc = docs.doc();
-                    while doc != TERMINATED {
-                        if alive.is_none_or(|a| a.is_alive(doc)) {
-                            child.collect(doc, 0.0);
-                        }
-                        doc = docs.advance();
-                    }
-                }
-                return child.finish();
+        let mut scorer = weight.scorer(reader, 1.0)?;
+        if !R::RANKED
+            && child.by_media
+            && by_media_pays(scorer.size_hint(), reader.max_doc(), self.limit)
+        {
+            let mut matched = BitSet::with_max_value(reader.max_doc());
+            let mut count = 0usize;
+            let mut doc = scorer.doc();
+            while doc != TERMINATED {
+                matched.insert(doc);
+                count += 1;
+                doc = scorer.advance();
             }
-        }
-        match alive {
-            Some(alive) => weight.for_each_no_score(reader, &mut |docs| {
-                for &doc in docs {
-                    if alive.is_alive(doc) {
+            let from = self.after.as_ref().map(|(_, key)| key.media_id.as_bytes());
+            if !child.by_media(reader, &matched, from, count / 2)? {
+                // Too many media items before the page filled: every match instead.
+                child.heap.clear();
+                let mut docs = BitSetDocSet::from(matched);
+                let mut doc = docs.doc();
+                while doc != TERMINATED {
+                    if alive.is_none_or(|a| a.is_alive(doc)) {
                         child.collect(doc, 0.0);
                     }
+                    doc = docs.advance();
                 }
-            })?,
-            None => weight.for_each_no_score(reader, &mut |docs| child.collect_block(docs))?,
+            }
+            return child.finish();
+        }
+        // Every match, a block at a time (as tantivy's own `for_each_no_score` does).
+        let mut docs = [0; COLLECT_BLOCK_BUFFER_LEN];
+        loop {
+            let n = scorer.fill_buffer(&mut docs);
+            if n == 0 {
+                break;
+            }
+            match alive {
+                Some(alive) => {
+                    for &doc in &docs[..n] {
+                        if alive.is_alive(doc) {
+                            child.collect(doc, 0.0);
+                        }
+                    }
+                }
+                None => child.collect_block(&docs[..n]),
+            }
         }
         child.finish()
     }
