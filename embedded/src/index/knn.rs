@@ -241,15 +241,15 @@ impl<'a> Matched<'a> {
     }
 
     /// Every candidate: matched, live, in scope, with a vector of `dim`.
-    fn candidates(&self, dim: u64) -> tantivy::Result<Vec<Candidate>> {
+    fn candidates(self, dim: u64) -> tantivy::Result<Vec<Candidate>> {
         let mut out = Vec::new();
-        for (i, s) in self.segments.iter().enumerate() {
+        for (i, s) in self.segments.into_iter().enumerate() {
             let (Some(vdim), Some(vkey)) = (&s.vdim, &s.vkey) else {
                 continue;
             };
             // Documents of one run sit together: remember the last operation's answer.
             let mut last: Option<(u64, bool)> = None;
-            let mut docs = BitSetDocSet::from(s.matched.clone());
+            let mut docs = BitSetDocSet::from(s.matched);
             let mut doc = docs.doc();
             while doc != TERMINATED {
                 if s.alive.as_ref().is_none_or(|a| a.is_alive(doc)) && vdim.first(doc) == Some(dim)
