@@ -349,6 +349,7 @@ fn typo(word: &str) -> String {
 
 fn start_req(pivot: &str) -> StartOperation {
     StartOperation {
+        producer: None,
         annotation_type: "objects".into(),
         annotation_type_version: 1,
         pivot_id: pivot.into(),

@@ -240,6 +240,7 @@ mod tests {
 
     fn run(number: u64) -> Operation {
         let req = StartOperation {
+            producer: None,
             annotation_type: "objects".into(),
             annotation_type_version: 1,
             pivot_id: "p".into(),

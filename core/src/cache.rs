@@ -139,6 +139,7 @@ mod tests {
 
     fn op() -> Operation {
         let req = StartOperation {
+            producer: None,
             annotation_type: "t".into(),
             annotation_type_version: 1,
             pivot_id: "p".into(),

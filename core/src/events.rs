@@ -209,6 +209,7 @@ mod tests {
 
     fn start(number: u64) -> Operation {
         let req = StartOperation {
+            producer: None,
             annotation_type: "objects".into(),
             annotation_type_version: 1,
             pivot_id: "movie-42".into(),

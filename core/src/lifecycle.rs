@@ -47,6 +47,7 @@ pub fn start(
         lease_expires_at: Some(now + Duration::seconds(i64::from(lease_seconds))),
         superseded_by: None,
         metadata: req.metadata.clone().unwrap_or_default(),
+        producer: req.producer.clone(),
         version: 1,
     }
 }
@@ -205,6 +206,7 @@ mod tests {
 
     fn started(number: u64) -> Operation {
         let req = StartOperation {
+            producer: None,
             annotation_type: "objects".into(),
             annotation_type_version: 1,
             pivot_id: "p".into(),

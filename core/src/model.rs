@@ -67,6 +67,10 @@ pub struct Operation {
     /// The operation that made this one inactive (a newer finished run of the key).
     pub superseded_by: Option<Uuid>,
     pub metadata: Map<String, Value>,
+    /// The id of the API key that started the operation; `None` when the server had
+    /// no keys. Producers may preview, upsert into, finish and cancel only their own.
+    #[serde(default)]
+    pub producer: Option<String>,
     /// Grows by one with every change the store records; caches keep the highest seen,
     /// and distributed stores compare-and-set on it.
     pub version: u64,
@@ -93,6 +97,10 @@ pub struct StartOperation {
     pub lease_seconds: Option<u32>,
     #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
+    /// The API key that starts the operation (set by the API from the request's
+    /// credentials, never read from the body); `None` when the server has no keys.
+    #[serde(skip)]
+    pub producer: Option<String>,
 }
 
 /// A registered annotation type version. Immutable once registered.

@@ -588,6 +588,7 @@ mod tests {
     #[test]
     fn start_requests_are_checked() {
         let req = StartOperation {
+            producer: None,
             annotation_type: String::new(),
             annotation_type_version: 1,
             pivot_id: "p".into(),

@@ -56,6 +56,7 @@ async fn nodes(
 
 fn start_request(pivot: &str, lease_seconds: Option<u32>) -> StartOperation {
     StartOperation {
+        producer: None,
         annotation_type: "objects".into(),
         annotation_type_version: 1,
         pivot_id: pivot.into(),

@@ -80,6 +80,7 @@ impl Model {
 
 fn start_req(key: usize) -> StartOperation {
     StartOperation {
+        producer: None,
         lease_seconds: Some(LEASE_SECONDS),
         ..start_request("objects", 1, &format!("pivot-{key}"))
     }

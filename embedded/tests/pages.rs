@@ -14,6 +14,7 @@ mod common;
 async fn run(service: &Service, label: &str) -> uuid::Uuid {
     let op = service
         .start(StartOperation {
+            producer: None,
             annotation_type: "objects".into(),
             annotation_type_version: 1,
             pivot_id: "video".into(),

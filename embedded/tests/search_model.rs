@@ -124,6 +124,7 @@ async fn runs(g: &mut Gen, service: &Service) -> Vec<Annotation> {
         for r in 0..runs {
             let op = service
                 .start(StartOperation {
+                    producer: None,
                     annotation_type: ty.into(),
                     annotation_type_version: 1,
                     pivot_id: pivot.into(),
@@ -461,6 +462,7 @@ fn a_known_case_pins_the_semantics() {
         setup(&service).await;
         let op = service
             .start(StartOperation {
+                producer: None,
                 annotation_type: "objects".into(),
                 annotation_type_version: 1,
                 pivot_id: "p".into(),

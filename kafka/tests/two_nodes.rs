@@ -113,6 +113,7 @@ async fn two_nodes(config: &KafkaConfig) -> Nodes {
 async fn run(node: &Service) -> Uuid {
     let op = node
         .start(StartOperation {
+            producer: None,
             annotation_type: "objects".into(),
             annotation_type_version: 1,
             pivot_id: PIVOT.into(),
@@ -236,6 +237,7 @@ async fn other_lifecycle_changes_reach_the_other_nodes_cache() {
     let op = nodes
         .a
         .start(StartOperation {
+            producer: None,
             annotation_type: "objects".into(),
             annotation_type_version: 1,
             pivot_id: PIVOT.into(),

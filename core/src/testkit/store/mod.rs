@@ -35,6 +35,7 @@ pub fn at(ms: i64) -> OffsetDateTime {
 
 pub fn start_request(annotation_type: &str, version: u32, pivot: &str) -> StartOperation {
     StartOperation {
+        producer: None,
         annotation_type: annotation_type.into(),
         annotation_type_version: version,
         pivot_id: pivot.into(),
