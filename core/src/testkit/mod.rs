@@ -1,8 +1,13 @@
 //! Backend-agnostic conformance suites: every engine behind a seam must pass the same
 //! tests. Enabled with the `testkit` feature; each engine crate calls these from its
 //! own tests (embedded always; Cassandra, Elasticsearch and SQS when their servers run).
+//! Besides the suites: fault-injecting layers over real engines (`faults`), and the
+//! checkers a fault scenario ends with (`invariants` at rest, `history` for what a
+//! concurrent run's reads saw).
 
 pub mod faults;
+pub mod history;
 pub mod index;
+pub mod invariants;
 pub mod queue;
 pub mod store;
