@@ -27,11 +27,13 @@ use uuid::Uuid;
 
 mod aggregate;
 mod check;
+mod deadline;
 mod follow;
 mod repair;
 mod search;
 
 pub use aggregate::{AggregateRequest, Cooccurrence, CooccurrenceRequest, MAX_SLACK_MS};
+pub use deadline::DEFAULT_INDEX_TIMEOUT;
 pub use follow::DEFAULT_VISIBILITY_REFRESH;
 pub use repair::Reindexed;
 pub use search::matches;
@@ -65,6 +67,8 @@ pub struct Service {
     views: search::Views,
     /// Turns `knn.text` into a vector, when configured.
     text_encoder: Option<Arc<dyn crate::encode::TextEncoder>>,
+    /// The deadline on every index call (`engines.index` is this, in front of the index).
+    index_deadline: Arc<deadline::Deadline>,
 }
 
 const KEY_STRIPES: usize = 256;
@@ -97,7 +101,12 @@ fn pipeline(engines: &Engines, max_in_flight: u32) -> IndexPipeline {
 }
 
 impl Service {
-    pub fn new(engines: Engines, limits: Limits, clock: Arc<dyn Clock>) -> Service {
+    pub fn new(mut engines: Engines, limits: Limits, clock: Arc<dyn Clock>) -> Service {
+        let index_deadline = Arc::new(deadline::Deadline::new(
+            engines.index.clone(),
+            DEFAULT_INDEX_TIMEOUT,
+        ));
+        engines.index = index_deadline.clone();
         let pipeline = pipeline(&engines, DEFAULT_INDEX_IN_FLIGHT);
         Service {
             engines,
@@ -112,7 +121,16 @@ impl Service {
             type_list: Default::default(),
             views: Default::default(),
             text_encoder: None,
+            index_deadline,
         }
+    }
+
+    /// Sets how long an index call may take before it fails as unavailable (503); a
+    /// write that timed out stays pending for the reconciler. Default
+    /// [`DEFAULT_INDEX_TIMEOUT`].
+    pub fn with_index_timeout(self, timeout: std::time::Duration) -> Service {
+        self.index_deadline.set(timeout);
+        self
     }
 
     /// Sets the encoder that turns `knn.text` queries into vectors.
@@ -411,7 +429,11 @@ impl Service {
                     let mut changed = vec![plan.operation.clone()];
                     changed.extend(plan.deactivated.clone());
                     self.engines.cache.put(&changed);
-                    if plan.new_active().is_some() {
+                    // Also when this finish changed nothing: an earlier attempt may have
+                    // finished the run in the store and lost its answer before the
+                    // cache heard of it. Activating is idempotent and never moves a key
+                    // back, and the key's lock is held.
+                    if plan.operation.active {
                         self.engines.cache.activate(&plan.operation);
                     }
                     if plan.changed {
