@@ -39,6 +39,10 @@ pub enum Command {
     /// Create the tables, index templates, queues and topics the configured engines need.
     #[command(subcommand)]
     Schema(SchemaCommand),
+    /// Manage the API keys file (roles producer, reader, admin); a running server
+    /// notices changes on its next request.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Detect objects in videos and write each video's run to a server: decode, detect,
     /// embed crops, upsert, finish (cancelled on failure).
     Ingest(IngestArgs),
@@ -226,6 +230,36 @@ pub struct ReconcileArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it (its secret is shown only now).
+    Create {
+        /// A name for people: who or what uses the key.
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: crate::auth::Role,
+        /// Print {id, name, role, key} as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        engines: EngineArgs,
+    },
+    /// List the keys (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        engines: EngineArgs,
+    },
+    /// Revoke the key with this id, or every active key with this name.
+    Revoke {
+        key: String,
+        #[command(flatten)]
+        engines: EngineArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SchemaCommand {
     /// Apply every schema the configuration's engines need (idempotent).
     Apply(EngineArgs),
@@ -260,6 +294,10 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long)]
     pub listen: Option<String>,
+    /// Listen beyond loopback with no API keys configured: anyone who reaches the
+    /// server may do anything.
+    #[arg(long)]
+    pub insecure: bool,
     #[command(flatten)]
     pub engines: EngineArgs,
 }
@@ -342,6 +380,9 @@ pub struct ClientArgs {
     /// Print JSON (one object per line for lists) instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// API key, when the server requires one.
+    #[arg(long, env = "ANNOSTORE_API_KEY", global = true, hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,8 +12,18 @@ struct Client {
 
 impl Client {
     fn new(args: &ClientArgs) -> Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = &args.api_key
+            && let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+        {
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
         Client {
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap_or_default(),
             base: args.server.trim_end_matches('/').to_owned(),
         }
     }

@@ -34,6 +34,69 @@ pub struct Config {
     pub events: EventsConfig,
     pub reconciler: ReconcilerConfig,
     pub search: SearchConfig,
+    pub auth: AuthConfig,
+    pub tls: TlsConfig,
+    pub http: HttpConfig,
+}
+
+/// `[auth]`: who may call the API (`annostore keys ...` manages the keys file).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The API keys file [default: `data_dir/keys.json`]. With no key in it the API is
+    /// open, and `serve` listens on loopback only unless `insecure`.
+    pub keys_file: Option<PathBuf>,
+    /// Serve an address beyond loopback with no keys: anyone who reaches it may do
+    /// anything (flag `--insecure`).
+    pub insecure: bool,
+}
+
+impl Config {
+    pub fn keys_file(&self) -> PathBuf {
+        self.auth
+            .keys_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys.json"))
+    }
+}
+
+/// `[tls]`: HTTPS (rustls) when both PEM files are set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, PEM.
+    pub cert: Option<PathBuf>,
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+}
+
+/// `[http]`: how much work the API takes on at once, and for how long.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Requests handled at once (health and metrics aside).
+    pub max_in_flight: usize,
+    /// Requests that may wait for a slot; beyond, 503 with `Retry-After` at once.
+    pub max_queued: usize,
+    /// The longest a request waits for a slot before its 503.
+    pub queue_timeout_ms: u64,
+    /// The longest a request may take once admitted (reading its body included);
+    /// beyond, 503. Work it started in the store completes or is replayed.
+    pub request_timeout_seconds: u64,
+    /// What `Retry-After` says on a 503 of this layer.
+    pub retry_after_seconds: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_in_flight: 256,
+            max_queued: 1024,
+            queue_timeout_ms: 2_000,
+            request_timeout_seconds: 60,
+            retry_after_seconds: 1,
+        }
+    }
 }
 
 /// `[search]`: what search needs beyond the index.
@@ -125,6 +188,9 @@ impl Default for Config {
             events: EventsConfig::default(),
             reconciler: ReconcilerConfig::default(),
             search: SearchConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -158,10 +224,10 @@ impl Config {
 }
 
 /// `ANNOSTORE_*` variables that are not configuration: the CLI's own (`SERVER`,
-/// `CONFIG`, `LOG`) and the test suite's (`TEST_*`, `REQUIRE_*`, `VENV`, `MOTO_SERVER`).
+/// `CONFIG`, `LOG`, `API_KEY`) and the test suite's (`TEST_*`, `REQUIRE_*`, `VENV`, `MOTO_SERVER`).
 fn not_configuration(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["server", "config", "log", "venv", "moto_server"].contains(&key.as_str())
+    ["server", "config", "log", "api_key", "venv", "moto_server"].contains(&key.as_str())
         || key.starts_with("test_")
         || key.starts_with("require_")
 }

@@ -123,7 +123,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     options.workers = jobs;
-    let api = ApiClient::new(&args.client.server);
+    let api = ApiClient::with_key(&args.client.server, args.client.api_key.as_deref());
     let models = model_config(&args.models, 1)?;
     let pool = tokio::task::spawn_blocking(move || Pool::start(&models, jobs))
         .await
@@ -182,7 +182,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("submitting {}: no run started", spec.source))?,
         );
     }
-    let api = ApiClient::new(&args.client.server);
+    let api = ApiClient::with_key(&args.client.server, args.client.api_key.as_deref());
     let embedding_dim = (args.embedding_dim > 0).then_some(args.embedding_dim);
     run::register_type(&api, &options, embedding_dim)
         .await
@@ -274,7 +274,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         session_timeout_ms: args.session_timeout_ms,
         max_poll_interval_ms: args.max_poll_interval_ms,
     };
-    let api = ApiClient::new(&args.client.server);
+    let api = ApiClient::with_key(&args.client.server, args.client.api_key.as_deref());
     let models = model_config(&args.models, 1)?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

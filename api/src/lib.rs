@@ -1,6 +1,8 @@
 //! The `annostore` binary's library: HTTP API (axum), server start-up, configuration and
 //! the command-line client, and the producer commands (`ingest`, `submit`, `worker`).
 
+pub mod admission;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -1,6 +1,7 @@
 //! The `annostore` command.
 
-use annostore_api::cli::{Cli, Command, EngineArgs, SchemaCommand};
+use annostore_api::auth::command as keys;
+use annostore_api::cli::{Cli, Command, EngineArgs, KeysCommand, SchemaCommand};
 use annostore_api::config::Config;
 use annostore_api::{client, engines, ingest, server};
 use anyhow::Context;
@@ -33,6 +34,9 @@ fn main() -> anyhow::Result<()> {
                 if let Some(listen) = args.listen {
                     flags = flags.merge(Serialized::default("listen", listen));
                 }
+                if args.insecure {
+                    flags = flags.merge(Serialized::default("auth.insecure", true));
+                }
                 let config = engine_config(&args.engines, flags)?;
                 server::run(config).await
             }
@@ -49,6 +53,25 @@ fn main() -> anyhow::Result<()> {
                 let config = engine_config(&args, Figment::new())?;
                 engines::apply_schema(&config).await
             }
+            Command::Keys(cmd) => match cmd {
+                KeysCommand::Create {
+                    name,
+                    role,
+                    json,
+                    engines,
+                } => keys::create(
+                    &engine_config(&engines, Figment::new())?.keys_file(),
+                    &name,
+                    role,
+                    json,
+                ),
+                KeysCommand::List { json, engines } => {
+                    keys::list(&engine_config(&engines, Figment::new())?.keys_file(), json)
+                }
+                KeysCommand::Revoke { key, engines } => {
+                    keys::revoke(&engine_config(&engines, Figment::new())?.keys_file(), &key)
+                }
+            },
             Command::Ingest(args) => ingest::ingest(args).await,
             Command::Submit(args) => ingest::submit(args).await,
             Command::Worker(args) => ingest::worker(args).await,

@@ -1,6 +1,7 @@
 //! Errors as `application/problem+json` (RFC 9457), and the JSON extractor that turns
 //! every body rejection into one: malformed JSON 400, wrong shape 422, too large 413.
 
+use crate::auth::Refusal;
 use annostore_core::{Error, FieldError};
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
@@ -46,19 +47,31 @@ impl IntoResponse for Problem {
     }
 }
 
-/// The API's error type: a core error, answered as a problem.
-#[derive(Debug)]
-pub struct ApiError(pub Error);
+/// The API's error type: a core error, or a caller refused by `auth`; answered as a
+/// problem.
+pub enum ApiError {
+    Core(Error),
+    Refused(Refusal),
+}
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        ApiError(e)
+        ApiError::Core(e)
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        ApiError::Refused(r)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let e = self.0;
+        let e = match self {
+            ApiError::Core(e) => e,
+            ApiError::Refused(r) => return r.into_response(),
+        };
         let status = match &e {
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::Conflict(_) | Error::IdConflict { .. } => StatusCode::CONFLICT,
@@ -176,7 +189,7 @@ where
 /// A path parameter that must be a UUID: 404 when it is not (no such resource), as a problem.
 pub fn parse_id(raw: &str, what: &'static str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(raw).map_err(|_| {
-        ApiError(Error::NotFound {
+        ApiError::Core(Error::NotFound {
             what,
             id: raw.chars().take(64).collect(),
         })

@@ -1,5 +1,8 @@
 //! `annostore serve`: opens the engines, starts the background tasks and serves HTTP.
 
+use crate::admission::Admission;
+use crate::auth::Authenticator;
+use crate::auth::keys::KeyFile;
 use crate::config::{Config, TextEncoderConfig};
 use crate::routes::{self, AppState};
 use annostore_core::clock::{Clock, SystemClock};
@@ -73,6 +76,7 @@ fn install_metrics() -> Option<PrometheusHandle> {
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let auth = Arc::new(authenticator(&config).await?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let service = open_service(&config, clock.clone()).await?;
     sweep_at_start(&service, clock.as_ref()).await?;
@@ -102,16 +106,99 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    // Tests and scripts read this line to learn the port when listening on :0.
-    println!("annostore listening on http://{addr}");
-    info!(%addr, data_dir = %config.data_dir.display(), "serving");
-    let app = routes::router(AppState { service, metrics });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    let app = routes::router(AppState {
+        service,
+        metrics,
+        auth,
+        admission: Arc::new(Admission::new(config.http.clone())),
+    });
+    match tls(&config).await? {
+        None => {
+            // Tests and scripts read this line to learn the port when listening on :0.
+            println!("annostore listening on http://{addr}");
+            info!(%addr, data_dir = %config.data_dir.display(), "serving");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("serving HTTP")?;
+        }
+        Some(tls) => {
+            println!("annostore listening on https://{addr}");
+            info!(%addr, data_dir = %config.data_dir.display(), "serving HTTPS");
+            let handle = axum_server::Handle::new();
+            let stop = handle.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stop.graceful_shutdown(Some(Duration::from_secs(30)));
+            });
+            axum_server::from_tcp_rustls(listener.into_std()?, tls)
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+                .context("serving HTTPS")?;
+        }
+    }
     info!("shut down");
     Ok(())
+}
+
+/// Who may call: the keys file, and whether keys are required even while it has none
+/// (an address beyond loopback, unless `--insecure`). Refuses to serve such an
+/// address with no keys at all.
+async fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
+    let addrs: Vec<_> = tokio::net::lookup_host(&config.listen)
+        .await
+        .with_context(|| format!("resolving the listen address {}", config.listen))?
+        .collect();
+    let loopback = !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback());
+    let required = !loopback && !config.auth.insecure;
+    let auth = Authenticator::new(config.keys_file(), required);
+    if required && KeyFile::load(auth.path())?.keys.is_empty() {
+        anyhow::bail!(
+            "refusing to listen on {} with no API keys: create one with \
+             `annostore keys create --name NAME --role admin` ({}), listen on loopback, \
+             or pass --insecure",
+            config.listen,
+            auth.path().display()
+        );
+    }
+    if auth.enforcing() {
+        info!(keys_file = %auth.path().display(), "API keys required");
+    } else if loopback {
+        info!(
+            keys_file = %auth.path().display(),
+            "no API keys: the API is open, on loopback only \
+             (create keys with `annostore keys create` to serve beyond it)"
+        );
+    } else {
+        warn!(
+            listen = %config.listen,
+            "no API keys and --insecure: anyone who reaches this address may do anything"
+        );
+    }
+    Ok(auth)
+}
+
+/// The HTTPS configuration when `[tls]` names a certificate and a key.
+async fn tls(config: &Config) -> anyhow::Result<Option<axum_server::tls_rustls::RustlsConfig>> {
+    match (&config.tls.cert, &config.tls.key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => {
+            // Err when a provider is installed already, which is as good.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "loading the TLS certificate {} and key {}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+            Ok(Some(tls))
+        }
+        _ => anyhow::bail!("[tls] needs both `cert` and `key`"),
+    }
 }
 
 /// `annostore reconcile`: the reconciler as a process of its own. With `once`, drains

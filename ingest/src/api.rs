@@ -83,9 +83,22 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(base: &str) -> ApiClient {
+        ApiClient::with_key(base, None)
+    }
+
+    /// A client that presents `api_key` (`Authorization: Bearer`) on every request.
+    pub fn with_key(base: &str, api_key: Option<&str>) -> ApiClient {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(Ok(mut v)) =
+            api_key.map(|k| reqwest::header::HeaderValue::from_str(&format!("Bearer {k}")))
+        {
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
         ApiClient {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
+                .default_headers(headers)
                 .build()
                 .unwrap_or_default(),
             base: base.trim_end_matches('/').to_owned(),

@@ -106,6 +106,23 @@ impl Api {
         }
     }
 
+    /// The same server, presenting `key` (`Authorization: Bearer`) on every request.
+    pub fn with_key(&self, key: &str) -> Api {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).expect("header"),
+        );
+        Api {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .default_headers(headers)
+                .build()
+                .expect("http client"),
+            base: self.base.clone(),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -399,6 +416,19 @@ impl Server {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).expect("reconcile --once prints one JSON object")
+    }
+
+    /// `annostore keys create --name NAME --role ROLE` on this server's keys file (a
+    /// running server notices it): the key's id and the whole key.
+    pub fn create_key(&self, name: &str, role: &str) -> (String, String) {
+        let out = self.offline(&["keys", "create", "--name", name, "--role", role, "--json"]);
+        assert!(
+            out.status.success(),
+            "keys create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("keys create --json prints JSON");
+        (s(&v, "id"), s(&v, "key"))
     }
 
     /// The embedded engines' data directory.

@@ -2,18 +2,26 @@
 //! media-centred listing.
 
 use super::AppState;
+use crate::auth::Caller;
 use crate::problem::{ApiResult, Json, Query, parse_id};
 use annostore_core::Error;
 use annostore_core::model::{Annotation, SearchFilter, SearchPage, SearchRequest, TimeRange};
 use annostore_core::query::Aggregates;
 use annostore_core::service::{AggregateRequest, Cooccurrence, CooccurrenceRequest};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use serde::Deserialize;
 
 pub async fn search(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Json(req): Json<SearchRequest>,
 ) -> ApiResult<Json<SearchPage>> {
+    if !matches!(caller, Caller::Open) {
+        match req.filter.operation_id {
+            Some(id) => caller.may_preview(&state.service.operation(id).await?)?,
+            None => caller.may_search_all()?,
+        }
+    }
     Ok(Json(state.service.search(&req).await?))
 }
 

@@ -7,11 +7,14 @@ mod operations;
 mod system;
 mod types;
 
+use crate::admission::{self, Admission};
+use crate::auth::{self, Authenticator};
 use crate::problem::Problem;
 use annostore_core::service::Service;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -20,6 +23,8 @@ use std::sync::Arc;
 pub struct AppState {
     pub service: Arc<Service>,
     pub metrics: Option<PrometheusHandle>,
+    pub auth: Arc<Authenticator>,
+    pub admission: Arc<Admission>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -52,8 +57,12 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.yaml", get(system::openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // The last layer added runs first: metrics see every answer, overload is
+        // refused before any key is checked, and the key before any body is read.
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(system::record_request))
+        .layer(from_fn_with_state(state.clone(), auth::authorize))
+        .layer(from_fn_with_state(state.clone(), admission::admit))
+        .layer(from_fn(system::record_request))
         .with_state(state)
 }
 

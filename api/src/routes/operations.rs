@@ -1,20 +1,24 @@
 //! Operations: start, list, show, upsert annotations, finish, cancel.
 
 use super::AppState;
+use crate::auth::Caller;
 use crate::problem::{ApiResult, Json, Query, parse_id};
 use annostore_core::Error;
 use annostore_core::model::{Operation, OperationFilter, OperationStatus, StartOperation};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
 
 pub async fn start(
     State(state): State<AppState>,
-    Json(req): Json<StartOperation>,
+    Extension(caller): Extension<Caller>,
+    Json(mut req): Json<StartOperation>,
 ) -> ApiResult<(StatusCode, Json<Operation>)> {
+    req.producer = caller.key_id();
     let op = state.service.start(req).await?;
     Ok((StatusCode::CREATED, Json(op)))
 }
@@ -98,26 +102,38 @@ pub struct Upserted {
 
 pub async fn upsert(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Json(body): Json<UpsertBody>,
 ) -> ApiResult<Json<Upserted>> {
-    let id = parse_id(&id, "operation")?;
+    let id = managed(&state, &caller, &id).await?;
     let upserted = state.service.upsert(id, &body.annotations).await?;
     Ok(Json(Upserted { upserted }))
 }
 
 pub async fn finish(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Operation>> {
-    let id = parse_id(&id, "operation")?;
+    let id = managed(&state, &caller, &id).await?;
     Ok(Json(state.service.finish(id).await?))
 }
 
 pub async fn cancel(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Operation>> {
-    let id = parse_id(&id, "operation")?;
+    let id = managed(&state, &caller, &id).await?;
     Ok(Json(state.service.cancel(id).await?))
+}
+
+/// The operation `raw` names, once the caller is known to be allowed to change it.
+async fn managed(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<Uuid> {
+    let id = parse_id(raw, "operation")?;
+    if !matches!(caller, Caller::Open) {
+        caller.may_manage(&state.service.operation(id).await?)?;
+    }
+    Ok(id)
 }
