@@ -5,17 +5,15 @@
 //! target/release/annostore-ingest-bench --detector ../shared/models/centernet.onnx \
 //!     --embedder ../shared/models/mobilenetv2_imagenet.onnx ../shared/media/slideshow_720p.mp4
 
+use annostore_bench::serve::start_server;
 use annostore_ingest::api::ApiClient;
 use annostore_ingest::detect::DetectorConfig;
 use annostore_ingest::embed::EmbedderConfig;
 use annostore_ingest::media::Sampler;
 use annostore_ingest::run::{self, Pool, RunOptions, VideoSpec};
 use annostore_ingest::segment::{self, ModelConfig};
-use anyhow::{Context, bail};
 use clap::Parser;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -38,49 +36,6 @@ struct Args {
     /// A running server; else `annostore serve` next to this binary on a temp dir.
     #[arg(long)]
     server: Option<String>,
-}
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `annostore serve` from this binary's directory and waits for its address.
-fn start_server(dir: &std::path::Path) -> anyhow::Result<(Serve, String)> {
-    let exe = std::env::current_exe()?;
-    let bin = exe.with_file_name("annostore");
-    if !bin.exists() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p annostore-api`",
-            bin.display()
-        );
-    }
-    let mut child = Command::new(&bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("ANNOSTORE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting annostore serve")?;
-    let stdout = child.stdout.take().context("server stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let serve = Serve(child);
-    for line in lines.by_ref() {
-        let line = line?;
-        if let Some(i) = line.find("listening on ") {
-            let rest = &line[i + "listening on ".len()..];
-            let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-            std::thread::spawn(move || for _ in lines {});
-            let addr = addr.trim_start_matches("http://").to_owned();
-            return Ok((serve, format!("http://{addr}")));
-        }
-    }
-    bail!("annostore serve exited before listening")
 }
 
 fn main() -> anyhow::Result<()> {
@@ -161,7 +116,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (_serve, base) = match &args.server {
         Some(url) => (None, url.clone()),
         None => {
-            let (s, url) = start_server(tmp.path())?;
+            let (s, url) = start_server(tmp.path(), &[])?;
             (Some(s), url)
         }
     };

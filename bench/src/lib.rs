@@ -1,0 +1,3 @@
+//! What the benchmark binaries share: starting `annostore serve` beside them.
+
+pub mod serve;
