@@ -27,6 +27,9 @@ pub struct Config {
     pub visibility_refresh_seconds: u64,
     /// Annotations that may be acknowledged and not yet indexed; producers wait beyond.
     pub index_in_flight: u32,
+    /// The longest one index call may take: past it a search is a 503 and a write
+    /// stays pending for the reconciler.
+    pub index_timeout_ms: u64,
     pub limits: Limits,
     pub store: StoreConfig,
     pub index: IndexConfig,
@@ -181,6 +184,7 @@ impl Default for Config {
             expiry_sweep_seconds: 5,
             visibility_refresh_seconds: 30,
             index_in_flight: annostore_core::service::DEFAULT_INDEX_IN_FLIGHT,
+            index_timeout_ms: annostore_core::service::DEFAULT_INDEX_TIMEOUT.as_millis() as u64,
             limits: Limits::default(),
             store: StoreConfig::default(),
             index: IndexConfig::default(),

@@ -22,7 +22,8 @@ use tracing::{info, warn};
 pub async fn open_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Service>> {
     let engines = crate::engines::open(config).await?;
     let mut service = Service::new(engines, config.limits.clone(), clock.clone())
-        .with_index_in_flight(config.index_in_flight);
+        .with_index_in_flight(config.index_in_flight)
+        .with_index_timeout(Duration::from_millis(config.index_timeout_ms.max(1)));
     if let Some(encoder) = text_encoder(config).await? {
         service = service.with_text_encoder(encoder);
     }
