@@ -6,6 +6,7 @@ use super::Service;
 use crate::error::{Error, FieldError};
 use crate::model::{AnnotationType, SearchFilter};
 use crate::query::{self, FieldKind, SchemaFields};
+use crate::validate::Limits;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,31 +33,26 @@ impl Service {
         Ok(types)
     }
 
-    /// The type versions a filter can match.
-    pub(crate) async fn types_in_scope(
-        &self,
-        filter: &SearchFilter,
-    ) -> Result<Vec<AnnotationType>, Error> {
-        let all = self.registered_types().await?;
-        Ok(all
-            .iter()
-            .filter(|t| {
-                filter.annotation_type.as_ref().is_none_or(|n| *n == t.name)
-                    && filter
-                        .annotation_types
-                        .as_ref()
-                        .is_none_or(|ns| ns.contains(&t.name))
-                    && filter
-                        .annotation_type_version
-                        .is_none_or(|v| v == t.version)
-            })
-            .cloned()
-            .collect())
-    }
-
     /// Checks every filter and returns the filter engines get: text fields filled in.
     pub(crate) async fn check_filter(&self, filter: &SearchFilter) -> Result<SearchFilter, Error> {
-        let limits = &self.limits;
+        // The registered types are read only when a filter needs them.
+        let registered = if filter.text.is_some() || filter.data.is_some() {
+            self.registered_types().await?
+        } else {
+            Arc::default()
+        };
+        Service::check_search_filter(filter, &registered, &self.limits)
+    }
+
+    /// The checks of [`Service::check_filter`] without a store: `registered` are every
+    /// registered type version (those in the filter's scope are picked from them).
+    /// Returns the filter engines get (text fields filled in), or every problem.
+    /// Public for the fuzz targets (`fuzz/`), which run it on arbitrary requests.
+    pub fn check_search_filter(
+        filter: &SearchFilter,
+        registered: &[AnnotationType],
+        limits: &Limits,
+    ) -> Result<SearchFilter, Error> {
         let mut errors: Vec<FieldError> = Vec::new();
         let mut out = filter.clone();
         if let Some(r) = &filter.time_range
@@ -104,9 +100,8 @@ impl Service {
         {
             errors.push(FieldError::new("region", e));
         }
-        let needs_types = filter.text.is_some() || filter.data.is_some();
-        let types = if needs_types {
-            self.types_in_scope(filter).await?
+        let types = if filter.text.is_some() || filter.data.is_some() {
+            in_scope(filter, registered)
         } else {
             Vec::new()
         };
@@ -139,6 +134,23 @@ impl Service {
             Err(Error::Invalid(errors))
         }
     }
+}
+
+/// The type versions of `all` that a filter can match.
+fn in_scope(filter: &SearchFilter, all: &[AnnotationType]) -> Vec<AnnotationType> {
+    all.iter()
+        .filter(|t| {
+            filter.annotation_type.as_ref().is_none_or(|n| *n == t.name)
+                && filter
+                    .annotation_types
+                    .as_ref()
+                    .is_none_or(|ns| ns.contains(&t.name))
+                && filter
+                    .annotation_type_version
+                    .is_none_or(|v| v == t.version)
+        })
+        .cloned()
+        .collect()
 }
 
 /// The text fields a query searches: the client's (each must be the label or a field
