@@ -4,7 +4,7 @@
 use crate::auth::Refusal;
 use annostore_core::{Error, FieldError};
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -183,6 +183,25 @@ where
             .await
             .map(|q| Query(q.0))
             .map_err(|r: QueryRejection| Problem::new(StatusCode::BAD_REQUEST, r.body_text()))
+    }
+}
+
+/// `axum::extract::Path` whose rejections are problems: a segment that does not
+/// percent-decode to UTF-8 is a 400 like any other malformed request part.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|r: PathRejection| Problem::new(r.status(), r.body_text()))
     }
 }
 

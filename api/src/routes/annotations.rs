@@ -3,12 +3,12 @@
 
 use super::AppState;
 use crate::auth::Caller;
-use crate::problem::{ApiResult, Json, Query, parse_id};
+use crate::problem::{ApiResult, Json, Path, Query, parse_id};
 use annostore_core::Error;
 use annostore_core::model::{Annotation, SearchFilter, SearchPage, SearchRequest, TimeRange};
 use annostore_core::query::Aggregates;
 use annostore_core::service::{AggregateRequest, Cooccurrence, CooccurrenceRequest};
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use serde::Deserialize;
 
 pub async fn search(

@@ -2,10 +2,10 @@
 
 use super::AppState;
 use crate::auth::Caller;
-use crate::problem::{ApiResult, Json, Query, parse_id};
+use crate::problem::{ApiResult, Json, Path, Query, parse_id};
 use annostore_core::Error;
 use annostore_core::model::{Operation, OperationFilter, OperationStatus, StartOperation};
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

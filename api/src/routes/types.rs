@@ -1,10 +1,10 @@
 //! Annotation type registration: `PUT /v1/types/{type}/versions/{version}`, `GET /v1/types`.
 
 use super::AppState;
-use crate::problem::{ApiResult, Json};
+use crate::problem::{ApiResult, Json, Path};
 use annostore_core::Error;
 use annostore_core::model::{AnnotationType, TypeDefinition};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 
