@@ -98,7 +98,9 @@ async fn iteration(seed: u64, stats: Arc<Stats>) {
             model: model.clone(),
             stats: stats.clone(),
         };
-        check.after_restart(&mut rng, life == lifetimes).await;
+        let last = life == lifetimes;
+        let hurry = !last && rng.chance(0.5);
+        check.after_restart(&mut rng, last, hurry).await;
     }
     // At rest now (every run ended): one more crash changes nothing.
     srv.restart();

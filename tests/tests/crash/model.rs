@@ -85,6 +85,8 @@ pub struct Run {
     pub busy: bool,
     pub next_n: u64,
     pub next_owner: u64,
+    /// What the first view of a finished run with in-flight batches showed (id, version).
+    pub pinned: Option<BTreeMap<String, u64>>,
 }
 
 impl Run {
@@ -100,6 +102,7 @@ impl Run {
             busy: false,
             next_n: 0,
             next_owner: 0,
+            pinned: None,
         }
     }
 
@@ -113,6 +116,23 @@ impl Run {
             .values()
             .filter(|a| a.acked.is_some() || !a.maybe.is_empty())
             .count()
+    }
+
+    /// Exactly what the run holds (id, version), when the record knows it: pinned by a
+    /// view, or nothing in flight at a kill left open.
+    pub fn content(&self) -> Option<BTreeMap<String, u64>> {
+        if self.pinned.is_some() {
+            return self.pinned.clone();
+        }
+        if self.anns.values().any(|a| !a.maybe.is_empty()) {
+            return None;
+        }
+        Some(
+            self.anns
+                .iter()
+                .filter_map(|(id, a)| a.acked.map(|v| (id.clone(), v)))
+                .collect(),
+        )
     }
 
     pub fn finish_sent(&self) -> bool {
@@ -256,18 +276,18 @@ impl Model {
     /// the search having been sent when the model's `seq` was `sent_at`. The key shows
     /// one whole run or nothing: a run whose finish was sent, no older than any run
     /// whose finish was acknowledged before the search, with exactly its acknowledged
-    /// annotations at their last acknowledged versions. Returns how many it checked.
+    /// annotations at their last acknowledged versions, plus whichever batches in flight
+    /// at a kill landed (each whole; the first view of such a run pins what it holds, and
+    /// every later view must show the same). Returns how many annotations it checked.
     /// With `knn`, the search was [`knn_filter`]: only embedded annotations count.
     pub fn check_view(
-        &self,
+        &mut self,
         key: usize,
         shown: &[&Value],
         sent_at: u64,
         knn: bool,
     ) -> Result<usize, String> {
-        let counted = |a: &Ann| a.acked.is_some() && (!knn || embedded(a.n));
-        let expected = |r: &Run| r.anns.values().filter(|a| counted(a)).count().min(KNN_K);
-        let pivot = &self.keys[key].pivot;
+        let pivot = self.keys[key].pivot.clone();
         let ops: BTreeSet<String> = shown.iter().map(|a| s(a, "operation_id")).collect();
         if ops.len() > 1 {
             return Err(format!("key {pivot}: two runs visible at once: {ops:?}"));
@@ -278,8 +298,15 @@ impl Model {
             .map(|r| r.number)
             .max();
         let Some(op) = ops.into_iter().next() else {
+            let may_show_nothing = |r: &Run| match r.content() {
+                Some(c) => c.keys().all(|id| knn && !embedded(r.anns[id].n)),
+                None => r
+                    .anns
+                    .values()
+                    .all(|a| a.acked.is_none() || (knn && !embedded(a.n))),
+            };
             let empty_candidate = self.runs_of(key).any(|r| {
-                r.finish_sent() && floor.is_none_or(|f| r.number >= f) && expected(r) == 0
+                r.finish_sent() && floor.is_none_or(|f| r.number >= f) && may_show_nothing(r)
             });
             return match floor {
                 Some(f) if !empty_candidate => Err(format!(
@@ -290,63 +317,101 @@ impl Model {
         };
         let run = self
             .runs
-            .get(&op)
+            .get_mut(&op)
             .filter(|r| r.key == key)
             .ok_or_else(|| format!("key {pivot}: annotations of an unknown run {op}"))?;
+        let what = format!(
+            "key {pivot}, run #{}{}",
+            run.number,
+            if knn { ", kNN" } else { "" }
+        );
         if !run.finish_sent() {
             return Err(format!(
-                "key {pivot}: run #{} ({op}) visible though never finished ({:?})",
-                run.number, run.end
+                "{what}: visible though never finished ({:?})",
+                run.end
             ));
         }
         if let Some(f) = floor.filter(|f| run.number < *f) {
             return Err(format!(
-                "key {pivot}: superseded run #{} visible after run #{f} finished",
-                run.number
+                "{what}: superseded, visible after run #{f} finished"
             ));
         }
-        assert!(
-            run.unknown.is_empty(),
-            "harness: run {op} was finished with unresolved batches"
-        );
-        let mut seen = BTreeSet::new();
+        let mut got = BTreeMap::new();
         for a in shown {
-            let id = s(a, "id");
-            if !seen.insert(id.clone()) {
-                return Err(format!("key {pivot}: annotation {id} shown twice"));
-            }
-            let v = version_of(a, run, pivot)?;
-            let want = run.anns.get(&id).and_then(|x| x.acked);
-            if want != Some(v) {
-                return Err(format!(
-                    "key {pivot}: annotation {id} of run #{} shown at version {v}, \
-                     last acknowledged {want:?}",
-                    run.number
-                ));
+            let v = version_of(a, run, &pivot).map_err(|e| format!("{what}: {e}"))?;
+            if got.insert(s(a, "id"), v).is_some() {
+                return Err(format!("{what}: annotation {} shown twice", s(a, "id")));
             }
         }
-        if seen.len() != expected(run) {
-            let missing: Vec<_> = run
-                .anns
-                .iter()
-                .filter(|(id, a)| counted(a) && !seen.contains(*id))
-                .map(|(id, _)| id.clone())
-                .take(5)
-                .collect();
-            return Err(format!(
-                "key {pivot}: partial run #{} visible{}: {} of {} acknowledged annotations \
-                 (missing e.g. {missing:?})",
-                run.number,
-                if knn { " to kNN" } else { "" },
-                seen.len(),
-                expected(run)
-            ));
+        match run.content() {
+            Some(want) => {
+                let want: BTreeMap<String, u64> = want
+                    .into_iter()
+                    .filter(|(id, _)| !knn || embedded(run.anns[id].n))
+                    .collect();
+                let whole = if want.len() > KNN_K {
+                    got.len() == KNN_K && got.iter().all(|(id, v)| want.get(id) == Some(v))
+                } else {
+                    got == want
+                };
+                if !whole {
+                    let missing: Vec<_> = want
+                        .iter()
+                        .filter(|(id, v)| got.get(*id) != Some(v))
+                        .take(5)
+                        .collect();
+                    let extra: Vec<_> = got
+                        .iter()
+                        .filter(|(id, v)| want.get(*id) != Some(v))
+                        .take(5)
+                        .collect();
+                    return Err(format!(
+                        "{what}: partial or wrong run visible: {} of {} annotations; \
+                         missing or other version e.g. {missing:?}; unexpected e.g. {extra:?}",
+                        got.len(),
+                        want.len()
+                    ));
+                }
+            }
+            None => {
+                // Batches in flight at a kill: each id at an acknowledged or in-flight
+                // version, every acknowledged id there, each batch whole or absent.
+                for (id, v) in &got {
+                    let ann = &run.anns[id];
+                    if ann.acked != Some(*v) && !ann.maybe.contains(v) {
+                        return Err(format!(
+                            "{what}: {id} at version {v}, acknowledged {:?}, in flight {:?}",
+                            ann.acked, ann.maybe
+                        ));
+                    }
+                }
+                for (id, ann) in &run.anns {
+                    if ann.acked.is_some() && (!knn || embedded(ann.n)) && !got.contains_key(id) {
+                        return Err(format!("{what}: acknowledged {id} missing: partial run"));
+                    }
+                }
+                if !knn {
+                    for batch in &run.unknown {
+                        let landed = batch
+                            .iter()
+                            .filter(|(id, v)| got.get(id) == Some(v))
+                            .count();
+                        if landed != 0 && landed != batch.len() {
+                            return Err(format!(
+                                "{what}: {landed} of {} items of a batch in flight at the kill",
+                                batch.len()
+                            ));
+                        }
+                    }
+                    run.pinned = Some(got.clone());
+                }
+            }
         }
-        Ok(seen.len())
+        Ok(got.len())
     }
 
     /// Checks every key against the annotations a catalogue-wide search returned.
-    pub fn check_all_views(&self, shown: &[Value], sent_at: u64) -> Result<usize, String> {
+    pub fn check_all_views(&mut self, shown: &[Value], sent_at: u64) -> Result<usize, String> {
         let mut by_key: Vec<Vec<&Value>> = vec![Vec::new(); self.keys.len()];
         for a in shown {
             let pivot = s(a, "pivot_id");
@@ -379,11 +444,12 @@ impl Model {
         if op["status"] != "FINISHED" || op["operation_number"] != json!(run.number) {
             return Err(format!("{what} answered {op}"));
         }
-        if op["annotation_count"] != json!(run.acked_count()) {
+        let count = op["annotation_count"].as_u64().unwrap_or(u64::MAX) as usize;
+        if count < run.acked_count() || count > run.possible_count() {
             return Err(format!(
-                "{what}: annotation_count {} but {} acknowledged",
-                op["annotation_count"],
-                run.acked_count()
+                "{what}: annotation_count {count}, but {} acknowledged and {} possible",
+                run.acked_count(),
+                run.possible_count()
             ));
         }
         let newer_done_before = self

@@ -25,8 +25,10 @@ impl Check {
         self.model.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Everything after one restart. With `last`, every run left STARTED is ended.
-    pub async fn after_restart(&self, rng: &mut Rng, last: bool) {
+    /// Everything after one restart. With `last`, every run left STARTED is ended. With
+    /// `hurry`, previews are not awaited: index work pending at the crash is replayed
+    /// while runs are ended and the next workload runs (its searches check the views).
+    pub async fn after_restart(&self, rng: &mut Rng, last: bool, hurry: bool) {
         // Before anything else touches the server: no partial, stale or unfinished run.
         self.catalogue().await;
         let keys = self.model().keys.len();
@@ -36,7 +38,9 @@ impl Check {
         for key in 0..keys {
             self.key_exactly(key).await;
         }
-        self.replayed().await;
+        if !hurry {
+            self.replayed().await;
+        }
         self.end_leftovers(rng, last).await;
     }
 
@@ -182,6 +186,25 @@ impl Check {
         let knn = self.api.search_all(&knn_filter(&pivot), 1000).await;
         let views = [(&shown, false), (&by_media, false), (&knn, true)];
         let probes = self.key_view(key, &pivot, views, sent_at);
+        // The store agrees: the active run holds exactly what is visible.
+        let active = {
+            let m = self.model();
+            let newest = m
+                .runs_of(key)
+                .filter(|r| r.end == End::Finished)
+                .max_by_key(|r| r.number);
+            newest.map(|r| r.id.clone())
+        };
+        if let Some(id) = active {
+            let op = self.api.op_ok(&id).await;
+            assert_eq!(
+                op["annotation_count"].as_u64(),
+                Some(shown.len() as u64),
+                "key {pivot}: the active run stores {} annotations, search shows {}",
+                op["annotation_count"],
+                shown.len()
+            );
+        }
         for (run, id, v, visible) in probes {
             let r = self.api.get(&format!("/v1/annotations/{id}")).await;
             if visible {
@@ -210,7 +233,7 @@ impl Check {
         views: [(&Vec<Value>, bool); 3],
         sent_at: u64,
     ) -> Vec<(Run, String, u64, bool)> {
-        let m = self.model();
+        let mut m = self.model();
         for (view, knn) in views {
             let n = m
                 .check_view(key, &view.iter().collect::<Vec<_>>(), sent_at, knn)

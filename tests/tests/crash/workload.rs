@@ -287,7 +287,12 @@ async fn producer(
                 for (id, v) in sent {
                     let ann = run.anns.get_mut(&id).unwrap();
                     ann.acked = Some(v);
-                    ann.maybe.remove(&v);
+                    // Older versions in flight at a kill no longer matter, and no longer
+                    // tell whether their batch landed.
+                    ann.maybe.clear();
+                    run.unknown
+                        .iter_mut()
+                        .for_each(|b| b.retain(|(i, _)| *i != id));
                 }
                 m.seq += 1;
                 drop(m);
