@@ -65,9 +65,12 @@ async fn nothing_acknowledged_is_lost_and_no_partial_run_shows_across_kill_9() {
     let checked = stats.checked.load(Ordering::Relaxed);
     println!(
         "crash summary: iterations {iterations}, crashes {crashes}, annotations checked \
-         {checked}, searches checked {}, acknowledged requests {}, {:.1} s",
+         {checked}, searches checked {}, acknowledged requests {}, kills mid-upsert {}, \
+         kills mid-finish {}, {:.1} s",
         stats.searches.load(Ordering::Relaxed),
         stats.acked_requests.load(Ordering::Relaxed),
+        stats.kills_mid_upsert.load(Ordering::Relaxed),
+        stats.kills_mid_finish.load(Ordering::Relaxed),
         began.elapsed().as_secs_f64()
     );
     assert!(
@@ -132,17 +135,19 @@ async fn lifetime(srv: &mut Server, model: &Arc<Mutex<Model>>, stats: &Arc<Stats
     }
     let mut searchers = JoinSet::new();
     searchers.spawn(workload::searcher(ctx.clone(), rng.fork()));
-    // Where to crash: a delay picks a point in time, a count of acknowledgements a point
-    // in the request stream; either lands among upserts and finishes.
-    let by_delay = rng.chance(0.5);
+    // Where to crash: a delay picks a point in time (often among finishes, which wait
+    // for the index); a count of upserts a point in the request stream: right after
+    // the n-th is sent (in flight for sure) or answered (not indexed yet).
+    let mode = rng.range(0, 2);
     let delay = Duration::from_millis(rng.range(5, 700));
-    let after_acks = rng.range(1, 120);
-    let mut acks = ctx.acks.subscribe();
+    let nth = rng.range(1, 60);
+    let mut sent = ctx.upserts_sent.subscribe();
+    let mut acked = ctx.upsert_acks.subscribe();
     let trigger = async {
-        if by_delay {
-            tokio::time::sleep(delay).await;
-        } else {
-            let _ = acks.wait_for(|n| *n >= after_acks).await;
+        match mode {
+            0 => tokio::time::sleep(delay).await,
+            1 => drop(sent.wait_for(|n| *n >= nth).await),
+            _ => drop(acked.wait_for(|n| *n >= nth).await),
         }
     };
     tokio::pin!(trigger);
@@ -157,7 +162,11 @@ async fn lifetime(srv: &mut Server, model: &Arc<Mutex<Model>>, stats: &Arc<Stats
         }
     }
     ctx.killing.store(true, Ordering::SeqCst);
+    let upserts = ctx.upserts_in_flight.load(Ordering::SeqCst);
+    let finishes = ctx.finishes_in_flight.load(Ordering::SeqCst);
     srv.kill9();
+    Stats::add(&stats.kills_mid_upsert, usize::from(upserts > 0));
+    Stats::add(&stats.kills_mid_finish, usize::from(finishes > 0));
     Stats::add(&stats.crashes, 1);
     workload::join_all(work).await;
     workload::join_all(searchers).await;

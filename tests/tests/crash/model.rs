@@ -229,6 +229,9 @@ pub struct Stats {
     pub checked: AtomicU64,
     pub searches: AtomicU64,
     pub acked_requests: AtomicU64,
+    /// Kills that landed with upserts (finishes) sent and not answered.
+    pub kills_mid_upsert: AtomicU64,
+    pub kills_mid_finish: AtomicU64,
 }
 
 impl Stats {

@@ -8,7 +8,7 @@ use super::model::{Ann, End, Model, Rng, Run, Stats, TYPE, body, knn_filter, med
 use annostore_tests::{Api, Resp, s};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -21,8 +21,14 @@ pub struct Ctx {
     pub stats: Arc<Stats>,
     /// Set just before the kill: only then may a request fail.
     pub killing: Arc<AtomicBool>,
-    /// Acknowledged requests of this lifetime (what the kill may wait for).
-    pub acks: Arc<watch::Sender<u64>>,
+    /// Acknowledged upserts of this lifetime (what the kill may wait for: right after
+    /// one, other batches are on their way and this one is not indexed yet).
+    pub upsert_acks: Arc<watch::Sender<u64>>,
+    /// Upserts sent in this lifetime.
+    pub upserts_sent: Arc<watch::Sender<u64>>,
+    /// Upserts and finishes sent and not answered (where the kill lands).
+    pub upserts_in_flight: Arc<AtomicUsize>,
+    pub finishes_in_flight: Arc<AtomicUsize>,
 }
 
 impl Ctx {
@@ -32,7 +38,10 @@ impl Ctx {
             model,
             stats,
             killing: Arc::default(),
-            acks: Arc::new(watch::Sender::new(0)),
+            upsert_acks: Arc::new(watch::Sender::new(0)),
+            upserts_sent: Arc::new(watch::Sender::new(0)),
+            upserts_in_flight: Arc::default(),
+            finishes_in_flight: Arc::default(),
         }
     }
 
@@ -42,7 +51,23 @@ impl Ctx {
 
     /// Sends a request; `None` once the server is gone (which only the kill may do).
     async fn send(&self, req: reqwest::RequestBuilder) -> Option<Resp> {
-        match self.api.try_send(req).await {
+        self.send_then(req, || ()).await
+    }
+
+    /// [`Ctx::send`], calling `sent` once the request is on its way (its first poll).
+    async fn send_then(&self, req: reqwest::RequestBuilder, sent: impl FnOnce()) -> Option<Resp> {
+        let mut request = std::pin::pin!(self.api.try_send(req));
+        let first = std::future::poll_fn(|cx| match request.as_mut().poll(cx) {
+            std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        })
+        .await;
+        sent();
+        let answer = match first {
+            Some(r) => r,
+            None => request.await,
+        };
+        match answer {
             Ok(r) => Some(r),
             Err(e) => {
                 assert!(
@@ -55,7 +80,6 @@ impl Ctx {
     }
 
     fn acked(&self) {
-        self.acks.send_modify(|n| *n += 1);
         Stats::add(&self.stats.acked_requests, 1);
     }
 
@@ -274,7 +298,13 @@ async fn producer(
             .http
             .post(ctx.api.url(&format!("/v1/operations/{run_id}/annotations")))
             .json(&json!({ "annotations": items }));
-        let r = ctx.send(req).await;
+        ctx.upserts_in_flight.fetch_add(1, Ordering::SeqCst);
+        let r = ctx
+            .send_then(req, || ctx.upserts_sent.send_modify(|n| *n += 1))
+            .await;
+        if r.is_some() {
+            ctx.upserts_in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
         let mut m = ctx.model();
         let run = m.runs.get_mut(&run_id).unwrap();
         match r {
@@ -297,6 +327,7 @@ async fn producer(
                 m.seq += 1;
                 drop(m);
                 ctx.acked();
+                ctx.upsert_acks.send_modify(|n| *n += 1);
             }
             Some(r) if r.status == 409 && matches!(run.end, End::CancelSent | End::Cancelled) => {
                 for (id, v) in sent {
@@ -322,7 +353,9 @@ pub async fn finish(ctx: &Ctx, run_id: &str) -> Option<()> {
         m.seq
     };
     let url = ctx.api.url(&format!("/v1/operations/{run_id}/finish"));
+    ctx.finishes_in_flight.fetch_add(1, Ordering::SeqCst);
     let r = ctx.send(ctx.api.http.post(url)).await?;
+    ctx.finishes_in_flight.fetch_sub(1, Ordering::SeqCst);
     let op = r.expect(200);
     ctx.model()
         .record_finish(run_id, op, sent_at)
