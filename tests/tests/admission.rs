@@ -84,12 +84,16 @@ async fn past_the_slots_and_the_queue_requests_are_refused_at_once() {
     srv.get("/healthz").await.expect(200);
 
     // The held requests complete once their bodies do, one after the other.
-    a_body.unbounded_send(Ok(br#""m"}"#.to_vec())).expect("send");
+    a_body
+        .unbounded_send(Ok(br#""m"}"#.to_vec()))
+        .expect("send");
     drop(a_body);
     let a = a.await.expect("task").expect("first request");
     assert_eq!(a.status(), 200, "{:?}", a.text().await);
     wait_for(&api, "annostore_http_waiting", 0.0).await;
-    b_body.unbounded_send(Ok(br#""m"}"#.to_vec())).expect("send");
+    b_body
+        .unbounded_send(Ok(br#""m"}"#.to_vec()))
+        .expect("send");
     drop(b_body);
     let b = b.await.expect("task").expect("second request");
     assert_eq!(b.status(), 200);
