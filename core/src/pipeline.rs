@@ -127,7 +127,7 @@ impl ReplayGate for Registry {
 
 /// How often a waiter repeats its refresh request while its batches are on the way (a
 /// batch may reach the index after the commit the last request caused).
-const NUDGE: Duration = Duration::from_millis(20);
+pub(crate) const NUDGE: Duration = Duration::from_millis(20);
 
 impl Registry {
     /// Registers a new batch of `operation_id`, once no replay of it is under way.

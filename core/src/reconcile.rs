@@ -9,6 +9,7 @@
 use crate::Error;
 use crate::index::{Existing, Index, replay_version};
 use crate::model::{Annotation, Operation, OperationStatus};
+use crate::pipeline::NUDGE;
 use crate::queue::RetryQueue;
 use crate::store::{IndexWork, IndexWorkKind, Store};
 use async_trait::async_trait;
@@ -82,8 +83,8 @@ impl Reconciler {
                     .flatten()
                     .filter(|a| a.operation_id == work.operation_id)
                     .collect();
-                self.index(work, &annotations, Existing::Unknown, version)
-                    .await
+                let indexing = self.index(work, &annotations, Existing::Unknown, version);
+                hurried(self.index.as_ref(), indexing).await
             }
         }
     }
@@ -170,6 +171,22 @@ impl Reconciler {
             }
         }
         Ok(queued)
+    }
+}
+
+/// Drives a replay's index write to its end while asking the index to commit every
+/// [`NUDGE`]. The pipeline does this for the fast path (`Registry::hurry`); a replay
+/// has no pipeline, and without it each replayed batch waited for the index's own
+/// commit interval (tantivy: 500 ms), one after the other: after a crash with N
+/// batches pending, a finish took N × 0.5 s.
+async fn hurried<T>(index: &dyn Index, write: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(write);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut write => return out,
+            () = tokio::time::sleep(NUDGE) => index.refresh().await,
+        }
     }
 }
 
