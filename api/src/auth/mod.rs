@@ -49,6 +49,8 @@ struct Stamp {
 
 #[derive(Default)]
 struct Loaded {
+    /// The file was read (or found missing) at least once; `stamp` is its state then.
+    read_once: bool,
     stamp: Option<Stamp>,
     /// Every key in the file, revoked ones too (a file with only revoked keys still
     /// means "keys are required").
@@ -117,11 +119,12 @@ impl Authenticator {
     /// Re-reads the keys file if it changed since it was last read.
     fn refresh(&self) {
         let stamp = stamp(&self.path);
-        if self.loaded.read().stamp == stamp && stamp.is_some() {
+        let unchanged = |l: &Loaded| l.read_once && l.stamp == stamp;
+        if unchanged(&self.loaded.read()) {
             return;
         }
         let mut l = self.loaded.write();
-        if l.stamp == stamp && stamp.is_some() {
+        if unchanged(&l) {
             return;
         }
         match KeyFile::load(&self.path) {
@@ -147,6 +150,7 @@ impl Authenticator {
             }
         }
         l.stamp = stamp;
+        l.read_once = true;
     }
 
     /// The caller a request's credentials name.
