@@ -95,6 +95,22 @@ fn item(media: &str, t: u64) -> Value {
     })
 }
 
+/// Starts a run of the `load` type for video `i`.
+async fn start(http: &reqwest::Client, base: &str, i: usize) -> anyhow::Result<Uuid> {
+    let op: Value = http
+        .post(format!("{base}/v1/operations"))
+        .json(&json!({
+            "annotation_type": "load", "annotation_type_version": 1,
+            "pivot_id": format!("video-{i}"), "lease_seconds": 3600,
+        }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(op["id"].as_str().context("operation id")?.parse()?)
+}
+
 async fn setup(http: &reqwest::Client, base: &str, args: &Args) -> anyhow::Result<Vec<Uuid>> {
     let r = http
         .put(format!("{base}/v1/types/load/versions/1"))
@@ -106,18 +122,7 @@ async fn setup(http: &reqwest::Client, base: &str, args: &Args) -> anyhow::Resul
     }
     let mut runs = Vec::new();
     for i in 0..args.runs {
-        let op: Value = http
-            .post(format!("{base}/v1/operations"))
-            .json(&json!({
-                "annotation_type": "load", "annotation_type_version": 1,
-                "pivot_id": format!("video-{i}"), "lease_seconds": 3600,
-            }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let id: Uuid = op["id"].as_str().context("operation id")?.parse()?;
+        let id = start(http, base, i).await?;
         // A finished run per media item, for the searches to find.
         let items: Vec<_> = (0..200).map(|t| item(&format!("media-{i}"), t)).collect();
         http.post(format!("{base}/v1/operations/{id}/annotations"))
@@ -130,18 +135,7 @@ async fn setup(http: &reqwest::Client, base: &str, args: &Args) -> anyhow::Resul
             .await?
             .error_for_status()?;
         // And a STARTED one for the upserts.
-        let op: Value = http
-            .post(format!("{base}/v1/operations"))
-            .json(&json!({
-                "annotation_type": "load", "annotation_type_version": 1,
-                "pivot_id": format!("video-{i}"), "lease_seconds": 3600,
-            }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        runs.push(op["id"].as_str().context("operation id")?.parse()?);
+        runs.push(start(http, base, i).await?);
     }
     Ok(runs)
 }
