@@ -12,16 +12,9 @@ struct Client {
 
 impl Client {
     fn new(args: &ClientArgs) -> Client {
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(key) = &args.api_key
-            && let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
-        {
-            v.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, v);
-        }
         Client {
             http: reqwest::Client::builder()
-                .default_headers(headers)
+                .default_headers(annostore_ingest::api::key_headers(args.api_key.as_deref()))
                 .build()
                 .unwrap_or_default(),
             base: args.server.trim_end_matches('/').to_owned(),

@@ -72,6 +72,18 @@ pub struct Operation {
     pub annotation_count: Option<u64>,
 }
 
+/// The headers that present `api_key` to an annostore server (none without a key).
+pub fn key_headers(api_key: Option<&str>) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(Ok(mut v)) =
+        api_key.map(|k| reqwest::header::HeaderValue::from_str(&format!("Bearer {k}")))
+    {
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    headers
+}
+
 /// A client of one annostore server.
 #[derive(Clone)]
 pub struct ApiClient {
@@ -88,17 +100,10 @@ impl ApiClient {
 
     /// A client that presents `api_key` (`Authorization: Bearer`) on every request.
     pub fn with_key(base: &str, api_key: Option<&str>) -> ApiClient {
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(Ok(mut v)) =
-            api_key.map(|k| reqwest::header::HeaderValue::from_str(&format!("Bearer {k}")))
-        {
-            v.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, v);
-        }
         ApiClient {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
-                .default_headers(headers)
+                .default_headers(key_headers(api_key))
                 .build()
                 .unwrap_or_default(),
             base: base.trim_end_matches('/').to_owned(),
