@@ -4,9 +4,11 @@
 //!
 //! Writers may race (an upsert's answer can arrive after a finish's, another node's event
 //! after this node's own update), so operation entries only ever move to a higher
-//! `version`, and visibility only ever moves a key to a newer run (a higher
-//! `operation_number`): the cache remembers each key's active run, so however activations
-//! arrive, an older run never replaces a newer one and a key never has two runs visible.
+//! `version`, and visibility only ever moves a key to a later activation (a higher
+//! `activation` sequence number, then a higher `operation_number` for runs recorded
+//! before activations were numbered): the cache remembers each key's active run, so
+//! however activations arrive, an earlier one never replaces a later one (a rollback is
+//! a later activation of an older run) and a key never has two runs visible.
 
 use crate::model::{Operation, OperationKey};
 use crate::visibility::Visibility;
@@ -22,15 +24,15 @@ pub trait OperationCache: Send + Sync + 'static {
     /// Records these operation states, ignoring any older than what is cached.
     fn put(&self, ops: &[Operation]);
     /// Makes `op` its key's visible run, and the key's previous run invisible, in one
-    /// step; unless a newer run of the key is already visible. Returns whether the
-    /// snapshot changed.
+    /// step; unless a later activation of the key is already visible. Returns whether
+    /// the snapshot changed.
     fn activate(&self, op: &Operation) -> bool;
     /// The current visibility snapshot.
     fn visibility(&self) -> Arc<Visibility>;
     /// Replaces the visibility snapshot with the store's active set.
     fn reset(&self, active: &[Operation]);
     /// Merges the store's active set, read at some point in the past, into the snapshot:
-    /// each key moves to the store's run if that is newer than the cached one, and keys
+    /// each key moves to the store's run if its activation is later than the cached one, and keys
     /// the read did not see are left alone (a change after the read is newer than it).
     /// Returns how many keys moved.
     fn refresh(&self, active: &[Operation]) -> usize {
@@ -42,9 +44,9 @@ pub trait OperationCache: Send + Sync + 'static {
 pub struct MokaOperationCache {
     ops: moka::sync::Cache<Uuid, Operation>,
     visibility: ArcSwap<Visibility>,
-    /// The visible run of each key, as (operation_number, id). Its lock serialises
+    /// The visible run of each key, as (its activation order, id). Its lock serialises
     /// read-modify-write of the entries and of the snapshot.
-    active: Mutex<HashMap<OperationKey, (u64, Uuid)>>,
+    active: Mutex<HashMap<OperationKey, (ActivationOrder, Uuid)>>,
 }
 
 impl MokaOperationCache {
@@ -116,17 +118,25 @@ impl OperationCache for MokaOperationCache {
     }
 }
 
-/// Makes `op` its key's run in `active` if it is newer than the key's run there. None
-/// when it is not; else the run it replaced, if any.
+/// Where an activation stands among its key's: the activation sequence number, then
+/// the run's number (runs stored before activations were numbered all have 0).
+type ActivationOrder = (u64, u64);
+
+fn order(op: &Operation) -> ActivationOrder {
+    (op.activation, op.operation_number)
+}
+
+/// Makes `op` its key's run in `active` if its activation is later than that of the
+/// key's run there. None when it is not; else the run it replaced, if any.
 fn advance(
-    active: &mut HashMap<OperationKey, (u64, Uuid)>,
+    active: &mut HashMap<OperationKey, (ActivationOrder, Uuid)>,
     op: &Operation,
 ) -> Option<Option<Uuid>> {
     let previous = match active.get(&op.key()) {
-        Some(&(number, _)) if number >= op.operation_number => return None,
+        Some(&(at, _)) if at >= order(op) => return None,
         current => current.map(|&(_, id)| id),
     };
-    active.insert(op.key(), (op.operation_number, op.id));
+    active.insert(op.key(), (order(op), op.id));
     Some(previous)
 }
 
@@ -250,5 +260,36 @@ mod tests {
         assert!(v.is_active(&run1.id) && !v.is_active(&run2.id));
         // The key's remembered run went with the reset: run 2 can come back.
         assert!(cache.activate(&run2));
+    }
+
+    #[test]
+    fn a_rollback_is_a_later_activation_of_an_older_run() {
+        let cache = MokaOperationCache::default();
+        let run1 = Operation {
+            activation: 1,
+            ..op()
+        };
+        let run2 = Operation {
+            activation: 2,
+            ..next(&run1)
+        };
+        assert!(cache.activate(&run1) && cache.activate(&run2));
+        let back = Operation {
+            activation: 3,
+            version: run1.version + 1,
+            ..run1.clone()
+        };
+        assert!(
+            cache.activate(&back),
+            "the rollback moves the key back to run 1"
+        );
+        assert!(
+            !cache.activate(&run2),
+            "run 2's late activation event changes nothing"
+        );
+        assert!(!cache.activate(&run1), "nor run 1's first activation");
+        let v = cache.visibility();
+        assert!(v.is_active(&run1.id) && !v.is_active(&run2.id));
+        assert_eq!(v.len(), 1);
     }
 }

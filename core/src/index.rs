@@ -224,6 +224,9 @@ pub trait Index: Send + Sync + 'static {
     async fn aggregate(&self, query: &AggregateQuery) -> Result<Aggregates, IndexError>;
     /// How many annotations of an operation the index holds.
     async fn count_operation(&self, operation_id: Uuid) -> Result<u64, IndexError>;
+    /// Removes every document of an operation (garbage collection), durably, and
+    /// returns how many it removed. Removing none is not an error.
+    async fn delete_operation(&self, operation_id: Uuid) -> Result<u64, IndexError>;
     /// Asks that the writes held so far become searchable now, not at the next
     /// scheduled commit: someone waits for them (a finish, a preview). A hint, like
     /// Elasticsearch's refresh; an index that commits every write needs nothing here.

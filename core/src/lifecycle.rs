@@ -2,14 +2,18 @@
 //!
 //! ```text
 //! STARTED --finish--> FINISHED (active, or inactive with superseded_by)
-//!    |----cancel----> CANCELLED
-//!    `--lease lapses-> EXPIRED
+//!    |----cancel----> CANCELLED       FINISHED --activate--> active again (rollback,
+//!    `--lease lapses-> EXPIRED                                  roll forward)
+//!       (or an admin's expire)
+//! inactive FINISHED, CANCELLED, EXPIRED --begin_collection--> collected (never active again)
 //! ```
 //! Engines load the current state, ask these functions for a plan, and write the plan
 //! atomically (one write batch in the embedded store, compare-and-set elsewhere). Nothing
 //! here does I/O, so every rule is tested here once for all engines.
 
-use crate::model::{Operation, OperationStatus, StartOperation};
+use crate::model::{
+    Activation, ActivationReason, Collection, Operation, OperationStatus, StartOperation,
+};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
@@ -21,6 +25,16 @@ pub enum LifecycleError {
     CannotFinish { id: Uuid, status: OperationStatus },
     #[error("operation {id} is {}: it cannot be cancelled", .status.as_str())]
     CannotCancel { id: Uuid, status: OperationStatus },
+    #[error("operation {id} is {}: only a FINISHED operation can be made active", .status.as_str())]
+    CannotActivate { id: Uuid, status: OperationStatus },
+    #[error("operation {id} has been garbage collected: it can never be active again")]
+    Collected { id: Uuid },
+    #[error("operation {id} is its key's active run: it cannot be garbage collected")]
+    CollectActive { id: Uuid },
+    #[error("operation {id} is STARTED: it cannot be garbage collected")]
+    CollectStarted { id: Uuid },
+    #[error("operation {id} is not being garbage collected: its annotations stay")]
+    CollectionNotBegun { id: Uuid },
 }
 
 /// A new STARTED operation with the next number of its key.
@@ -49,6 +63,8 @@ pub fn start(
         metadata: req.metadata.clone().unwrap_or_default(),
         producer: req.producer.clone(),
         version: 1,
+        activation: 0,
+        collected: None,
     }
 }
 
@@ -102,6 +118,8 @@ pub struct FinishPlan {
     pub deactivated: Option<Operation>,
     /// False when the operation was already FINISHED (finish is idempotent): nothing to write.
     pub changed: bool,
+    /// The key's activation history entry, when this finish made the run active.
+    pub activation: Option<Activation>,
 }
 
 impl FinishPlan {
@@ -125,6 +143,7 @@ pub fn finish(
                 operation: op.clone(),
                 deactivated: None,
                 changed: false,
+                activation: None,
             });
         }
         OperationStatus::Started if !lease_lapsed(op, now) => {}
@@ -155,23 +174,196 @@ pub fn finish(
                 },
                 deactivated: None,
                 changed: true,
+                activation: None,
             })
         }
-        current => Ok(FinishPlan {
-            deactivated: current.filter(|c| c.id != op.id).map(|c| Operation {
-                active: false,
-                superseded_by: Some(op.id),
-                updated_at: now,
-                version: c.version + 1,
-                ..c.clone()
-            }),
-            operation: Operation {
+        current => {
+            let current = current.filter(|c| c.id != op.id);
+            let operation = Operation {
                 active: true,
+                activation: next_activation(current),
                 ..finished
-            },
-            changed: true,
-        }),
+            };
+            Ok(FinishPlan {
+                deactivated: current.map(|c| deactivate(c, op.id, now)),
+                activation: Some(record(
+                    &operation,
+                    current,
+                    ActivationReason::Finish,
+                    op.producer.clone(),
+                    now,
+                )),
+                operation,
+                changed: true,
+            })
+        }
     }
+}
+
+fn next_activation(current: Option<&Operation>) -> u64 {
+    current.map_or(0, |c| c.activation) + 1
+}
+
+fn deactivate(op: &Operation, by: Uuid, now: OffsetDateTime) -> Operation {
+    Operation {
+        active: false,
+        superseded_by: Some(by),
+        updated_at: now,
+        version: op.version + 1,
+        ..op.clone()
+    }
+}
+
+fn record(
+    activated: &Operation,
+    previous: Option<&Operation>,
+    reason: ActivationReason,
+    actor: Option<String>,
+    now: OffsetDateTime,
+) -> Activation {
+    Activation {
+        annotation_type: activated.annotation_type.clone(),
+        annotation_type_version: activated.annotation_type_version,
+        pivot_id: activated.pivot_id.clone(),
+        sequence: activated.activation,
+        operation_id: activated.id,
+        operation_number: activated.operation_number,
+        previous: previous.map(|p| p.id),
+        reason,
+        actor,
+        at: now,
+    }
+}
+
+/// What making a finished run active again writes (a rollback or a roll forward).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivationPlan {
+    /// The run, now active.
+    pub operation: Operation,
+    /// The previously active run, now inactive and superseded by `operation`.
+    pub deactivated: Option<Operation>,
+    /// The key's activation history entry; `None` when the run was already active.
+    pub activation: Option<Activation>,
+}
+
+impl ActivationPlan {
+    pub fn changed(&self) -> bool {
+        self.activation.is_some()
+    }
+}
+
+/// Makes `target`, a FINISHED run that has not been garbage collected, its key's
+/// active run in place of `active` (the key's current active run, if any). Making the
+/// active run active again changes nothing. The reason (rollback or roll forward) is
+/// the caller's, for the history; the rule is the same either way.
+pub fn activate(
+    target: &Operation,
+    active: Option<&Operation>,
+    reason: ActivationReason,
+    actor: Option<String>,
+    now: OffsetDateTime,
+) -> Result<ActivationPlan, LifecycleError> {
+    if target.status != OperationStatus::Finished {
+        return Err(LifecycleError::CannotActivate {
+            id: target.id,
+            status: target.status,
+        });
+    }
+    if target.collected.is_some() {
+        return Err(LifecycleError::Collected { id: target.id });
+    }
+    let current = active.filter(|c| c.id != target.id);
+    if target.active && current.is_none() {
+        return Ok(ActivationPlan {
+            operation: target.clone(),
+            deactivated: None,
+            activation: None,
+        });
+    }
+    let operation = Operation {
+        active: true,
+        superseded_by: None,
+        activation: next_activation(current),
+        updated_at: now,
+        version: target.version + 1,
+        ..target.clone()
+    };
+    Ok(ActivationPlan {
+        deactivated: current.map(|c| deactivate(c, target.id, now)),
+        activation: Some(record(&operation, current, reason, actor, now)),
+        operation,
+    })
+}
+
+/// Ends a STARTED operation as EXPIRED now, whatever its lease (an admin's bulk
+/// expiry of abandoned runs). `None` when it is not STARTED: nothing to write.
+pub fn force_expire(op: &Operation, now: OffsetDateTime) -> Option<Operation> {
+    (op.status == OperationStatus::Started).then(|| Operation {
+        status: OperationStatus::Expired,
+        lease_expires_at: None,
+        updated_at: now,
+        version: op.version + 1,
+        ..op.clone()
+    })
+}
+
+/// When a run stopped being (or being able to become) visible: retention counts from
+/// here. `None` while it is STARTED or active.
+pub fn retired_at(op: &Operation) -> Option<OffsetDateTime> {
+    match op.status {
+        OperationStatus::Started => None,
+        OperationStatus::Finished if op.active => None,
+        _ => Some(op.updated_at),
+    }
+}
+
+/// Marks a run's garbage collection as begun, so it can never become active again
+/// and its annotations may be deleted. Only a run that is neither STARTED nor active
+/// qualifies. Beginning again returns the run unchanged (`false`): a collection
+/// resumes where it stopped.
+pub fn begin_collection(
+    op: &Operation,
+    now: OffsetDateTime,
+) -> Result<(Operation, bool), LifecycleError> {
+    if op.collected.is_some() {
+        return Ok((op.clone(), false));
+    }
+    if op.status == OperationStatus::Started {
+        return Err(LifecycleError::CollectStarted { id: op.id });
+    }
+    if op.active {
+        return Err(LifecycleError::CollectActive { id: op.id });
+    }
+    Ok((
+        Operation {
+            collected: Some(Collection {
+                started_at: now,
+                finished_at: None,
+                freed: 0,
+            }),
+            version: op.version + 1,
+            ..op.clone()
+        },
+        true,
+    ))
+}
+
+/// Records a run's garbage collection as done, `freed` more annotations deleted.
+/// `None` when its collection has not begun or is already recorded as done.
+pub fn end_collection(op: &Operation, freed: u64, now: OffsetDateTime) -> Option<Operation> {
+    let c = op.collected.as_ref()?;
+    if c.finished_at.is_some() {
+        return None;
+    }
+    Some(Operation {
+        collected: Some(Collection {
+            started_at: c.started_at,
+            finished_at: Some(now),
+            freed: c.freed + freed,
+        }),
+        version: op.version + 1,
+        ..op.clone()
+    })
 }
 
 /// Cancels a STARTED operation. Cancelling a cancelled one again changes nothing.
@@ -327,5 +519,132 @@ mod tests {
         assert!(!cancel(&c, from_unix_ms(3_000)).unwrap().1);
         let done = finish(&op, None, from_unix_ms(2_000)).unwrap().operation;
         assert!(cancel(&done, from_unix_ms(3_000)).is_err());
+    }
+
+    /// Runs 1 and 2 finished in order: 2 active with activation 2, 1 superseded by it.
+    fn two_finished() -> (Operation, Operation) {
+        let one = finish(&started(1), None, from_unix_ms(2_000))
+            .unwrap()
+            .operation;
+        let plan = finish(&started(2), Some(&one), from_unix_ms(3_000)).unwrap();
+        (plan.deactivated.unwrap(), plan.operation)
+    }
+
+    #[test]
+    fn finishes_number_activations_and_record_them() {
+        let (one, two) = two_finished();
+        assert_eq!((one.activation, two.activation), (1, 2));
+        let plan = finish(&started(3), Some(&two), from_unix_ms(4_000)).unwrap();
+        let rec = plan.activation.unwrap();
+        assert_eq!(rec.sequence, 3);
+        assert_eq!(rec.previous, Some(two.id));
+        assert_eq!(rec.reason, ActivationReason::Finish);
+        let late = finish(&started(1), Some(&plan.operation), from_unix_ms(5_000)).unwrap();
+        assert!(
+            late.activation.is_none(),
+            "an older run finishing late is not activated"
+        );
+    }
+
+    #[test]
+    fn rollback_and_roll_forward_move_the_sequence_on() {
+        let (one, two) = two_finished();
+        let back = activate(
+            &one,
+            Some(&two),
+            ActivationReason::Rollback,
+            None,
+            from_unix_ms(9_000),
+        )
+        .unwrap();
+        assert!(back.operation.active && back.operation.superseded_by.is_none());
+        assert_eq!(back.operation.activation, 3);
+        assert_eq!(back.operation.version, one.version + 1);
+        let two_off = back.deactivated.unwrap();
+        assert!(!two_off.active);
+        assert_eq!(two_off.superseded_by, Some(one.id));
+        let fwd = activate(
+            &two_off,
+            Some(&back.operation),
+            ActivationReason::RollForward,
+            Some("admin".into()),
+            from_unix_ms(10_000),
+        )
+        .unwrap();
+        assert_eq!(fwd.operation.activation, 4);
+        assert_eq!(
+            fwd.activation.unwrap().reason,
+            ActivationReason::RollForward
+        );
+        // A newer run finishing after a rollback becomes active: it is newer than the
+        // active run.
+        let three = finish(&started(3), Some(&back.operation), from_unix_ms(11_000)).unwrap();
+        assert!(three.operation.active);
+        assert_eq!(three.operation.activation, 4);
+    }
+
+    #[test]
+    fn only_finished_uncollected_runs_can_be_activated() {
+        let (one, two) = two_finished();
+        let now = from_unix_ms(9_000);
+        let again = activate(&two, Some(&two), ActivationReason::Rollback, None, now).unwrap();
+        assert!(!again.changed(), "the active run again changes nothing");
+        let s = started(3);
+        assert!(matches!(
+            activate(&s, Some(&two), ActivationReason::RollForward, None, now),
+            Err(LifecycleError::CannotActivate { .. })
+        ));
+        let (collected, _) = begin_collection(&one, now).unwrap();
+        assert!(matches!(
+            activate(
+                &collected,
+                Some(&two),
+                ActivationReason::Rollback,
+                None,
+                now
+            ),
+            Err(LifecycleError::Collected { .. })
+        ));
+    }
+
+    #[test]
+    fn collection_rules() {
+        let (one, two) = two_finished();
+        let now = from_unix_ms(9_000);
+        assert!(matches!(
+            begin_collection(&two, now),
+            Err(LifecycleError::CollectActive { .. })
+        ));
+        assert!(matches!(
+            begin_collection(&started(3), now),
+            Err(LifecycleError::CollectStarted { .. })
+        ));
+        let (c, changed) = begin_collection(&one, now).unwrap();
+        assert!(changed);
+        assert!(
+            !begin_collection(&c, now).unwrap().1,
+            "beginning again resumes"
+        );
+        let done = end_collection(&c, 7, from_unix_ms(10_000)).unwrap();
+        let rec = done.collected.clone().unwrap();
+        assert_eq!(
+            (rec.freed, rec.finished_at),
+            (7, Some(from_unix_ms(10_000)))
+        );
+        assert!(end_collection(&done, 1, now).is_none());
+        assert!(end_collection(&one, 1, now).is_none(), "not begun");
+    }
+
+    #[test]
+    fn retirement_and_forced_expiry() {
+        let (one, two) = two_finished();
+        assert_eq!(retired_at(&one), Some(one.updated_at));
+        assert_eq!(retired_at(&two), None);
+        let s = started(3);
+        assert_eq!(retired_at(&s), None);
+        let e = force_expire(&s, from_unix_ms(1_500)).unwrap();
+        assert_eq!(e.status, OperationStatus::Expired);
+        assert_eq!(retired_at(&e), Some(from_unix_ms(1_500)));
+        assert!(force_expire(&two, from_unix_ms(1_500)).is_none());
     }
 }

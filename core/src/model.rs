@@ -64,7 +64,8 @@ pub struct Operation {
     /// Set while the operation is STARTED.
     #[serde(with = "time::serde::rfc3339::option")]
     pub lease_expires_at: Option<OffsetDateTime>,
-    /// The operation that made this one inactive (a newer finished run of the key).
+    /// The operation that made this one inactive: a newer finished run of the key, or
+    /// the run an admin rolled back or forward to.
     pub superseded_by: Option<Uuid>,
     pub metadata: Map<String, Value>,
     /// The id of the API key that started the operation; `None` when the server had
@@ -74,6 +75,69 @@ pub struct Operation {
     /// Grows by one with every change the store records; caches keep the highest seen,
     /// and distributed stores compare-and-set on it.
     pub version: u64,
+    /// The key's activation sequence number when this run last became active (0:
+    /// never). Every activation of a key (a finish that makes a run active, a rollback,
+    /// a roll forward) takes the previous active run's number plus one, so caches order
+    /// a key's activations by it, whatever the runs' own numbers.
+    #[serde(default)]
+    pub activation: u64,
+    /// Garbage collection of the run's annotations, once it has begun (see
+    /// [`crate::lifecycle::begin_collection`]): a collected run can never be active again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collected: Option<Collection>,
+}
+
+/// The garbage collection of one operation's annotations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Collection {
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// Set once every annotation of the run is gone from store and index.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// Annotations deleted from the store.
+    pub freed: u64,
+}
+
+/// Why a run became its key's active one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationReason {
+    /// It finished, newer than the key's active run.
+    Finish,
+    /// An admin made an older finished run active again.
+    Rollback,
+    /// An admin made a newer finished run active again after a rollback.
+    RollForward,
+}
+
+/// One entry of a key's activation history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Activation {
+    pub annotation_type: String,
+    pub annotation_type_version: u32,
+    pub pivot_id: String,
+    /// The key's activation sequence number (see [`Operation::activation`]).
+    pub sequence: u64,
+    pub operation_id: Uuid,
+    pub operation_number: u64,
+    /// The run that was active before, if any.
+    pub previous: Option<Uuid>,
+    pub reason: ActivationReason,
+    /// The API key id that caused it (the producer for a finish, the admin otherwise).
+    pub actor: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+impl Activation {
+    pub fn key(&self) -> OperationKey {
+        OperationKey {
+            annotation_type: self.annotation_type.clone(),
+            annotation_type_version: self.annotation_type_version,
+            pivot_id: self.pivot_id.clone(),
+        }
+    }
 }
 
 impl Operation {
@@ -324,14 +388,63 @@ impl SortKey {
     }
 }
 
-/// Filters of `GET /v1/operations`.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Filters of operation scans (`GET /v1/operations`, `POST /v1/admin/operations/scan`).
+/// Every condition given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OperationFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<OperationStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotation_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotation_type_version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pivot_id: Option<String>,
+    /// Started (created) strictly before this time.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub started_before: Option<OffsetDateTime>,
+    /// Started at or after this time.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub started_after: Option<OffsetDateTime>,
+    /// The API key id that started the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer: Option<String>,
+    /// Whether the run is its key's active one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    /// Top-level metadata properties that must equal these values.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub metadata: Map<String, Value>,
+}
+
+/// Which way a scan of operations walks. Operation ids are UUIDv7, so id order is
+/// start order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanOrder {
+    #[default]
+    NewestFirst,
+    OldestFirst,
+}
+
+impl ScanOrder {
+    /// True when `id` comes after `cursor` in this order.
+    pub fn past(self, id: &Uuid, cursor: Option<Uuid>) -> bool {
+        match (self, cursor) {
+            (_, None) => true,
+            (ScanOrder::NewestFirst, Some(c)) => *id < c,
+            (ScanOrder::OldestFirst, Some(c)) => *id > c,
+        }
+    }
 }
 
 impl OperationFilter {
@@ -346,5 +459,15 @@ impl OperationFilter {
                 .is_none_or(|v| v == op.annotation_type_version)
             && self.pivot_id.as_ref().is_none_or(|p| *p == op.pivot_id)
             && self.started_before.is_none_or(|t| op.created_at < t)
+            && self.started_after.is_none_or(|t| op.created_at >= t)
+            && self
+                .producer
+                .as_ref()
+                .is_none_or(|p| op.producer.as_ref() == Some(p))
+            && self.active.is_none_or(|a| a == op.active)
+            && self
+                .metadata
+                .iter()
+                .all(|(k, v)| op.metadata.get(k) == Some(v))
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::store::IndexWork;
 use async_trait::async_trait;
+use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -41,4 +42,12 @@ pub trait RetryQueue: Send + Sync + 'static {
     async fn dead_letters(&self, limit: usize) -> Result<Vec<Delivery>, QueueError>;
     /// How many dead letters there are.
     async fn dead_letter_count(&self) -> Result<u64, QueueError>;
+    /// One dead letter, by the id of its work.
+    async fn dead_letter(&self, work_id: Uuid) -> Result<Option<Delivery>, QueueError>;
+    /// Moves dead letters back into the queue, due now, their receive count reset:
+    /// those of these work ids, or all when `None`. Returns how many moved.
+    async fn redrive(&self, work_ids: Option<&[Uuid]>) -> Result<u64, QueueError>;
+    /// Deletes dead letters: those of these work ids, or all when `None`. Returns how
+    /// many went. Only messages go: the store's pending records stay the authority.
+    async fn purge_dead_letters(&self, work_ids: Option<&[Uuid]>) -> Result<u64, QueueError>;
 }

@@ -4,8 +4,11 @@
 //! Every method that changes an operation is atomic in the engine: the embedded store
 //! writes one batch from its single writer; a distributed store uses compare-and-set.
 
-use crate::lifecycle::{FinishPlan, LifecycleError};
-use crate::model::{Annotation, AnnotationType, Operation, OperationFilter, StartOperation};
+use crate::lifecycle::{ActivationPlan, FinishPlan, LifecycleError};
+use crate::model::{
+    Activation, ActivationReason, Annotation, AnnotationType, Operation, OperationFilter,
+    OperationKey, ScanOrder, StartOperation,
+};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -94,11 +97,13 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> StoreResult<Operation>;
     async fn get_operation(&self, id: Uuid) -> StoreResult<Option<Operation>>;
-    /// Operations matching `filter`, newest first, with ids below `before` when given.
+    /// Operations matching `filter`, in `order` (by id: newest or oldest first), past
+    /// `cursor` in that order (exclusive) when given.
     async fn list_operations(
         &self,
         filter: &OperationFilter,
-        before: Option<Uuid>,
+        order: ScanOrder,
+        cursor: Option<Uuid>,
         limit: usize,
     ) -> StoreResult<Vec<Operation>>;
     /// Every active operation (one per key that has a finished run).
@@ -114,8 +119,22 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> StoreResult<Upserted>;
     /// Finishes an operation (see [`crate::lifecycle::finish`]) and moves the key's active
-    /// pointer. Fails with `PendingIndexWork` while index work of the operation remains.
+    /// pointer, recording the plan's activation in the key's history. Fails with
+    /// `PendingIndexWork` while index work of the operation remains.
     async fn finish_operation(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<FinishPlan>;
+    /// Makes a FINISHED run its key's active one again, a rollback or a roll forward
+    /// (see [`crate::lifecycle::activate`]): the run, the run it deactivates, the key's
+    /// active pointer and the history entry, atomically against finishes, other
+    /// activations and [`Store::begin_collection`].
+    async fn activate_operation(
+        &self,
+        id: Uuid,
+        reason: ActivationReason,
+        actor: Option<String>,
+        now: OffsetDateTime,
+    ) -> StoreResult<ActivationPlan>;
+    /// The key's activation history, newest first (highest sequence first).
+    async fn activations(&self, key: &OperationKey, limit: usize) -> StoreResult<Vec<Activation>>;
     async fn cancel_operation(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<Operation>;
     /// Records EXPIRED if the operation's lease has lapsed; returns it if it changed.
     async fn expire_operation(
@@ -123,6 +142,9 @@ pub trait Store: Send + Sync + 'static {
         id: Uuid,
         now: OffsetDateTime,
     ) -> StoreResult<Option<Operation>>;
+    /// Ends a STARTED operation as EXPIRED now, whatever its lease
+    /// ([`crate::lifecycle::force_expire`]); `None` when it was not STARTED.
+    async fn force_expire(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<Option<Operation>>;
     /// STARTED operations whose lease lapsed before `now`.
     async fn lapsed_operations(&self, now: OffsetDateTime, limit: usize) -> StoreResult<Vec<Uuid>>;
 
@@ -135,6 +157,25 @@ pub trait Store: Send + Sync + 'static {
         after: Option<Uuid>,
         limit: usize,
     ) -> StoreResult<Vec<Annotation>>;
+
+    /// Marks the operation's garbage collection as begun
+    /// ([`crate::lifecycle::begin_collection`]), atomically against activations: once
+    /// this returns, the run can never become active, so its annotations may go.
+    /// Beginning again returns it as it is.
+    async fn begin_collection(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<Operation>;
+    /// Deletes these annotations of an operation whose collection has begun: their
+    /// bodies, their ownership and the operation's listing of them. Ids the operation
+    /// does not hold are skipped. Returns how many were deleted. Refused with
+    /// `LifecycleError::CollectionNotBegun` otherwise.
+    async fn delete_annotations(&self, operation_id: Uuid, ids: &[Uuid]) -> StoreResult<u64>;
+    /// Records the collection as done, `freed` more annotations deleted
+    /// ([`crate::lifecycle::end_collection`]); returns the operation as it stands.
+    async fn end_collection(
+        &self,
+        id: Uuid,
+        freed: u64,
+        now: OffsetDateTime,
+    ) -> StoreResult<Operation>;
 
     /// Pending index work, oldest first, of one operation or of all.
     async fn pending_work(

@@ -281,6 +281,10 @@ impl ElasticIndex {
 
 #[async_trait]
 impl Index for ElasticIndex {
+    async fn delete_operation(&self, _operation_id: Uuid) -> Result<u64, IndexError> {
+        Err(IndexError::Unavailable("STUB: delete_operation".into()))
+    }
+
     async fn upsert(
         &self,
         annotations: &[Annotation],

@@ -476,6 +476,10 @@ impl Drop for TantivyIndex {
 
 #[async_trait]
 impl Index for TantivyIndex {
+    async fn delete_operation(&self, _operation_id: Uuid) -> Result<u64, IndexError> {
+        Err(IndexError::Unavailable("STUB: delete_operation".into()))
+    }
+
     async fn upsert(
         &self,
         annotations: &[Annotation],

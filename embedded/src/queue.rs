@@ -21,6 +21,7 @@ use annostore_core::clock::{Clock, SystemClock, unix_ms};
 use annostore_core::queue::{Delivery, QueueError, RetryQueue};
 use annostore_core::store::IndexWork;
 use async_trait::async_trait;
+use uuid::Uuid;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
@@ -162,6 +163,18 @@ impl FjallRetryQueue {
 
 #[async_trait]
 impl RetryQueue for FjallRetryQueue {
+    async fn dead_letter(&self, _work_id: Uuid) -> Result<Option<Delivery>, QueueError> {
+        Err(QueueError::Unavailable("STUB: dead_letter".into()))
+    }
+
+    async fn redrive(&self, _work_ids: Option<&[Uuid]>) -> Result<u64, QueueError> {
+        Err(QueueError::Unavailable("STUB: redrive".into()))
+    }
+
+    async fn purge_dead_letters(&self, _work_ids: Option<&[Uuid]>) -> Result<u64, QueueError> {
+        Err(QueueError::Unavailable("STUB: purge_dead_letters".into()))
+    }
+
     async fn enqueue(&self, work: &IndexWork) -> Result<(), QueueError> {
         let work = work.clone();
         let opts = self.opts.clone();

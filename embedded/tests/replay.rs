@@ -48,6 +48,9 @@ impl Index for CommitsWhenAsked {
     async fn count_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {
         self.inner.count_operation(operation_id).await
     }
+    async fn delete_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {
+        self.inner.delete_operation(operation_id).await
+    }
     async fn refresh(&self) {
         self.asked.send_modify(|n| *n += 1);
         self.inner.refresh().await;

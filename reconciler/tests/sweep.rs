@@ -42,6 +42,15 @@ impl RetryQueue for Refusing {
     async fn dead_letter_count(&self) -> Result<u64, QueueError> {
         self.inner.dead_letter_count().await
     }
+    async fn dead_letter(&self, work_id: Uuid) -> Result<Option<Delivery>, QueueError> {
+        self.inner.dead_letter(work_id).await
+    }
+    async fn redrive(&self, work_ids: Option<&[Uuid]>) -> Result<u64, QueueError> {
+        self.inner.redrive(work_ids).await
+    }
+    async fn purge_dead_letters(&self, work_ids: Option<&[Uuid]>) -> Result<u64, QueueError> {
+        self.inner.purge_dead_letters(work_ids).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,10 +2,10 @@
 //! the pending work before the bodies): while the operation is STARTED the work must not
 //! be completed, or a finish would make the run visible without them.
 
-use annostore_core::lifecycle::FinishPlan;
+use annostore_core::lifecycle::{ActivationPlan, FinishPlan};
 use annostore_core::model::{
-    Annotation, AnnotationType, Operation, OperationFilter, SearchRequest, StartOperation,
-    TypeDefinition,
+    Activation, ActivationReason, Annotation, AnnotationType, Operation, OperationFilter,
+    OperationKey, ScanOrder, SearchRequest, StartOperation, TypeDefinition,
 };
 use annostore_core::service::{Engines, Service};
 use annostore_core::store::{IndexWork, PutType, Store, StoreResult, Upserted};
@@ -50,10 +50,42 @@ impl Store for Unwritten {
     async fn list_operations(
         &self,
         filter: &OperationFilter,
-        before: Option<Uuid>,
+        order: ScanOrder,
+        cursor: Option<Uuid>,
         limit: usize,
     ) -> StoreResult<Vec<Operation>> {
-        self.inner.list_operations(filter, before, limit).await
+        self.inner
+            .list_operations(filter, order, cursor, limit)
+            .await
+    }
+    async fn activate_operation(
+        &self,
+        id: Uuid,
+        reason: ActivationReason,
+        actor: Option<String>,
+        now: OffsetDateTime,
+    ) -> StoreResult<ActivationPlan> {
+        self.inner.activate_operation(id, reason, actor, now).await
+    }
+    async fn activations(&self, key: &OperationKey, limit: usize) -> StoreResult<Vec<Activation>> {
+        self.inner.activations(key, limit).await
+    }
+    async fn force_expire(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<Option<Operation>> {
+        self.inner.force_expire(id, now).await
+    }
+    async fn begin_collection(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<Operation> {
+        self.inner.begin_collection(id, now).await
+    }
+    async fn delete_annotations(&self, operation_id: Uuid, ids: &[Uuid]) -> StoreResult<u64> {
+        self.inner.delete_annotations(operation_id, ids).await
+    }
+    async fn end_collection(
+        &self,
+        id: Uuid,
+        freed: u64,
+        now: OffsetDateTime,
+    ) -> StoreResult<Operation> {
+        self.inner.end_collection(id, freed, now).await
     }
     async fn active_operations(&self) -> StoreResult<Vec<Operation>> {
         self.inner.active_operations().await

@@ -56,6 +56,7 @@ use aws_sdk_sqs::types::{
     QueueAttributeName,
 };
 use std::collections::HashMap;
+use uuid::Uuid;
 use std::fmt::Debug;
 use std::time::Duration;
 use tracing::{debug, warn};
@@ -258,6 +259,18 @@ impl SqsRetryQueue {
 
 #[async_trait]
 impl RetryQueue for SqsRetryQueue {
+    async fn dead_letter(&self, _work_id: Uuid) -> Result<Option<Delivery>, QueueError> {
+        Err(QueueError::Unavailable("STUB: dead_letter".into()))
+    }
+
+    async fn redrive(&self, _work_ids: Option<&[Uuid]>) -> Result<u64, QueueError> {
+        Err(QueueError::Unavailable("STUB: redrive".into()))
+    }
+
+    async fn purge_dead_letters(&self, _work_ids: Option<&[Uuid]>) -> Result<u64, QueueError> {
+        Err(QueueError::Unavailable("STUB: purge_dead_letters".into()))
+    }
+
     async fn enqueue(&self, work: &IndexWork) -> Result<(), QueueError> {
         let body = body::encode(work)?;
         self.client

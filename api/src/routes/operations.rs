@@ -78,6 +78,7 @@ pub async fn list(
         annotation_type_version: p.annotation_type_version,
         pivot_id: p.pivot_id,
         started_before,
+        ..OperationFilter::default()
     };
     let (operations, next_page_token) = state
         .service

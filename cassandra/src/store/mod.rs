@@ -20,9 +20,10 @@ use crate::schema::check_keyspace;
 use crate::session::*;
 use crate::statements::Statements;
 use annostore_core::clock::unix_ms;
-use annostore_core::lifecycle::{self, FinishPlan};
+use annostore_core::lifecycle::{self, ActivationPlan, FinishPlan};
 use annostore_core::model::{
-    Annotation, AnnotationType, Operation, OperationFilter, OperationKey, StartOperation,
+    Activation, ActivationReason, Annotation, AnnotationType, Operation, OperationFilter,
+    OperationKey, ScanOrder, StartOperation,
 };
 use annostore_core::store::{IndexWork, PutType, Store, StoreError, StoreResult, Upserted};
 use async_trait::async_trait;
@@ -284,6 +285,49 @@ impl Store for CassandraStore {
         Ok(op)
     }
 
+    async fn activate_operation(
+        &self,
+        _id: Uuid,
+        _reason: ActivationReason,
+        _actor: Option<String>,
+        _now: OffsetDateTime,
+    ) -> StoreResult<ActivationPlan> {
+        Err(StoreError::Io("STUB: activate_operation".into()))
+    }
+
+    async fn activations(
+        &self,
+        _key: &OperationKey,
+        _limit: usize,
+    ) -> StoreResult<Vec<Activation>> {
+        Err(StoreError::Io("STUB: activations".into()))
+    }
+
+    async fn force_expire(
+        &self,
+        _id: Uuid,
+        _now: OffsetDateTime,
+    ) -> StoreResult<Option<Operation>> {
+        Err(StoreError::Io("STUB: force_expire".into()))
+    }
+
+    async fn begin_collection(&self, _id: Uuid, _now: OffsetDateTime) -> StoreResult<Operation> {
+        Err(StoreError::Io("STUB: begin_collection".into()))
+    }
+
+    async fn delete_annotations(&self, _operation_id: Uuid, _ids: &[Uuid]) -> StoreResult<u64> {
+        Err(StoreError::Io("STUB: delete_annotations".into()))
+    }
+
+    async fn end_collection(
+        &self,
+        _id: Uuid,
+        _freed: u64,
+        _now: OffsetDateTime,
+    ) -> StoreResult<Operation> {
+        Err(StoreError::Io("STUB: end_collection".into()))
+    }
+
     async fn get_operation(&self, id: Uuid) -> StoreResult<Option<Operation>> {
         self.load_op(id).await
     }
@@ -291,13 +335,19 @@ impl Store for CassandraStore {
     async fn list_operations(
         &self,
         filter: &OperationFilter,
-        before: Option<Uuid>,
+        order: ScanOrder,
+        cursor: Option<Uuid>,
         limit: usize,
     ) -> StoreResult<Vec<Operation>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let below = |id: &Uuid| before.is_none_or(|b| *id < b);
+        let below = |id: &Uuid| order.past(id, cursor);
+        // Ids in the scan's order.
+        let in_order = |ids: &mut Vec<Uuid>| match order {
+            ScanOrder::NewestFirst => ids.sort_unstable_by(|a, b| b.cmp(a)),
+            ScanOrder::OldestFirst => ids.sort_unstable(),
+        };
         // One key: its own partition.
         if let (Some(t), Some(v), Some(p)) = (
             &filter.annotation_type,
@@ -319,23 +369,29 @@ impl Store for CassandraStore {
                 .map(|r| uuid_at(r, 1))
                 .collect::<StoreResult<Vec<_>>>()?;
             ids.retain(below);
-            ids.sort_unstable_by(|a, b| b.cmp(a));
+            in_order(&mut ids);
             let mut out = self.load_ops(ids).await?;
             out.retain(|o| filter.matches(o));
             out.truncate(limit);
             return Ok(out);
         }
-        // Otherwise day by day, newest first.
+        // Otherwise day by day, in the scan's order.
         let rows = self.st().days_get.rows(self.s(), vec![int(0)]).await?;
         let mut days = rows
             .iter()
             .map(|r| i64_at(r, 0))
             .collect::<StoreResult<Vec<_>>>()?;
-        days.sort_unstable_by(|a, b| b.cmp(a));
+        match order {
+            ScanOrder::NewestFirst => days.sort_unstable_by(|a, b| b.cmp(a)),
+            ScanOrder::OldestFirst => days.sort_unstable(),
+        }
         days.dedup();
-        if let Some(b) = before {
-            let last = uuid_ms(b).div_euclid(DAY_MS);
-            days.retain(|d| *d <= last);
+        if let Some(c) = cursor {
+            let day = uuid_ms(c).div_euclid(DAY_MS);
+            days.retain(|d| match order {
+                ScanOrder::NewestFirst => *d <= day,
+                ScanOrder::OldestFirst => *d >= day,
+            });
         }
         let mut out = Vec::new();
         for day in days {
@@ -345,7 +401,7 @@ impl Store for CassandraStore {
                 .map(|r| uuid_at(r, 0))
                 .collect::<StoreResult<Vec<_>>>()?;
             ids.retain(below);
-            ids.sort_unstable_by(|a, b| b.cmp(a));
+            in_order(&mut ids);
             for chunk in ids.chunks(FAN_OUT * 4) {
                 for op in self.load_ops(chunk.to_vec()).await? {
                     if filter.matches(&op) {
@@ -395,12 +451,14 @@ impl Store for CassandraStore {
                         changed: settled.moved,
                         operation: settled.operation,
                         deactivated: settled.deactivated,
+                        activation: None,
                     });
                 }
                 return Ok(FinishPlan {
                     operation: op,
                     deactivated: None,
                     changed: false,
+                    activation: None,
                 });
             }
             if op.status == annostore_core::model::OperationStatus::Started
@@ -436,6 +494,7 @@ impl Store for CassandraStore {
                 operation: settled.operation,
                 deactivated: settled.deactivated,
                 changed: true,
+                activation: None,
             });
         }
     }

@@ -100,6 +100,11 @@ impl Index for Deadline {
         self.bounded(self.inner.count_operation(operation_id)).await
     }
 
+    async fn delete_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {
+        self.bounded(self.inner.delete_operation(operation_id))
+            .await
+    }
+
     async fn refresh(&self) {
         // A hint: a refresh that does not answer is given up, like one that failed.
         let _ = tokio::time::timeout(self.timeout(), self.inner.refresh()).await;

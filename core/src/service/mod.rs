@@ -10,8 +10,8 @@ use crate::events::{EventBus, OperationEvent};
 use crate::index::Index;
 use crate::lifecycle;
 use crate::model::{
-    Annotation, AnnotationType, Operation, OperationFilter, OperationStatus, StartOperation,
-    TypeDefinition,
+    Annotation, AnnotationType, Operation, OperationFilter, OperationStatus, ScanOrder,
+    StartOperation, TypeDefinition,
 };
 use crate::page;
 use crate::pipeline::IndexPipeline;
@@ -332,7 +332,7 @@ impl Service {
         let mut ops = self
             .engines
             .store
-            .list_operations(filter, before, limit + 1)
+            .list_operations(filter, ScanOrder::NewestFirst, before, limit + 1)
             .await?;
         let next = if ops.len() > limit {
             ops.truncate(limit);

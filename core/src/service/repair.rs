@@ -3,7 +3,7 @@
 use super::Service;
 use crate::error::Error;
 use crate::index::{Existing, replay_version};
-use crate::model::{Operation, OperationFilter, OperationStatus};
+use crate::model::{Operation, OperationFilter, OperationStatus, ScanOrder};
 use tracing::info;
 use uuid::Uuid;
 
@@ -35,7 +35,12 @@ impl Service {
             let ops = self
                 .engines
                 .store
-                .list_operations(&OperationFilter::default(), before, REINDEX_PAGE)
+                .list_operations(
+                    &OperationFilter::default(),
+                    ScanOrder::NewestFirst,
+                    before,
+                    REINDEX_PAGE,
+                )
                 .await?;
             for op in &ops {
                 if matches!(

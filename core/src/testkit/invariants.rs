@@ -3,6 +3,7 @@
 //! cache and search must agree:
 //!
 //! - per key at most one active operation, and it is the highest-numbered FINISHED one
+//!   (after a rollback: the FINISHED one activated last)
 //!   (and the store's active set says the same);
 //! - the visibility snapshot holds exactly the active operations;
 //! - no pending index work remains;
@@ -10,7 +11,9 @@
 //!   annotations of it;
 //! - search finds every annotation of an active run exactly once, and nothing else.
 
-use crate::model::{Operation, OperationFilter, OperationKey, OperationStatus, SearchRequest};
+use crate::model::{
+    Operation, OperationFilter, OperationKey, OperationStatus, ScanOrder, SearchRequest,
+};
 use crate::service::Service;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use uuid::Uuid;
@@ -18,7 +21,9 @@ use uuid::Uuid;
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InvariantViolation {
-    #[error("key {key:?}: active {active:?}, expected {expected:?} (the newest finished)")]
+    #[error(
+        "key {key:?}: active {active:?}, expected {expected:?} (the newest finished, or the last activated after a rollback)"
+    )]
     WrongActive {
         key: OperationKey,
         active: Vec<Uuid>,
@@ -101,11 +106,24 @@ async fn check_into(
     }
     let mut active: Vec<Uuid> = Vec::new();
     for (key, runs) in &by_key {
-        let expected = runs
+        let finished = runs
             .iter()
-            .filter(|o| o.status == OperationStatus::Finished)
-            .max_by_key(|o| o.operation_number)
-            .map(|o| o.id);
+            .filter(|o| o.status == OperationStatus::Finished);
+        // Without rollbacks the active run is the newest finished one; a key rolled
+        // back (a run superseded by an older one) has the latest activation active.
+        let rolled_back = runs.iter().any(|r| {
+            r.superseded_by.is_some_and(|s| {
+                runs.iter()
+                    .any(|o| o.id == s && o.operation_number < r.operation_number)
+            })
+        });
+        let expected = if rolled_back {
+            finished
+                .max_by_key(|o| (o.activation, o.operation_number))
+                .map(|o| o.id)
+        } else {
+            finished.max_by_key(|o| o.operation_number).map(|o| o.id)
+        };
         let actives: Vec<Uuid> = runs.iter().filter(|o| o.active).map(|o| o.id).collect();
         if actives.len() > 1 || actives.first().copied() != expected {
             violations.push(InvariantViolation::WrongActive {
@@ -234,7 +252,12 @@ async fn all_operations(service: &Service) -> Result<Vec<Operation>, crate::Erro
     loop {
         let before = out.last().map(|o| o.id);
         let page = store
-            .list_operations(&OperationFilter::default(), before, 1_000)
+            .list_operations(
+                &OperationFilter::default(),
+                ScanOrder::NewestFirst,
+                before,
+                1_000,
+            )
             .await?;
         let done = page.len() < 1_000;
         out.extend(page);

@@ -39,10 +39,10 @@
 
 use crate::queue::{FjallRetryQueue, QueueOptions};
 use annostore_core::clock::unix_ms;
-use annostore_core::lifecycle::{self, FinishPlan};
+use annostore_core::lifecycle::{self, ActivationPlan, FinishPlan};
 use annostore_core::model::{
-    Annotation, AnnotationType, Operation, OperationFilter, OperationKey, OperationStatus,
-    StartOperation,
+    Activation, ActivationReason, Annotation, AnnotationType, Operation, OperationFilter,
+    OperationKey, OperationStatus, ScanOrder, StartOperation,
 };
 use annostore_core::store::{IndexWork, PutType, Store, StoreError, StoreResult, Upserted};
 use async_trait::async_trait;
@@ -272,6 +272,49 @@ impl Store for FjallStore {
         .await
     }
 
+    async fn activate_operation(
+        &self,
+        _id: Uuid,
+        _reason: ActivationReason,
+        _actor: Option<String>,
+        _now: OffsetDateTime,
+    ) -> StoreResult<ActivationPlan> {
+        Err(StoreError::Io("STUB: activate_operation".into()))
+    }
+
+    async fn activations(
+        &self,
+        _key: &OperationKey,
+        _limit: usize,
+    ) -> StoreResult<Vec<Activation>> {
+        Err(StoreError::Io("STUB: activations".into()))
+    }
+
+    async fn force_expire(
+        &self,
+        _id: Uuid,
+        _now: OffsetDateTime,
+    ) -> StoreResult<Option<Operation>> {
+        Err(StoreError::Io("STUB: force_expire".into()))
+    }
+
+    async fn begin_collection(&self, _id: Uuid, _now: OffsetDateTime) -> StoreResult<Operation> {
+        Err(StoreError::Io("STUB: begin_collection".into()))
+    }
+
+    async fn delete_annotations(&self, _operation_id: Uuid, _ids: &[Uuid]) -> StoreResult<u64> {
+        Err(StoreError::Io("STUB: delete_annotations".into()))
+    }
+
+    async fn end_collection(
+        &self,
+        _id: Uuid,
+        _freed: u64,
+        _now: OffsetDateTime,
+    ) -> StoreResult<Operation> {
+        Err(StoreError::Io("STUB: end_collection".into()))
+    }
+
     async fn get_operation(&self, id: Uuid) -> StoreResult<Option<Operation>> {
         load_op(&self.shared.tables, id)
     }
@@ -279,17 +322,25 @@ impl Store for FjallStore {
     async fn list_operations(
         &self,
         filter: &OperationFilter,
-        before: Option<Uuid>,
+        order: ScanOrder,
+        cursor: Option<Uuid>,
         limit: usize,
     ) -> StoreResult<Vec<Operation>> {
+        use std::ops::Bound::{Excluded, Unbounded};
         let filter = filter.clone();
         self.read(move |t| {
-            let iter = match before {
-                Some(b) => t.ops.range(..*b.as_bytes()),
-                None => t.ops.iter(),
+            let bounds = match (order, cursor) {
+                (_, None) => (Unbounded, Unbounded),
+                (ScanOrder::NewestFirst, Some(c)) => (Unbounded, Excluded(*c.as_bytes())),
+                (ScanOrder::OldestFirst, Some(c)) => (Excluded(*c.as_bytes()), Unbounded),
+            };
+            let range = t.ops.range(bounds);
+            let iter: Box<dyn Iterator<Item = _>> = match order {
+                ScanOrder::NewestFirst => Box::new(range.rev()),
+                ScanOrder::OldestFirst => Box::new(range),
             };
             let mut out = Vec::new();
-            for g in iter.rev() {
+            for g in iter {
                 if out.len() >= limit {
                     break;
                 }

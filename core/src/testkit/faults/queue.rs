@@ -8,6 +8,7 @@ use crate::store::IndexWork;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use uuid::Uuid;
 
 pub struct FaultyQueue {
     inner: Arc<dyn RetryQueue>,
@@ -79,5 +80,20 @@ impl RetryQueue for FaultyQueue {
     async fn dead_letter_count(&self) -> Result<u64, QueueError> {
         self.check()?;
         self.inner.dead_letter_count().await
+    }
+
+    async fn dead_letter(&self, work_id: Uuid) -> Result<Option<Delivery>, QueueError> {
+        self.check()?;
+        self.inner.dead_letter(work_id).await
+    }
+
+    async fn redrive(&self, work_ids: Option<&[Uuid]>) -> Result<u64, QueueError> {
+        self.check()?;
+        self.inner.redrive(work_ids).await
+    }
+
+    async fn purge_dead_letters(&self, work_ids: Option<&[Uuid]>) -> Result<u64, QueueError> {
+        self.check()?;
+        self.inner.purge_dead_letters(work_ids).await
     }
 }

@@ -7,8 +7,11 @@
 //! tests look at. Reads pass through. It never answers in the store's place.
 
 use super::Dice;
-use crate::lifecycle::FinishPlan;
-use crate::model::{Annotation, AnnotationType, Operation, OperationFilter, StartOperation};
+use crate::lifecycle::{ActivationPlan, FinishPlan};
+use crate::model::{
+    Activation, ActivationReason, Annotation, AnnotationType, Operation, OperationFilter,
+    OperationKey, ScanOrder, StartOperation,
+};
 use crate::store::{IndexWork, PutType, Store, StoreError, StoreResult, Upserted};
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -145,10 +148,13 @@ impl Store for FaultyStore {
     async fn list_operations(
         &self,
         filter: &OperationFilter,
-        before: Option<Uuid>,
+        order: ScanOrder,
+        cursor: Option<Uuid>,
         limit: usize,
     ) -> StoreResult<Vec<Operation>> {
-        self.inner.list_operations(filter, before, limit).await
+        self.inner
+            .list_operations(filter, order, cursor, limit)
+            .await
     }
 
     async fn active_operations(&self) -> StoreResult<Vec<Operation>> {
@@ -174,6 +180,43 @@ impl Store for FaultyStore {
 
     async fn cancel_operation(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<Operation> {
         self.write(self.inner.cancel_operation(id, now)).await
+    }
+
+    async fn activate_operation(
+        &self,
+        id: Uuid,
+        reason: ActivationReason,
+        actor: Option<String>,
+        now: OffsetDateTime,
+    ) -> StoreResult<ActivationPlan> {
+        self.write(self.inner.activate_operation(id, reason, actor, now))
+            .await
+    }
+
+    async fn activations(&self, key: &OperationKey, limit: usize) -> StoreResult<Vec<Activation>> {
+        self.inner.activations(key, limit).await
+    }
+
+    async fn force_expire(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<Option<Operation>> {
+        self.write(self.inner.force_expire(id, now)).await
+    }
+
+    async fn begin_collection(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<Operation> {
+        self.write(self.inner.begin_collection(id, now)).await
+    }
+
+    async fn delete_annotations(&self, operation_id: Uuid, ids: &[Uuid]) -> StoreResult<u64> {
+        self.write(self.inner.delete_annotations(operation_id, ids))
+            .await
+    }
+
+    async fn end_collection(
+        &self,
+        id: Uuid,
+        freed: u64,
+        now: OffsetDateTime,
+    ) -> StoreResult<Operation> {
+        self.write(self.inner.end_collection(id, freed, now)).await
     }
 
     async fn expire_operation(

@@ -2,6 +2,7 @@
 
 #[allow(unused_imports)]
 use super::*;
+use crate::model::ScanOrder;
 
 pub async fn list_operations_pages_and_filters(store: Arc<dyn Store>) {
     let s = store.as_ref();
@@ -25,40 +26,63 @@ pub async fn list_operations_pages_and_filters(store: Arc<dyn Store>) {
     let all = OperationFilter::default();
 
     assert_eq!(
-        ids(s.list_operations(&all, None, 100).await.unwrap()),
+        ids(s
+            .list_operations(&all, ScanOrder::NewestFirst, None, 100)
+            .await
+            .unwrap()),
         newest_first
     );
     // Paging: `before` is exclusive.
-    let p1 = ids(s.list_operations(&all, None, 2).await.unwrap());
+    let p1 = ids(s
+        .list_operations(&all, ScanOrder::NewestFirst, None, 2)
+        .await
+        .unwrap());
     assert_eq!(p1, newest_first[..2]);
-    let p2 = ids(s.list_operations(&all, Some(p1[1]), 2).await.unwrap());
+    let p2 = ids(s
+        .list_operations(&all, ScanOrder::NewestFirst, Some(p1[1]), 2)
+        .await
+        .unwrap());
     assert_eq!(p2, newest_first[2..4]);
-    let p3 = ids(s.list_operations(&all, Some(p2[1]), 2).await.unwrap());
+    let p3 = ids(s
+        .list_operations(&all, ScanOrder::NewestFirst, Some(p2[1]), 2)
+        .await
+        .unwrap());
     assert_eq!(p3, newest_first[4..]);
     assert!(
-        s.list_operations(&all, Some(ops[0].id), 2)
+        s.list_operations(&all, ScanOrder::NewestFirst, Some(ops[0].id), 2)
             .await
             .unwrap()
             .is_empty()
     );
-    assert!(s.list_operations(&all, None, 0).await.unwrap().is_empty());
+    assert!(
+        s.list_operations(&all, ScanOrder::NewestFirst, None, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let by_type = OperationFilter {
         annotation_type: Some("objects".into()),
         ..Default::default()
     };
     assert_eq!(
-        ids(s.list_operations(&by_type, None, 100).await.unwrap()),
+        ids(s
+            .list_operations(&by_type, ScanOrder::NewestFirst, None, 100)
+            .await
+            .unwrap()),
         vec![ops[3].id, ops[2].id, ops[0].id]
     );
     // Limit counts matches, not scanned records.
     assert_eq!(
-        ids(s.list_operations(&by_type, None, 2).await.unwrap()),
+        ids(s
+            .list_operations(&by_type, ScanOrder::NewestFirst, None, 2)
+            .await
+            .unwrap()),
         vec![ops[3].id, ops[2].id]
     );
     assert_eq!(
         ids(s
-            .list_operations(&by_type, Some(ops[2].id), 2)
+            .list_operations(&by_type, ScanOrder::NewestFirst, Some(ops[2].id), 2)
             .await
             .unwrap()),
         vec![ops[0].id]
@@ -68,14 +92,20 @@ pub async fn list_operations_pages_and_filters(store: Arc<dyn Store>) {
         ..Default::default()
     };
     assert_eq!(
-        ids(s.list_operations(&by_status, None, 100).await.unwrap()),
+        ids(s
+            .list_operations(&by_status, ScanOrder::NewestFirst, None, 100)
+            .await
+            .unwrap()),
         vec![ops[4].id, ops[3].id, ops[0].id]
     );
     let finished = OperationFilter {
         status: Some(OperationStatus::Finished),
         ..Default::default()
     };
-    let f = s.list_operations(&finished, None, 100).await.unwrap();
+    let f = s
+        .list_operations(&finished, ScanOrder::NewestFirst, None, 100)
+        .await
+        .unwrap();
     assert_eq!(f.len(), 1);
     assert_eq!(f[0], reload(s, ops[1].id).await);
     let by_pivot = OperationFilter {
@@ -84,7 +114,10 @@ pub async fn list_operations_pages_and_filters(store: Arc<dyn Store>) {
         ..Default::default()
     };
     assert_eq!(
-        ids(s.list_operations(&by_pivot, None, 100).await.unwrap()),
+        ids(s
+            .list_operations(&by_pivot, ScanOrder::NewestFirst, None, 100)
+            .await
+            .unwrap()),
         vec![ops[4].id, ops[2].id]
     );
     let other_version = OperationFilter {
@@ -92,7 +125,7 @@ pub async fn list_operations_pages_and_filters(store: Arc<dyn Store>) {
         ..Default::default()
     };
     assert!(
-        s.list_operations(&other_version, None, 100)
+        s.list_operations(&other_version, ScanOrder::NewestFirst, None, 100)
             .await
             .unwrap()
             .is_empty()
@@ -102,7 +135,10 @@ pub async fn list_operations_pages_and_filters(store: Arc<dyn Store>) {
         ..Default::default()
     };
     assert_eq!(
-        ids(s.list_operations(&early, None, 100).await.unwrap()),
+        ids(s
+            .list_operations(&early, ScanOrder::NewestFirst, None, 100)
+            .await
+            .unwrap()),
         vec![ops[1].id, ops[0].id]
     );
 }
