@@ -23,8 +23,9 @@ pub enum OperationEvent {
     Started {
         operation: Operation,
     },
-    /// Finished and made the key's active run; `deactivated` is the run it replaced, as it
-    /// is after the change (inactive, superseded).
+    /// Made the key's active run (by a finish, a rollback or a roll forward);
+    /// `deactivated` is the run it replaced, as it is after the change (inactive,
+    /// superseded).
     Activated {
         operation: Operation,
         deactivated: Option<Box<Operation>>,

@@ -415,6 +415,14 @@ pub struct OperationFilter {
         skip_serializing_if = "Option::is_none"
     )]
     pub started_after: Option<OffsetDateTime>,
+    /// Last changed strictly before this time (for a STARTED run, the last upsert
+    /// renews it: an idle run).
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub updated_before: Option<OffsetDateTime>,
     /// The API key id that started the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub producer: Option<String>,
@@ -460,6 +468,7 @@ impl OperationFilter {
             && self.pivot_id.as_ref().is_none_or(|p| *p == op.pivot_id)
             && self.started_before.is_none_or(|t| op.created_at < t)
             && self.started_after.is_none_or(|t| op.created_at >= t)
+            && self.updated_before.is_none_or(|t| op.updated_at < t)
             && self
                 .producer
                 .as_ref()

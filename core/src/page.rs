@@ -10,7 +10,7 @@
 
 use crate::error::Error;
 use crate::index::Position;
-use crate::model::{Knn, SearchFilter, SortOrder};
+use crate::model::{Knn, ScanOrder, SearchFilter, SortOrder};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -74,15 +74,32 @@ pub fn decode_search(shape: &RequestShape<'_>, token: &str) -> Result<Cursor, Er
     })
 }
 
-pub fn encode_operations(last: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(last.as_bytes())
+/// A token for the next page of an operation listing: the last id, and the order the
+/// listing walks (a token of one order is refused by the other).
+pub fn encode_operations(last: Uuid, order: ScanOrder) -> String {
+    match order {
+        // 16 bytes, as tokens were before listings had an order.
+        ScanOrder::NewestFirst => URL_SAFE_NO_PAD.encode(last.as_bytes()),
+        ScanOrder::OldestFirst => {
+            let mut bytes = vec![OLDEST_FIRST];
+            bytes.extend_from_slice(last.as_bytes());
+            URL_SAFE_NO_PAD.encode(bytes)
+        }
+    }
 }
 
-pub fn decode_operations(token: &str) -> Result<Uuid, Error> {
+pub fn decode_operations(token: &str, order: ScanOrder) -> Result<Uuid, Error> {
     let bad = || Error::BadRequest("page_token is not valid for this listing".into());
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-    Uuid::from_slice(&bytes).map_err(|_| bad())
+    let id = match (order, bytes.as_slice()) {
+        (ScanOrder::NewestFirst, id) if id.len() == 16 => id,
+        (ScanOrder::OldestFirst, [OLDEST_FIRST, id @ ..]) => id,
+        _ => return Err(bad()),
+    };
+    Uuid::from_slice(id).map_err(|_| bad())
 }
+
+const OLDEST_FIRST: u8 = 1;
 
 /// FNV-1a over the request's canonical JSON: stable across processes and versions,
 /// which `std`'s hasher is not. Hand-written because it is six lines.

@@ -4,7 +4,9 @@ use super::AppState;
 use crate::auth::Caller;
 use crate::problem::{ApiResult, Json, Path, Query, parse_id};
 use annostore_core::Error;
-use annostore_core::model::{Operation, OperationFilter, OperationStatus, StartOperation};
+use annostore_core::model::{
+    Operation, OperationFilter, OperationStatus, ScanOrder, StartOperation,
+};
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -82,7 +84,12 @@ pub async fn list(
     };
     let (operations, next_page_token) = state
         .service
-        .list_operations(&filter, p.limit, p.page_token.as_deref())
+        .list_operations(
+            &filter,
+            ScanOrder::NewestFirst,
+            p.limit,
+            p.page_token.as_deref(),
+        )
         .await?;
     Ok(Json(OperationPage {
         operations,

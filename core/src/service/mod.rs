@@ -25,14 +25,26 @@ use std::sync::Arc;
 use tracing::info;
 use uuid::Uuid;
 
+mod activate;
+mod admin;
 mod aggregate;
 mod check;
+mod consistency;
+mod dead_letters;
 mod deadline;
 mod follow;
+mod gc;
 mod repair;
 mod search;
 
+pub use activate::Activated;
+pub use admin::{
+    Consistency, ConsistencyRow, DeadLetter, EndAction, EndReport, Ended, MAX_BULK, Purged,
+    StatusCounts,
+};
+pub use dead_letters::MAX_DEAD_LETTERS;
 pub use aggregate::{AggregateRequest, Cooccurrence, CooccurrenceRequest, MAX_SLACK_MS};
+pub use gc::{GcOptions, GcReport, Retention};
 pub use deadline::DEFAULT_INDEX_TIMEOUT;
 pub use follow::DEFAULT_VISIBILITY_REFRESH;
 pub use repair::Reindexed;
@@ -69,6 +81,10 @@ pub struct Service {
     text_encoder: Option<Arc<dyn crate::encode::TextEncoder>>,
     /// The deadline on every index call (`engines.index` is this, in front of the index).
     index_deadline: Arc<deadline::Deadline>,
+    /// The last garbage collection pass's report (see `gc.rs`).
+    last_gc: parking_lot::Mutex<Option<GcReport>>,
+    /// How garbage collection passes run unless a caller says otherwise.
+    gc: GcOptions,
 }
 
 const KEY_STRIPES: usize = 256;
@@ -122,6 +138,8 @@ impl Service {
             views: Default::default(),
             text_encoder: None,
             index_deadline,
+            last_gc: Default::default(),
+            gc: GcOptions::default(),
         }
     }
 
@@ -131,6 +149,17 @@ impl Service {
     pub fn with_index_timeout(self, timeout: std::time::Duration) -> Service {
         self.index_deadline.set(timeout);
         self
+    }
+
+    /// Sets the retention and the bounds of garbage collection passes.
+    pub fn with_gc_options(mut self, options: GcOptions) -> Service {
+        self.gc = options;
+        self
+    }
+
+    /// The retention and bounds garbage collection passes use by default.
+    pub fn gc_options(&self) -> GcOptions {
+        self.gc
     }
 
     /// Sets the encoder that turns `knn.text` queries into vectors.
@@ -321,22 +350,27 @@ impl Service {
         Ok(ids.len())
     }
 
+    /// A page of operations matching `filter`, in `order`; lapsed leases read as
+    /// EXPIRED.
     pub async fn list_operations(
         &self,
         filter: &OperationFilter,
+        order: ScanOrder,
         limit: Option<u32>,
         page_token: Option<&str>,
     ) -> Result<(Vec<Operation>, Option<String>), Error> {
         let limit = self.page_size(limit)?;
-        let before = page_token.map(page::decode_operations).transpose()?;
+        let cursor = page_token
+            .map(|t| page::decode_operations(t, order))
+            .transpose()?;
         let mut ops = self
             .engines
             .store
-            .list_operations(filter, ScanOrder::NewestFirst, before, limit + 1)
+            .list_operations(filter, order, cursor, limit + 1)
             .await?;
         let next = if ops.len() > limit {
             ops.truncate(limit);
-            ops.last().map(|o| page::encode_operations(o.id))
+            ops.last().map(|o| page::encode_operations(o.id, order))
         } else {
             None
         };

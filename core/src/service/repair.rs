@@ -58,7 +58,7 @@ impl Service {
         }
     }
 
-    async fn reindex_operation(&self, op: &Operation) -> Result<u64, Error> {
+    pub(super) async fn reindex_operation(&self, op: &Operation) -> Result<u64, Error> {
         let _apart = self.pipeline.exclude(op.id).await;
         let mut after = None;
         let mut n = 0;

@@ -17,11 +17,15 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+mod collect;
 mod finish;
+mod ops;
 mod scans;
 mod upsert;
 
+pub use collect::*;
 pub use finish::*;
+pub use ops::*;
 pub use scans::*;
 pub use upsert::*;
 
@@ -110,6 +114,18 @@ where
     active_operations_one_per_key(make().await).await;
     pending_and_complete_work(make().await).await;
     annotations_of_operation_pages(make().await).await;
+    list_operations_oldest_first_and_cursors(make().await).await;
+    list_operations_admin_filters(make().await).await;
+    finish_records_activation_history(make().await).await;
+    rollback_and_roll_forward(make().await).await;
+    a_newer_run_finishing_after_a_rollback_becomes_active(make().await).await;
+    activation_refusals_change_nothing(make().await).await;
+    force_expire_rules(make().await).await;
+    begin_collection_rules(make().await).await;
+    delete_annotations_rules(make().await).await;
+    collected_ids_can_be_claimed_again(make().await).await;
+    end_collection_records_freed(make().await).await;
+    retire_then_collect_spares_the_active_run(make().await).await;
 }
 
 pub async fn types(store: Arc<dyn Store>) {
