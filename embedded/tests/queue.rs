@@ -56,6 +56,10 @@ conformance!(
     receive_respects_max,
     backoff_hides_received_items,
     dead_letter_after_max_receives,
+    dead_letters_inspect_by_work_id,
+    redrive_by_ids,
+    redrive_all,
+    purge_dead_letters_by_ids_and_all,
 );
 
 #[tokio::test]

@@ -45,6 +45,18 @@ conformance!(
     active_operations_one_per_key,
     pending_and_complete_work,
     annotations_of_operation_pages,
+    list_operations_oldest_first_and_cursors,
+    list_operations_admin_filters,
+    finish_records_activation_history,
+    rollback_and_roll_forward,
+    a_newer_run_finishing_after_a_rollback_becomes_active,
+    activation_refusals_change_nothing,
+    force_expire_rules,
+    begin_collection_rules,
+    delete_annotations_rules,
+    collected_ids_can_be_claimed_again,
+    end_collection_records_freed,
+    retire_then_collect_spares_the_active_run,
 );
 
 /// `run_all` itself (what other engines call) runs through on fjall.

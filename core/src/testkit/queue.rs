@@ -47,6 +47,10 @@ where
     receive_respects_max(make().await).await;
     backoff_hides_received_items(make().await).await;
     dead_letter_after_max_receives(make().await).await;
+    dead_letters_inspect_by_work_id(make().await).await;
+    redrive_by_ids(make().await).await;
+    redrive_all(make().await).await;
+    purge_dead_letters_by_ids_and_all(make().await).await;
 }
 
 pub async fn enqueue_receive_ack(f: QueueFixture) {
@@ -152,4 +156,126 @@ pub async fn dead_letter_after_max_receives(f: QueueFixture) {
     (f.elapse_backoff)().await;
     assert!(q.receive(10).await.unwrap().is_empty());
     assert_eq!(q.dead_letters(10).await.unwrap().len(), 1);
+}
+
+/// Enqueues `n` works and receives until every one of them is a dead letter.
+async fn dead(f: &QueueFixture, n: usize) -> Vec<IndexWork> {
+    let q = f.queue.as_ref();
+    let all: Vec<IndexWork> = (0..n).map(|_| work()).collect();
+    for w in &all {
+        q.enqueue(w).await.unwrap();
+    }
+    // Each round receives every item once (they are due together); one round past
+    // `max_receives` moves them aside. A few spare rounds for a queue that returns
+    // fewer than asked.
+    for _ in 0..(f.max_receives + 1) * 3 {
+        if q.dead_letter_count().await.unwrap() == n as u64 {
+            break;
+        }
+        q.receive(10).await.unwrap();
+        (f.elapse_backoff)().await;
+    }
+    assert_eq!(q.dead_letter_count().await.unwrap(), n as u64);
+    assert_eq!(q.depth().await.unwrap(), 0);
+    all
+}
+
+fn ids(w: &[IndexWork]) -> HashSet<Uuid> {
+    w.iter().map(|w| w.id).collect()
+}
+
+pub async fn dead_letters_inspect_by_work_id(f: QueueFixture) {
+    let q = f.queue.as_ref();
+    let gone = dead(&f, 2).await;
+    let queued = work();
+    q.enqueue(&queued).await.unwrap();
+    for w in &gone {
+        let d = q.dead_letter(w.id).await.unwrap().expect("a dead letter");
+        assert_eq!(&d.work, w, "the work round-trips whole");
+        assert!(d.receive_count >= f.max_receives);
+    }
+    assert_eq!(works(&q.dead_letters(10).await.unwrap()), ids(&gone));
+    assert!(q.dead_letter(Uuid::now_v7()).await.unwrap().is_none());
+    assert!(
+        q.dead_letter(queued.id).await.unwrap().is_none(),
+        "queued work is not a dead letter"
+    );
+    // Inspecting moves nothing.
+    assert_eq!(q.dead_letter_count().await.unwrap(), 2);
+    assert_eq!(q.depth().await.unwrap(), 1);
+}
+
+pub async fn redrive_by_ids(f: QueueFixture) {
+    let q = f.queue.as_ref();
+    let gone = dead(&f, 3).await;
+    let moved = q
+        .redrive(Some(&[gone[0].id, Uuid::now_v7()]))
+        .await
+        .unwrap();
+    assert_eq!(moved, 1, "only the dead letter named moves");
+    assert!(q.dead_letter(gone[0].id).await.unwrap().is_none());
+    assert!(q.dead_letter(gone[1].id).await.unwrap().is_some());
+    assert_eq!(q.dead_letter_count().await.unwrap(), 2);
+    assert_eq!(
+        works(&q.dead_letters(10).await.unwrap()),
+        ids(&gone[1..]),
+        "the others stay dead"
+    );
+    assert_eq!(q.depth().await.unwrap(), 1);
+    // Due now, its receive count starting over.
+    let got = q.receive(10).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].work, gone[0]);
+    assert_eq!(got[0].receive_count, 1);
+    // No longer dead: naming it again moves nothing.
+    assert_eq!(q.redrive(Some(&[gone[0].id])).await.unwrap(), 0);
+    assert_eq!(q.redrive(Some(&[])).await.unwrap(), 0);
+    assert_eq!(q.dead_letter_count().await.unwrap(), 2);
+    q.ack(&got[0].receipt).await.unwrap();
+    assert_eq!(q.depth().await.unwrap(), 0);
+    (f.elapse_backoff)().await;
+    assert!(q.receive(10).await.unwrap().is_empty());
+}
+
+pub async fn redrive_all(f: QueueFixture) {
+    let q = f.queue.as_ref();
+    let gone = dead(&f, 2).await;
+    assert_eq!(q.redrive(None).await.unwrap(), 2);
+    assert_eq!(q.dead_letter_count().await.unwrap(), 0);
+    assert!(q.dead_letters(10).await.unwrap().is_empty());
+    assert_eq!(q.depth().await.unwrap(), 2);
+    let got = q.receive(10).await.unwrap();
+    assert_eq!(works(&got), ids(&gone));
+    assert!(got.iter().all(|d| d.receive_count == 1));
+    assert_eq!(q.redrive(None).await.unwrap(), 0, "nothing left to move");
+}
+
+pub async fn purge_dead_letters_by_ids_and_all(f: QueueFixture) {
+    let q = f.queue.as_ref();
+    let gone = dead(&f, 3).await;
+    let queued = work();
+    q.enqueue(&queued).await.unwrap();
+    let purged = q
+        .purge_dead_letters(Some(&[gone[0].id, Uuid::now_v7(), queued.id]))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1, "only dead letters go");
+    assert!(q.dead_letter(gone[0].id).await.unwrap().is_none());
+    assert_eq!(q.dead_letter_count().await.unwrap(), 2);
+    assert_eq!(works(&q.dead_letters(10).await.unwrap()), ids(&gone[1..]));
+    assert_eq!(q.depth().await.unwrap(), 1, "queued work stays");
+    assert_eq!(q.purge_dead_letters(Some(&[gone[0].id])).await.unwrap(), 0);
+    // A purged letter cannot be redriven.
+    assert_eq!(q.redrive(Some(&[gone[0].id])).await.unwrap(), 0);
+
+    assert_eq!(q.purge_dead_letters(None).await.unwrap(), 2);
+    assert_eq!(q.dead_letter_count().await.unwrap(), 0);
+    assert!(q.dead_letters(10).await.unwrap().is_empty());
+    for w in &gone {
+        assert!(q.dead_letter(w.id).await.unwrap().is_none());
+    }
+    assert_eq!(q.purge_dead_letters(None).await.unwrap(), 0);
+    assert_eq!(q.redrive(None).await.unwrap(), 0);
+    let got = q.receive(10).await.unwrap();
+    assert_eq!(works(&got), HashSet::from([queued.id]));
 }

@@ -1,9 +1,9 @@
 //! Garbage collection in the store: which runs may be collected, deleting their
 //! annotations (only theirs), freeing ids for new runs, and recording the end.
 
+use super::ops::finished_run;
 #[allow(unused_imports)]
 use super::*;
-use super::ops::finished_run;
 use crate::model::ActivationReason;
 
 async fn bodies(s: &dyn Store, ids: &[Uuid]) -> Vec<Option<Annotation>> {
@@ -101,7 +101,10 @@ pub async fn delete_annotations_rules(store: Arc<dyn Store>) {
         bodies(s, &[mine_ids[0], mine_ids[1], mine_ids[2], mine_ids[3]]).await,
         vec![None, Some(mine[1].clone()), None, Some(mine[3].clone())]
     );
-    assert_eq!(listed(s, old.id).await, vec![mine[1].clone(), mine[3].clone()]);
+    assert_eq!(
+        listed(s, old.id).await,
+        vec![mine[1].clone(), mine[3].clone()]
+    );
     assert_eq!(
         bodies(s, &[theirs[0].id]).await,
         vec![Some(theirs[0].clone())],
@@ -156,7 +159,10 @@ pub async fn collected_ids_can_be_claimed_again(store: Arc<dyn Store>) {
     assert!(listed(s, old.id).await.is_empty());
     // The old run no longer owns it: deleting it again through the old run skips it.
     assert_eq!(s.delete_annotations(old.id, &[a.id]).await.unwrap(), 0);
-    assert_eq!(bodies(s, &[a.id]).await[0].as_ref().map(|b| b.operation_id), Some(new.id));
+    assert_eq!(
+        bodies(s, &[a.id]).await[0].as_ref().map(|b| b.operation_id),
+        Some(new.id)
+    );
 }
 
 pub async fn end_collection_records_freed(store: Arc<dyn Store>) {
@@ -173,7 +179,10 @@ pub async fn end_collection_records_freed(store: Arc<dyn Store>) {
     let freed = s.delete_annotations(one.id, &ids).await.unwrap();
     let done = s.end_collection(one.id, freed, at(4_000)).await.unwrap();
     let c = done.collected.clone().unwrap();
-    assert_eq!((c.started_at, c.finished_at, c.freed), (at(3_000), Some(at(4_000)), 3));
+    assert_eq!(
+        (c.started_at, c.finished_at, c.freed),
+        (at(3_000), Some(at(4_000)), 3)
+    );
     assert!(done.version > begun.version);
     assert_eq!(reload(s, one.id).await, done);
     // Recorded once: ending again changes nothing.

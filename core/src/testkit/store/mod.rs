@@ -17,12 +17,14 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+mod activate;
 mod collect;
 mod finish;
 mod ops;
 mod scans;
 mod upsert;
 
+pub use activate::*;
 pub use collect::*;
 pub use finish::*;
 pub use ops::*;

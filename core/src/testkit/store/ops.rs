@@ -1,6 +1,6 @@
 //! Operating a store: scans in both orders with the admin filters, the activation
-//! history that finishes and rollbacks write, rollback and roll forward, forced expiry.
-//! Garbage collection is in [`super::collect`].
+//! history that finishes write, forced expiry. Rollback and roll forward are in
+//! [`super::activate`], garbage collection in [`super::collect`].
 
 #[allow(unused_imports)]
 use super::*;
@@ -62,7 +62,7 @@ pub(crate) async fn finished_run(
     (plan.operation, anns)
 }
 
-fn key_of(pivot: &str) -> OperationKey {
+pub(crate) fn key_of(pivot: &str) -> OperationKey {
     OperationKey {
         annotation_type: "objects".into(),
         annotation_type_version: 1,
@@ -70,7 +70,7 @@ fn key_of(pivot: &str) -> OperationKey {
     }
 }
 
-async fn history(s: &dyn Store, pivot: &str) -> Vec<Activation> {
+pub(crate) async fn history(s: &dyn Store, pivot: &str) -> Vec<Activation> {
     s.activations(&key_of(pivot), 100)
         .await
         .expect("activations")
@@ -149,7 +149,14 @@ pub async fn list_operations_oldest_first_and_cursors(store: Arc<dyn Store>) {
 
 pub async fn list_operations_admin_filters(store: Arc<dyn Store>) {
     let s = store.as_ref();
-    let a = started_by(s, "p", Some("key-a"), json!({"model": "m1", "gpu": true}), at(0)).await;
+    let a = started_by(
+        s,
+        "p",
+        Some("key-a"),
+        json!({"model": "m1", "gpu": true}),
+        at(0),
+    )
+    .await;
     let b = started_by(s, "q", Some("key-b"), json!({"model": "m2"}), at(1_000)).await;
     let c = started_by(s, "p", Some("key-a"), json!({"model": "m2"}), at(2_000)).await;
     let d = started_by(s, "r", None, json!({}), at(3_000)).await;
@@ -171,7 +178,11 @@ pub async fn list_operations_admin_filters(store: Arc<dyn Store>) {
         producer: Some("key-z".into()),
         ..Default::default()
     });
-    assert!(scan(s, &unknown_producer, order, None, 100).await.is_empty());
+    assert!(
+        scan(s, &unknown_producer, order, None, 100)
+            .await
+            .is_empty()
+    );
 
     let m2 = f(OperationFilter {
         metadata: Map::from_iter([("model".to_string(), json!("m2"))]),
@@ -225,6 +236,21 @@ pub async fn list_operations_admin_filters(store: Arc<dyn Store>) {
         scan(s, &window, ScanOrder::NewestFirst, None, 100).await,
         vec![c.id, b.id]
     );
+    // updated_before is exclusive: a STARTED run idle since its start; `a` last
+    // changed when `c` superseded it.
+    let idle = f(OperationFilter {
+        updated_before: Some(at(6_000)),
+        ..Default::default()
+    });
+    assert_eq!(scan(s, &idle, order, None, 100).await, vec![d.id]);
+    let idle = f(OperationFilter {
+        updated_before: Some(at(7_000)),
+        ..Default::default()
+    });
+    assert_eq!(
+        scan(s, &idle, order, None, 100).await,
+        vec![a.id, c.id, d.id]
+    );
     // Conditions combine.
     let combined = f(OperationFilter {
         producer: Some("key-a".into()),
@@ -257,7 +283,11 @@ pub async fn finish_records_activation_history(store: Arc<dyn Store>) {
     s.finish_operation(other.id, at(9_000)).await.unwrap();
 
     let h = history(s, "p").await;
-    let recorded: Vec<Activation> = plans.iter().rev().map(|p| p.activation.clone().unwrap()).collect();
+    let recorded: Vec<Activation> = plans
+        .iter()
+        .rev()
+        .map(|p| p.activation.clone().unwrap())
+        .collect();
     assert_eq!(h, recorded, "the plans' entries, newest first");
     assert_eq!(
         h.iter().map(|a| a.sequence).collect::<Vec<_>>(),
@@ -267,7 +297,10 @@ pub async fn finish_records_activation_history(store: Arc<dyn Store>) {
         assert_eq!(entry.operation_id, run.id);
         assert_eq!(entry.operation_number, run.operation_number);
         assert_eq!(entry.reason, ActivationReason::Finish);
-        assert_eq!(entry.actor, run.producer, "the actor of a finish is its producer");
+        assert_eq!(
+            entry.actor, run.producer,
+            "the actor of a finish is its producer"
+        );
         assert_eq!(entry.at, at(1_000 * (i as i64 + 1)));
         assert_eq!(entry.key(), key_of("p"));
         assert_eq!(entry.previous, i.checked_sub(1).map(|j| runs[j].id));
@@ -301,177 +334,6 @@ pub async fn finish_records_activation_history(store: Arc<dyn Store>) {
     let h = history(s, "p").await;
     assert_eq!(h.len(), 4);
     assert_eq!((h[0].operation_id, h[0].sequence), (newest.id, 4));
-}
-
-pub async fn rollback_and_roll_forward(store: Arc<dyn Store>) {
-    let s = store.as_ref();
-    let (one, _) = finished_run(s, "p", 0, at(1_000)).await;
-    let (two, _) = finished_run(s, "p", 0, at(2_000)).await;
-    let one = reload(s, one.id).await;
-    assert_eq!(one.superseded_by, Some(two.id));
-
-    // Rollback to the older run.
-    let back = s
-        .activate_operation(one.id, ActivationReason::Rollback, Some("admin".into()), at(3_000))
-        .await
-        .unwrap();
-    assert!(back.changed());
-    let now_one = back.operation.clone();
-    assert!(now_one.active);
-    assert_eq!(now_one.superseded_by, None);
-    assert_eq!(now_one.activation, 3);
-    assert!(now_one.version > one.version);
-    assert_eq!(now_one.status, OperationStatus::Finished);
-    assert_eq!(reload(s, one.id).await, now_one);
-    let now_two = back.deactivated.clone().expect("the active run is deactivated");
-    assert_eq!(now_two.id, two.id);
-    assert!(!now_two.active);
-    assert_eq!(now_two.superseded_by, Some(one.id));
-    assert_eq!(now_two.activation, two.activation, "its own activation stays");
-    assert_eq!(reload(s, two.id).await, now_two);
-    assert_eq!(s.active_operations().await.unwrap(), vec![now_one.clone()]);
-    let h = history(s, "p").await;
-    assert_eq!(h.len(), 3);
-    assert_eq!(Some(&h[0]), back.activation.as_ref());
-    assert_eq!(h[0].sequence, 3);
-    assert_eq!(h[0].operation_id, one.id);
-    assert_eq!(h[0].operation_number, one.operation_number);
-    assert_eq!(h[0].previous, Some(two.id));
-    assert_eq!(h[0].reason, ActivationReason::Rollback);
-    assert_eq!(h[0].actor.as_deref(), Some("admin"));
-    assert_eq!(h[0].at, at(3_000));
-
-    // Roll forward to the newer run again.
-    let fwd = s
-        .activate_operation(two.id, ActivationReason::RollForward, None, at(4_000))
-        .await
-        .unwrap();
-    assert!(fwd.changed());
-    assert_eq!(fwd.operation.activation, 4);
-    assert!(fwd.operation.active && fwd.operation.superseded_by.is_none());
-    let off = fwd.deactivated.clone().unwrap();
-    assert_eq!((off.id, off.active, off.superseded_by), (one.id, false, Some(two.id)));
-    assert_eq!(reload(s, one.id).await, off);
-    assert_eq!(reload(s, two.id).await, fwd.operation);
-    assert_eq!(s.active_operations().await.unwrap(), vec![fwd.operation.clone()]);
-    let h = history(s, "p").await;
-    assert_eq!(
-        h.iter().map(|a| (a.sequence, a.reason)).collect::<Vec<_>>(),
-        vec![
-            (4, ActivationReason::RollForward),
-            (3, ActivationReason::Rollback),
-            (2, ActivationReason::Finish),
-            (1, ActivationReason::Finish),
-        ]
-    );
-    assert_eq!(h[0].previous, Some(one.id));
-    assert_eq!(h[0].actor, None);
-}
-
-pub async fn a_newer_run_finishing_after_a_rollback_becomes_active(store: Arc<dyn Store>) {
-    let s = store.as_ref();
-    let (one, _) = finished_run(s, "p", 0, at(1_000)).await;
-    let (two, _) = finished_run(s, "p", 0, at(2_000)).await;
-    let three = started(s, "objects", "p", at(2_500)).await;
-    s.activate_operation(one.id, ActivationReason::Rollback, None, at(3_000))
-        .await
-        .unwrap();
-    let plan = s.finish_operation(three.id, at(4_000)).await.unwrap();
-    assert!(plan.operation.active);
-    assert_eq!(plan.operation.activation, 4, "the sequence continues");
-    let off = plan.deactivated.clone().expect("the rolled-back-to run goes");
-    assert_eq!((off.id, off.superseded_by), (one.id, Some(three.id)));
-    assert_eq!(reload(s, one.id).await, off);
-    assert!(!reload(s, two.id).await.active);
-    assert_eq!(s.active_operations().await.unwrap(), vec![plan.operation.clone()]);
-    let h = history(s, "p").await;
-    assert_eq!(h.len(), 4);
-    assert_eq!(
-        (h[0].sequence, h[0].operation_id, h[0].previous, h[0].reason),
-        (4, three.id, Some(one.id), ActivationReason::Finish)
-    );
-}
-
-/// What a refused activation must leave as it was.
-#[derive(Debug, PartialEq)]
-struct State {
-    ops: Vec<Operation>,
-    history: Vec<Activation>,
-    active: Vec<Operation>,
-}
-
-async fn state(s: &dyn Store, ids: [Uuid; 4]) -> State {
-    let mut ops = Vec::new();
-    for id in ids {
-        ops.push(reload(s, id).await);
-    }
-    State {
-        ops,
-        history: history(s, "p").await,
-        active: s.active_operations().await.expect("active_operations"),
-    }
-}
-
-pub async fn activation_refusals_change_nothing(store: Arc<dyn Store>) {
-    let s = store.as_ref();
-    let (one, _) = finished_run(s, "p", 0, at(1_000)).await;
-    let (two, _) = finished_run(s, "p", 0, at(2_000)).await;
-    let running = started(s, "objects", "p", at(2_100)).await;
-    let cancelled = started(s, "objects", "p", at(2_200)).await;
-    s.cancel_operation(cancelled.id, at(2_300)).await.unwrap();
-    let ids = [one.id, two.id, running.id, cancelled.id];
-    let before = state(s, ids).await;
-    let unchanged = || state(s, ids);
-
-    // The active run again: nothing to write, no history entry.
-    let again = s
-        .activate_operation(two.id, ActivationReason::RollForward, None, at(3_000))
-        .await
-        .unwrap();
-    assert!(!again.changed());
-    assert!(again.activation.is_none() && again.deactivated.is_none());
-    assert_eq!(again.operation, before.ops[1]);
-    assert_eq!(unchanged().await, before);
-
-    for (id, status) in [
-        (running.id, OperationStatus::Started),
-        (cancelled.id, OperationStatus::Cancelled),
-    ] {
-        let err = s
-            .activate_operation(id, ActivationReason::Rollback, None, at(3_000))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                StoreError::Lifecycle(LifecycleError::CannotActivate { id: e, status: st })
-                    if e == id && st == status
-            ),
-            "{err:?}"
-        );
-        assert_eq!(unchanged().await, before);
-    }
-    assert!(matches!(
-        s.activate_operation(Uuid::now_v7(), ActivationReason::Rollback, None, at(3_000))
-            .await,
-        Err(StoreError::NotFound { .. })
-    ));
-
-    // Once its collection began, a run can never be active again.
-    let collecting = s.begin_collection(one.id, at(4_000)).await.unwrap();
-    let before = State {
-        ops: vec![collecting, before.ops[1].clone(), before.ops[2].clone(), before.ops[3].clone()],
-        ..before
-    };
-    let err = s
-        .activate_operation(one.id, ActivationReason::Rollback, None, at(5_000))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, StoreError::Lifecycle(LifecycleError::Collected { id }) if id == one.id),
-        "{err:?}"
-    );
-    assert_eq!(unchanged().await, before);
 }
 
 pub async fn force_expire_rules(store: Arc<dyn Store>) {
@@ -515,7 +377,11 @@ pub async fn force_expire_rules(store: Arc<dyn Store>) {
         ),
         "{err:?}"
     );
-    assert_eq!(reload(s, op.id).await, expired, "the refused upsert wrote nothing");
+    assert_eq!(
+        reload(s, op.id).await,
+        expired,
+        "the refused upsert wrote nothing"
+    );
     assert!(matches!(
         s.finish_operation(op.id, at(2_000)).await,
         Err(StoreError::Lifecycle(LifecycleError::CannotFinish { .. }))
