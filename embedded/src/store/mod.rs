@@ -25,6 +25,7 @@
 //! | `ops`           | op id                                 | `Operation` JSON               |
 //! | `key_ops`       | KEY + u64 BE operation_number         | op id (last under KEY = newest)|
 //! | `active`        | KEY                                   | op id of the key's active run  |
+//! | `activations`   | KEY + u64 BE sequence                 | `Activation` JSON (the key's history; last under KEY = newest) |
 //! | `anns`          | annotation id                         | owner op id (16) + body JSON (see [`records::encode_annotation`]) |
 //! | `op_anns`       | op id + annotation id                 | empty                          |
 //! | `pending`       | work id                               | `IndexWork` JSON               |
@@ -34,8 +35,10 @@
 //!
 //! The owner prefix of `anns` values lets the upsert check ownership without decoding
 //! JSON; `started` is kept in step with `ops` by [`records::write_op`] on every operation
-//! write. [`writer`] holds the single writer thread; [`upsert`] the upsert of a batch;
-//! [`records`] the key encodings.
+//! write. A history entry is written in the same batch as the activation it records
+//! (a finish, a rollback, a roll forward). [`writer`] holds the single writer thread;
+//! [`upsert`] the upsert of a batch; [`operate`] rollbacks, forced expiry and garbage
+//! collection; [`records`] the key encodings.
 
 use crate::queue::{FjallRetryQueue, QueueOptions};
 use annostore_core::clock::unix_ms;
@@ -55,6 +58,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod operate;
 mod recent;
 pub(crate) mod records;
 mod upsert;
@@ -94,6 +98,7 @@ pub(crate) struct Tables {
     ops: Keyspace,
     key_ops: Keyspace,
     active: Keyspace,
+    activations: Keyspace,
     anns: Keyspace,
     op_anns: Keyspace,
     pending: Keyspace,
@@ -114,6 +119,7 @@ impl Tables {
             ops: ks("ops")?,
             key_ops: ks("key_ops")?,
             active: ks("active")?,
+            activations: ks("activations")?,
             anns: ks("anns")?,
             op_anns: ks("op_anns")?,
             pending: ks("pending")?,
@@ -274,45 +280,37 @@ impl Store for FjallStore {
 
     async fn activate_operation(
         &self,
-        _id: Uuid,
-        _reason: ActivationReason,
-        _actor: Option<String>,
-        _now: OffsetDateTime,
+        id: Uuid,
+        reason: ActivationReason,
+        actor: Option<String>,
+        now: OffsetDateTime,
     ) -> StoreResult<ActivationPlan> {
-        Err(StoreError::Io("STUB: activate_operation".into()))
+        self.activate(id, reason, actor, now).await
     }
 
-    async fn activations(
-        &self,
-        _key: &OperationKey,
-        _limit: usize,
-    ) -> StoreResult<Vec<Activation>> {
-        Err(StoreError::Io("STUB: activations".into()))
+    async fn activations(&self, key: &OperationKey, limit: usize) -> StoreResult<Vec<Activation>> {
+        self.history(key, limit).await
     }
 
-    async fn force_expire(
-        &self,
-        _id: Uuid,
-        _now: OffsetDateTime,
-    ) -> StoreResult<Option<Operation>> {
-        Err(StoreError::Io("STUB: force_expire".into()))
+    async fn force_expire(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<Option<Operation>> {
+        self.expire_now(id, now).await
     }
 
-    async fn begin_collection(&self, _id: Uuid, _now: OffsetDateTime) -> StoreResult<Operation> {
-        Err(StoreError::Io("STUB: begin_collection".into()))
+    async fn begin_collection(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<Operation> {
+        self.begin_collecting(id, now).await
     }
 
-    async fn delete_annotations(&self, _operation_id: Uuid, _ids: &[Uuid]) -> StoreResult<u64> {
-        Err(StoreError::Io("STUB: delete_annotations".into()))
+    async fn delete_annotations(&self, operation_id: Uuid, ids: &[Uuid]) -> StoreResult<u64> {
+        self.delete_owned(operation_id, ids).await
     }
 
     async fn end_collection(
         &self,
-        _id: Uuid,
-        _freed: u64,
-        _now: OffsetDateTime,
+        id: Uuid,
+        freed: u64,
+        now: OffsetDateTime,
     ) -> StoreResult<Operation> {
-        Err(StoreError::Io("STUB: end_collection".into()))
+        self.end_collecting(id, freed, now).await
     }
 
     async fn get_operation(&self, id: Uuid) -> StoreResult<Option<Operation>> {
@@ -387,10 +385,7 @@ impl Store for FjallStore {
                 return Err(StoreError::PendingIndexWork(id));
             }
             let key = op_key_bytes(&op.key());
-            let active = match t.active.get(&key).io()? {
-                Some(v) => load_op(t, uuid_of("active pointer", &v)?)?,
-                None => None,
-            };
+            let active = operate::active_of(t, &key)?;
             let plan = match lifecycle::finish(&op, active.as_ref(), now) {
                 Ok(plan) => plan,
                 Err(e) => {
@@ -408,6 +403,10 @@ impl Store for FjallStore {
             }
             if let Some(new_active) = plan.new_active() {
                 b.insert(&t.active, key, new_active.as_bytes().to_vec());
+            }
+            // The history entry goes in the same batch: never a finish without it.
+            if let Some(a) = &plan.activation {
+                operate::write_activation(t, &mut b, a)?;
             }
             b.commit().io()?;
             Ok(plan)

@@ -1,12 +1,14 @@
-//! Which annotation ids recent upserts wrote, so ownership can be read off the writer.
+//! Which annotation ids recent writes gave or took an owner, so ownership can be read
+//! off the writer.
 //!
 //! An upsert must know, for each of its ids, whether another operation owns it, and the
 //! answer must be atomic with the write. Reading a thousand random keys on the single
 //! writer thread made it the bottleneck, so the upsert reads them on its caller first,
 //! after noting the writer's [`Recent::mark`]. The writer then trusts a read unless the
-//! id got its owner after that mark (the log below says so), and re-reads only those
-//! ids; an owner never changes once set, so only new ids are logged. A read older than what the log still remembers is re-done whole: slower,
-//! never wrong.
+//! id's owner changed after that mark (the log below says so), and re-reads only those
+//! ids. An owner changes only when an id is first written (a new id) or when garbage
+//! collection deletes it (`delete_annotations`); both log it, nothing else does. A read
+//! older than what the log still remembers is re-done whole: slower, never wrong.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +50,8 @@ impl Recent {
         Mark(self.applied.load(Ordering::Acquire))
     }
 
-    /// Writer only: records the ids a committed upsert gave an owner.
+    /// Writer only: records the ids whose owner a committed write changed (an upsert
+    /// gave them one, or a collection deleted them).
     pub(crate) fn record(&self, ids: impl Iterator<Item = Uuid>) {
         let mut log = self.log.lock();
         let seq = self.applied.load(Ordering::Relaxed) + 1;
