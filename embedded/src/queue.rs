@@ -14,6 +14,10 @@
 //! `max_backoff`; the receipt is the hex of that new key, so acknowledging a stale
 //! receipt (the item was received again since) does nothing. An item received more than
 //! `max_receives` times goes to `dead_letters` instead of being returned.
+//!
+//! An operator inspects dead letters by work id, redrives them (back into `queue`, due
+//! now, their receive count reset, replacing any copy of the same work still queued)
+//! or purges them. Each call is one batch on the writer: every item moves whole.
 
 use crate::store::records::ms_key;
 use crate::store::{Shared, Tables};
@@ -21,11 +25,12 @@ use annostore_core::clock::{Clock, SystemClock, unix_ms};
 use annostore_core::queue::{Delivery, QueueError, RetryQueue};
 use annostore_core::store::IndexWork;
 use async_trait::async_trait;
-use uuid::Uuid;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::info;
+use uuid::Uuid;
 
 /// Behaviour of the retry queue.
 #[derive(Clone)]
@@ -150,6 +155,33 @@ impl FjallRetryQueue {
         self.shared.writer.submit(unavailable, f).await
     }
 
+    /// The dead letters named (each once), or all of them: (work id, record).
+    fn dead_of(
+        t: &Tables,
+        work_ids: Option<&[Uuid]>,
+    ) -> Result<Vec<(Vec<u8>, fjall::UserValue)>, QueueError> {
+        let mut out = Vec::new();
+        match work_ids {
+            Some(ids) => {
+                let mut ids = ids.to_vec();
+                ids.sort_unstable();
+                ids.dedup();
+                for id in ids {
+                    if let Some(v) = t.dead_letters.get(id.as_bytes()).io()? {
+                        out.push((id.as_bytes().to_vec(), v));
+                    }
+                }
+            }
+            None => {
+                for g in t.dead_letters.iter() {
+                    let (k, v) = g.into_inner().io()?;
+                    out.push((k.to_vec(), v));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Tables) -> Result<T, QueueError> + Send + 'static,
@@ -163,18 +195,6 @@ impl FjallRetryQueue {
 
 #[async_trait]
 impl RetryQueue for FjallRetryQueue {
-    async fn dead_letter(&self, _work_id: Uuid) -> Result<Option<Delivery>, QueueError> {
-        Err(QueueError::Unavailable("STUB: dead_letter".into()))
-    }
-
-    async fn redrive(&self, _work_ids: Option<&[Uuid]>) -> Result<u64, QueueError> {
-        Err(QueueError::Unavailable("STUB: redrive".into()))
-    }
-
-    async fn purge_dead_letters(&self, _work_ids: Option<&[Uuid]>) -> Result<u64, QueueError> {
-        Err(QueueError::Unavailable("STUB: purge_dead_letters".into()))
-    }
-
     async fn enqueue(&self, work: &IndexWork) -> Result<(), QueueError> {
         let work = work.clone();
         let opts = self.opts.clone();
@@ -265,6 +285,71 @@ impl RetryQueue for FjallRetryQueue {
 
     async fn dead_letter_count(&self) -> Result<u64, QueueError> {
         self.read(|t| Ok(t.dead_letters.len().io()? as u64)).await
+    }
+
+    async fn dead_letter(&self, work_id: Uuid) -> Result<Option<Delivery>, QueueError> {
+        self.read(move |t| {
+            let Some(v) = t.dead_letters.get(work_id.as_bytes()).io()? else {
+                return Ok(None);
+            };
+            let msg = decode(&v)?;
+            Ok(Some(Delivery {
+                receipt: hex(work_id.as_bytes()),
+                receive_count: msg.receive_count,
+                work: msg.work,
+            }))
+        })
+        .await
+    }
+
+    async fn redrive(&self, work_ids: Option<&[Uuid]>) -> Result<u64, QueueError> {
+        let work_ids = work_ids.map(<[Uuid]>::to_vec);
+        let opts = self.opts.clone();
+        let moved = self
+            .write(move |t| {
+                let dead = Self::dead_of(t, work_ids.as_deref())?;
+                let now = unix_ms(opts.clock.now());
+                let mut b = t.db.batch();
+                for (id, v) in &dead {
+                    let mut msg = decode(v)?;
+                    msg.receive_count = 0;
+                    // The same work enqueued again meanwhile (the sweep re-enqueues
+                    // pending records): one copy, the redriven one.
+                    if let Some(old) = t.queue_ids.get(id).io()? {
+                        b.remove(&t.queue, old.to_vec());
+                    }
+                    let key = queue_key(now, &msg.work);
+                    b.remove(&t.dead_letters, id.clone());
+                    b.insert(&t.queue_ids, id.clone(), key.to_vec());
+                    b.insert(&t.queue, key.to_vec(), encode(&msg)?);
+                }
+                b.commit().io()?;
+                Ok(dead.len() as u64)
+            })
+            .await?;
+        if moved > 0 {
+            info!(moved, "dead letters redriven");
+        }
+        Ok(moved)
+    }
+
+    async fn purge_dead_letters(&self, work_ids: Option<&[Uuid]>) -> Result<u64, QueueError> {
+        let work_ids = work_ids.map(<[Uuid]>::to_vec);
+        let purged = self
+            .write(move |t| {
+                let dead = Self::dead_of(t, work_ids.as_deref())?;
+                let mut b = t.db.batch();
+                for (id, _) in &dead {
+                    b.remove(&t.dead_letters, id.clone());
+                }
+                b.commit().io()?;
+                Ok(dead.len() as u64)
+            })
+            .await?;
+        if purged > 0 {
+            info!(purged, "dead letters purged");
+        }
+        Ok(purged)
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<Delivery>, QueueError> {
