@@ -56,7 +56,7 @@ use tantivy::schema::{
 };
 use tantivy::{IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 use writer::{Adding, Committed, Requests, commit_loop};
 
@@ -311,15 +311,44 @@ impl TantivyIndex {
         })
     }
 
-    /// Deletes every document of an operation (garbage collection of dropped runs).
-    pub async fn delete_operation(&self, operation_id: Uuid) -> Result<(), IndexError> {
+    /// Deletes every document of an operation (garbage collection of dropped runs) and
+    /// returns how many the index held before (see [`Index::delete_operation`]).
+    ///
+    /// Documents carry their operation id as an indexed term (`operation_id`, one term
+    /// per run, not per document: what `count_operation` reads), so the delete is one
+    /// delete-by-term: tantivy marks the term's postings dead in each segment, with no
+    /// scan of the columns. The commit that holds it is waited for, as an upsert's is,
+    /// and asked for now (someone waits: a collection pass). The run's vectors leave
+    /// the graphs after that commit: a batch that deletes makes the committer sweep
+    /// every key no live document has ([`crate::vectors::Vectors::batch_done`]), and
+    /// kNN only ever considers live documents anyway.
+    ///
+    /// The count is of the committed snapshot before the delete: documents of the run
+    /// still waiting for a commit go too, uncounted (a collected run receives none).
+    pub async fn delete_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {
         let term = Term::from_field_text(
             self.inner.fields.operation_id,
             uuid_text(&operation_id).as_ref(),
         );
         let adding = Adding::start(&self.inner);
-        self.write(adding, None, vec![UserOperation::Delete(term)], Vec::new())
-            .await
+        let before = self.count_of(&self.inner.reader.searcher(), term.clone())?;
+        self.write(
+            adding,
+            None,
+            vec![UserOperation::Delete(term)],
+            Vec::new(),
+            true,
+        )
+        .await?;
+        debug!(operation = %operation_id, removed = before, "index documents deleted");
+        Ok(before)
+    }
+
+    /// Live documents with this term in `searcher`'s snapshot.
+    fn count_of(&self, searcher: &Searcher, term: Term) -> Result<u64, IndexError> {
+        let q = TermQuery::new(term, IndexRecordOption::Basic);
+        let n = searcher.search(&q, &Count).map_err(unavailable)?;
+        Ok(n as u64)
     }
 
     /// Documents added and not yet committed.
@@ -365,13 +394,15 @@ impl TantivyIndex {
         self.inner.reader.searcher().num_docs()
     }
 
-    /// Applies `ops` and waits until a commit holding them is searchable.
+    /// Applies `ops` and waits until a commit holding them is searchable; `urgent`
+    /// asks for that commit now rather than at the interval.
     async fn write(
         &self,
         adding: Adding<'_>,
         delete: Option<DocPredicateQuery>,
         ops: Vec<UserOperation>,
         vectors: Vec<(u64, Vec<f32>)>,
+        urgent: bool,
     ) -> Result<(), IndexError> {
         let mut committed = self.inner.committed.clone();
         let inner = self.inner.clone();
@@ -381,7 +412,11 @@ impl TantivyIndex {
             tokio::task::spawn_blocking(move || inner.add_with_vectors(delete, ops, vectors))
                 .await
                 .map_err(unavailable)??;
-        self.inner.requests.lock().requested_batch(batch);
+        {
+            let mut req = self.inner.requests.lock();
+            req.requested_batch(batch);
+            req.urgent |= urgent;
+        }
         drop(adding);
         let state = committed
             .wait_for(|c| c.done >= batch)
@@ -476,8 +511,9 @@ impl Drop for TantivyIndex {
 
 #[async_trait]
 impl Index for TantivyIndex {
-    async fn delete_operation(&self, _operation_id: Uuid) -> Result<u64, IndexError> {
-        Err(IndexError::Unavailable("STUB: delete_operation".into()))
+    async fn delete_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {
+        // The inherent method (callers holding a `TantivyIndex` reach it directly).
+        TantivyIndex::delete_operation(self, operation_id).await
     }
 
     async fn upsert(
@@ -512,7 +548,7 @@ impl Index for TantivyIndex {
                 UserOperation::Add(doc)
             })
             .collect();
-        self.write(adding, delete, ops, vectors).await
+        self.write(adding, delete, ops, vectors, false).await
     }
 
     async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError> {
@@ -546,14 +582,11 @@ impl Index for TantivyIndex {
     }
 
     async fn count_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {
-        let searcher = self.inner.reader.searcher();
         let term = Term::from_field_text(
             self.inner.fields.operation_id,
             uuid_text(&operation_id).as_ref(),
         );
-        let q = TermQuery::new(term, IndexRecordOption::Basic);
-        let n = searcher.search(&q, &Count).map_err(unavailable)?;
-        Ok(n as u64)
+        self.count_of(&self.inner.reader.searcher(), term)
     }
 
     async fn refresh(&self) {
