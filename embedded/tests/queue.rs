@@ -182,3 +182,65 @@ async fn queue_survives_reopen() {
     assert_eq!(got[0].work, queued);
     assert_eq!(q.dead_letters(10).await.unwrap()[0].work, dead);
 }
+
+/// Dead-letters `w` (one receive past `max_receives` = 1, no backoff).
+async fn kill(q: &dyn RetryQueue, w: &annostore_core::store::IndexWork) {
+    q.enqueue(w).await.unwrap();
+    q.receive(10).await.unwrap();
+    q.receive(10).await.unwrap();
+    assert!(q.dead_letter(w.id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn redrive_replaces_a_queued_copy_of_the_same_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FjallStore::open(dir.path()).unwrap();
+    let clock = ManualClock::new(at(0));
+    let q = store.retry_queue(QueueOptions {
+        base_backoff: Duration::ZERO,
+        ..options(&clock, 1)
+    });
+    let w = work();
+    kill(&q, &w).await;
+    // The sweep re-enqueues the pending record while its old message is dead: a copy
+    // is queued beside the dead letter.
+    q.enqueue(&w).await.unwrap();
+    assert_eq!(q.depth().await.unwrap(), 1);
+    assert_eq!(q.redrive(Some(&[w.id])).await.unwrap(), 1);
+    assert_eq!(q.depth().await.unwrap(), 1, "one copy of the work");
+    let got = q.receive(10).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].work.id, got[0].receive_count), (w.id, 1));
+    q.ack(&got[0].receipt).await.unwrap();
+    assert_eq!(q.depth().await.unwrap(), 0);
+    assert!(q.receive(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn redrives_and_purges_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(at(0));
+    let opts = || QueueOptions {
+        base_backoff: Duration::ZERO,
+        ..options(&clock, 1)
+    };
+    let (back, purged, kept) = (work(), work(), work());
+    {
+        let store = FjallStore::open(dir.path()).unwrap();
+        let q = store.retry_queue(opts());
+        for w in [&back, &purged, &kept] {
+            kill(&q, w).await;
+        }
+        assert_eq!(q.redrive(Some(&[back.id])).await.unwrap(), 1);
+        assert_eq!(q.purge_dead_letters(Some(&[purged.id])).await.unwrap(), 1);
+    }
+    let store = FjallStore::open(dir.path()).unwrap();
+    let q = store.retry_queue(opts());
+    assert!(q.dead_letter(back.id).await.unwrap().is_none());
+    assert!(q.dead_letter(purged.id).await.unwrap().is_none());
+    assert_eq!(q.dead_letter(kept.id).await.unwrap().unwrap().work, kept);
+    assert_eq!(q.dead_letter_count().await.unwrap(), 1);
+    let got = q.receive(10).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].work.id, got[0].receive_count), (back.id, 1));
+}

@@ -1,7 +1,7 @@
 //! The store conformance suite on fjall, plus what only an embedded engine can show:
 //! durability across reopen and across a crash, and group commit under concurrency.
 
-use annostore_core::model::{AnnotationType, Operation};
+use annostore_core::model::{ActivationReason, AnnotationType, Operation};
 use annostore_core::store::{PutType, Store, StoreError};
 use annostore_core::testkit::store::{self as suite, annotation, at, start_request};
 use annostore_embedded::store::FjallStore;
@@ -145,6 +145,75 @@ async fn data_and_pending_work_survive_reopen() {
         .await
         .unwrap();
     assert_eq!(next.operation_number, 2);
+}
+
+/// Rollbacks, the history and collections are as durable as finishes.
+#[tokio::test]
+async fn history_and_collections_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = start_request("objects", 1, "p");
+    let (one, two, history, collected, kept) = {
+        let store = FjallStore::open(dir.path()).unwrap();
+        let mut runs = Vec::new();
+        for i in 0..3 {
+            let op = store
+                .start_operation(key.clone(), 600, at(i))
+                .await
+                .unwrap();
+            let batch = vec![annotation(&op, Uuid::new_v4(), "x")];
+            let up = store
+                .upsert_annotations(op.id, &batch, at(i))
+                .await
+                .unwrap();
+            store.complete_work(&[up.work]).await.unwrap();
+            store.finish_operation(op.id, at(1_000 + i)).await.unwrap();
+            runs.push((op, batch));
+        }
+        let (one, two, three) = (&runs[0], &runs[1], &runs[2]);
+        store
+            .activate_operation(
+                two.0.id,
+                ActivationReason::Rollback,
+                Some("admin".into()),
+                at(2_000),
+            )
+            .await
+            .unwrap();
+        store.begin_collection(one.0.id, at(3_000)).await.unwrap();
+        let freed = store
+            .delete_annotations(one.0.id, &[one.1[0].id])
+            .await
+            .unwrap();
+        let collected = store
+            .end_collection(one.0.id, freed, at(4_000))
+            .await
+            .unwrap();
+        let history = store.activations(&one.0.key(), 10).await.unwrap();
+        assert_eq!(history.len(), 4);
+        (one.clone(), two.0.id, history, collected, three.1.clone())
+    };
+    let store = FjallStore::open(dir.path()).unwrap();
+    assert_eq!(store.activations(&one.0.key(), 10).await.unwrap(), history);
+    assert_eq!(history[0].reason, ActivationReason::Rollback);
+    let active = store.active_operations().await.unwrap();
+    assert_eq!(active.iter().map(|o| o.id).collect::<Vec<_>>(), vec![two]);
+    assert_eq!(active[0].activation, 4);
+    assert_eq!(
+        store.get_operation(one.0.id).await.unwrap(),
+        Some(collected)
+    );
+    assert_eq!(
+        store.get_annotations(&[one.1[0].id]).await.unwrap(),
+        vec![None]
+    );
+    assert_eq!(
+        store.get_annotations(&[kept[0].id]).await.unwrap(),
+        vec![Some(kept[0].clone())]
+    );
+    // The sequence goes on from the stored history.
+    let four = store.start_operation(key, 600, at(5_000)).await.unwrap();
+    let plan = store.finish_operation(four.id, at(6_000)).await.unwrap();
+    assert_eq!(plan.activation.unwrap().sequence, 5);
 }
 
 const CRASH_DIR: &str = "ANNOSTORE_CRASH_TEST_DIR";

@@ -183,3 +183,43 @@ pub(super) fn write_activation(
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::recent::Check;
+    use super::*;
+    use annostore_core::store::Store;
+    use annostore_core::testkit::store::{annotation, at, start_request};
+
+    /// An upsert that read an id as owned before a collection deleted it must re-read
+    /// it on the writer, or it would refuse an id that is free by then.
+    #[tokio::test]
+    async fn deleted_ids_are_logged_for_upserts_that_read_them_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallStore::open(dir.path()).unwrap();
+        let op = store
+            .start_operation(start_request("objects", 1, "p"), 60, at(0))
+            .await
+            .unwrap();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let batch = [annotation(&op, a, "x"), annotation(&op, b, "y")];
+        let up = store
+            .upsert_annotations(op.id, &batch, at(0))
+            .await
+            .unwrap();
+        store.complete_work(&[up.work]).await.unwrap();
+        store.cancel_operation(op.id, at(1)).await.unwrap();
+        store.begin_collection(op.id, at(2)).await.unwrap();
+        let recent = &store.shared.tables.recent;
+        let mark = recent.mark();
+        assert_eq!(
+            recent.checks(mark, &[a, b]),
+            Some(vec![Check::Trust, Check::Trust])
+        );
+        assert_eq!(store.delete_annotations(op.id, &[a]).await.unwrap(), 1);
+        assert_eq!(
+            recent.checks(mark, &[a, b]),
+            Some(vec![Check::Reread, Check::Trust])
+        );
+    }
+}
