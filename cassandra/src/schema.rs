@@ -1,4 +1,9 @@
 //! The CQL schema (`schema/cql/*.cql` at the repository root) and `apply_schema`.
+//!
+//! Every statement can run any number of times: tables are `CREATE ... IF NOT EXISTS`,
+//! and a column added to an existing table (`ALTER TABLE ks.t ADD c type`, which
+//! neither Cassandra before 4.1 nor ScyllaDB can make conditional) is added only when
+//! `system_schema.columns` does not list it yet.
 
 use crate::config::CassandraConfig;
 use crate::session::{connect_session, io};
@@ -8,7 +13,7 @@ use annostore_core::store::{StoreError, StoreResult};
 const SCHEMA_AGREEMENT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The DDL files in apply order.
-const FILES: [(&str, &str); 5] = [
+const FILES: [(&str, &str); 6] = [
     (
         "001_keyspace.cql",
         include_str!("../../schema/cql/001_keyspace.cql"),
@@ -28,6 +33,10 @@ const FILES: [(&str, &str); 5] = [
     (
         "040_pending.cql",
         include_str!("../../schema/cql/040_pending.cql"),
+    ),
+    (
+        "050_activations.cql",
+        include_str!("../../schema/cql/050_activations.cql"),
     ),
 ];
 
@@ -78,6 +87,12 @@ pub async fn apply_schema(config: &CassandraConfig) -> Result<(), StoreError> {
     // wait for agreement after every statement, unless the server cannot tell.
     let mut await_agreement = true;
     for stmt in stmts {
+        if let Some((table, column)) = added_column(&stmt)
+            && has_column(&session, &config.keyspace, table, column).await?
+        {
+            tracing::debug!(%stmt, "column exists already");
+            continue;
+        }
         tracing::debug!(%stmt, "applying schema");
         session.query_unpaged(stmt.as_str(), ()).await.map_err(io)?;
         if await_agreement {
@@ -98,6 +113,58 @@ pub async fn apply_schema(config: &CassandraConfig) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// `(table, column)` of an `ALTER TABLE <keyspace>.<table> ADD <column> <type>`.
+fn added_column(stmt: &str) -> Option<(&str, &str)> {
+    let words: Vec<&str> = stmt.split_whitespace().collect();
+    match words.as_slice() {
+        [alter, table, name, add, column, _ty]
+            if alter.eq_ignore_ascii_case("ALTER")
+                && table.eq_ignore_ascii_case("TABLE")
+                && add.eq_ignore_ascii_case("ADD") =>
+        {
+            let (_, table) = name.split_once('.')?;
+            Some((table, column))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `system_schema.columns` lists the column. The whole table is read (one row
+/// per column of every table: small) and matched here, as the in-process test server
+/// answers no rows to a `WHERE keyspace_name = ?` on it.
+async fn has_column(
+    session: &scylla::client::session::Session,
+    keyspace: &str,
+    table: &str,
+    column: &str,
+) -> StoreResult<bool> {
+    use futures::TryStreamExt;
+    use scylla::value::{CqlValue, Row};
+    let text = |v: Option<&Option<CqlValue>>| match v {
+        Some(Some(CqlValue::Text(s))) | Some(Some(CqlValue::Ascii(s))) => Some(s.clone()),
+        _ => None,
+    };
+    let mut rows = session
+        .query_iter(
+            "SELECT keyspace_name, table_name, column_name FROM system_schema.columns",
+            (),
+        )
+        .await
+        .map_err(io)?
+        .rows_stream::<Row>()
+        .map_err(io)?;
+    while let Some(row) = rows.try_next().await.map_err(io)? {
+        let c = &row.columns;
+        if text(c.first()).as_deref() == Some(keyspace)
+            && text(c.get(1)).as_deref() == Some(table)
+            && text(c.get(2)).as_deref() == Some(column)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,11 +182,33 @@ mod tests {
                 .all(|s| !s.contains('{') || s.contains("replication"))
         );
         assert!(s.iter().all(|s| !s.contains("--")));
-        assert!(s.iter().skip(1).all(|s| s.contains("IF NOT EXISTS ks_1.")));
+        assert!(
+            s.iter()
+                .skip(1)
+                .all(|s| s.contains("IF NOT EXISTS ks_1.") || added_column(s).is_some())
+        );
+        assert!(s.contains(&"ALTER TABLE ks_1.key_state ADD active_sequence bigint".to_string()));
         let bad = CassandraConfig {
             keyspace: "a; DROP".into(),
             ..Default::default()
         };
         assert!(statements(&bad).is_err());
+    }
+
+    #[test]
+    fn added_columns_are_recognised() {
+        assert_eq!(
+            added_column("ALTER TABLE ks.key_state ADD active_sequence bigint"),
+            Some(("key_state", "active_sequence"))
+        );
+        assert_eq!(
+            added_column("alter  table ks.t\n add c int"),
+            Some(("t", "c"))
+        );
+        assert_eq!(added_column("ALTER TABLE ks.t DROP c"), None);
+        assert_eq!(
+            added_column("CREATE TABLE IF NOT EXISTS ks.t (a int)"),
+            None
+        );
     }
 }

@@ -22,6 +22,8 @@ pub(crate) struct Statements {
     pub key_advance: Stmt,
     pub key_move_active: Stmt,
     pub key_scan_active: Stmt,
+    pub activation_insert: Stmt,
+    pub activations_get: Stmt,
     pub key_ops_insert: Stmt,
     pub key_ops_get: Stmt,
     pub day_ops_insert: Stmt,
@@ -34,12 +36,14 @@ pub(crate) struct Statements {
     // annotations
     pub ann_insert: Stmt,
     pub ann_get: Stmt,
+    pub ann_delete: Stmt,
     pub owner_claim: Stmt,
     pub owner_get: Stmt,
     pub owner_release: Stmt,
     pub op_ann_insert: Stmt,
     pub op_ann_first: Stmt,
     pub op_ann_after: Stmt,
+    pub op_ann_delete: Stmt,
     // pending index work
     pub pending_op_insert: Stmt,
     pub pending_op_get: Stmt,
@@ -102,7 +106,9 @@ impl Statements {
             ),
             key_get: Stmt::prepare(
                 s,
-                &format!("SELECT last_number, active_id FROM {ks}.key_state WHERE {key}"),
+                &format!(
+                    "SELECT last_number, active_id, active_sequence FROM {ks}.key_state WHERE {key}"
+                ),
                 3,
                 true,
                 page,
@@ -125,13 +131,28 @@ impl Statements {
             .await?,
             key_move_active: Stmt::prepare(
                 s,
-                &format!("UPDATE {ks}.key_state SET active_id = ? WHERE {key} IF active_id = ?"),
-                5,
+                &format!(
+                    "UPDATE {ks}.key_state SET active_id = ?, active_sequence = ? WHERE {key} IF active_id = ? AND active_sequence = ?"
+                ),
+                7,
                 false,
                 page,
             )
             .await?,
             key_scan_active: p!("SELECT active_id FROM {ks}.key_state", 0, true),
+            activation_insert: p!(
+                "INSERT INTO {ks}.activations (annotation_type, type_version, pivot_id, sequence, body) VALUES (?, ?, ?, ?, ?)",
+                5,
+                true
+            ),
+            activations_get: Stmt::prepare(
+                s,
+                &format!("SELECT body FROM {ks}.activations WHERE {key}"),
+                3,
+                true,
+                page,
+            )
+            .await?,
             key_ops_insert: p!(
                 "INSERT INTO {ks}.key_operations (annotation_type, type_version, pivot_id, operation_number, operation_id) VALUES (?, ?, ?, ?, ?)",
                 5,
@@ -192,6 +213,7 @@ impl Statements {
                 1,
                 true
             ),
+            ann_delete: p!("DELETE FROM {ks}.annotations WHERE id = ?", 1, true),
             owner_claim: p!(
                 "INSERT INTO {ks}.annotation_owners (id, operation_id) VALUES (?, ?) IF NOT EXISTS",
                 2,
@@ -219,6 +241,11 @@ impl Statements {
             ),
             op_ann_after: p!(
                 "SELECT annotation_key FROM {ks}.operation_annotations WHERE operation_id = ? AND bucket = ? AND annotation_key > ?",
+                3,
+                true
+            ),
+            op_ann_delete: p!(
+                "DELETE FROM {ks}.operation_annotations WHERE operation_id = ? AND bucket = ? AND annotation_key = ?",
                 3,
                 true
             ),

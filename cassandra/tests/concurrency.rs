@@ -5,7 +5,7 @@
 mod common;
 
 use annostore_cassandra::{CassandraStore, apply_schema};
-use annostore_core::model::OperationStatus;
+use annostore_core::model::{ActivationReason, OperationKey, OperationStatus};
 use annostore_core::store::Store;
 use annostore_core::testkit::store::{at, start_request};
 use std::collections::HashSet;
@@ -134,5 +134,69 @@ async fn one_annotation_id_is_won_by_exactly_one_operation() {
         let l = a.get_operation(loser).await.unwrap().unwrap();
         assert_eq!(l.annotation_count, 0, "the loser wrote nothing");
         assert!(a.pending_work(Some(loser), 10).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_racing_a_finish_leaves_one_active_and_a_gapless_history() {
+    let Some((a, b)) = two_nodes("a_rollback_racing_a_finish").await else {
+        return;
+    };
+    for round in 0..10 {
+        let pivot = format!("rollback-race-{round}");
+        let mut runs = Vec::new();
+        for t in 0..2 {
+            let op = a
+                .start_operation(start_request("objects", 1, &pivot), 600, at(t))
+                .await
+                .unwrap();
+            a.finish_operation(op.id, at(t + 1)).await.unwrap();
+            runs.push(op.id);
+        }
+        let newest = b
+            .start_operation(start_request("objects", 1, &pivot), 600, at(5))
+            .await
+            .unwrap();
+        // Node a rolls back to run 1 while node b finishes run 3 (newer than both).
+        let (rolled, finished) = tokio::join!(
+            a.activate_operation(runs[0], ActivationReason::Rollback, None, at(10)),
+            b.finish_operation(newest.id, at(10))
+        );
+        rolled.unwrap();
+        finished.unwrap();
+        runs.push(newest.id);
+        let mut ops = Vec::new();
+        for id in &runs {
+            ops.push(a.get_operation(*id).await.unwrap().unwrap());
+        }
+        let active: Vec<_> = ops.iter().filter(|o| o.active).collect();
+        assert_eq!(active.len(), 1, "round {round}: one run active: {ops:?}");
+        let active = active[0];
+        let key = OperationKey {
+            annotation_type: "objects".into(),
+            annotation_type_version: 1,
+            pivot_id: pivot.clone(),
+        };
+        let history = a.activations(&key, 10).await.unwrap();
+        let seqs: Vec<u64> = history.iter().map(|h| h.sequence).collect();
+        assert_eq!(
+            seqs,
+            vec![4, 3, 2, 1],
+            "round {round}: every move numbered once"
+        );
+        assert_eq!(history[0].operation_id, active.id);
+        assert_eq!(active.activation, 4);
+        assert_eq!(history[0].previous, Some(history[1].operation_id));
+        for o in ops.iter().filter(|o| !o.active) {
+            assert!(o.activation < 4, "round {round}: {o:?}");
+        }
+        let in_store: Vec<_> = a
+            .active_operations()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|op| op.pivot_id == pivot)
+            .collect();
+        assert_eq!(in_store, vec![active.clone()]);
     }
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use annostore_core::model::OperationFilter;
+use annostore_core::model::{OperationFilter, ScanOrder};
 use annostore_core::store::Store;
 use annostore_core::testkit::store::{annotation, at, start_request};
 use uuid::Uuid;
@@ -70,7 +70,10 @@ async fn list_by_full_key_pages_newest_first() {
     let mut seen = Vec::new();
     let mut before = None;
     loop {
-        let page = s.list_operations(&key, before, 3).await.unwrap();
+        let page = s
+            .list_operations(&key, ScanOrder::NewestFirst, before, 3)
+            .await
+            .unwrap();
         if page.is_empty() {
             break;
         }
@@ -78,4 +81,58 @@ async fn list_by_full_key_pages_newest_first() {
         seen.extend(page.into_iter().map(|o| o.id));
     }
     assert_eq!(seen, mine);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pages_in_either_order_by_key_and_by_day() {
+    let s = common::fresh_store("order").await;
+    let mut k = Vec::new();
+    let mut all = Vec::new();
+    for i in 0..5 {
+        let a = s
+            .start_operation(start_request("objects", 1, "k"), 600, at(i))
+            .await
+            .unwrap();
+        let b = s
+            .start_operation(start_request("other", 1, "x"), 600, at(i))
+            .await
+            .unwrap();
+        k.push(a.id);
+        all.extend([a.id, b.id]);
+    }
+    let key = OperationFilter {
+        annotation_type: Some("objects".into()),
+        annotation_type_version: Some(1),
+        pivot_id: Some("k".into()),
+        ..Default::default()
+    };
+    let page_all = |filter: OperationFilter, order| {
+        let s = s.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = s.list_operations(&filter, order, cursor, 2).await.unwrap();
+                assert!(page.len() <= 2);
+                if page.is_empty() {
+                    break;
+                }
+                cursor = page.last().map(|o| o.id);
+                seen.extend(page.into_iter().map(|o| o.id));
+            }
+            seen
+        }
+    };
+    assert_eq!(page_all(key.clone(), ScanOrder::OldestFirst).await, k);
+    assert_eq!(
+        page_all(OperationFilter::default(), ScanOrder::OldestFirst).await,
+        all
+    );
+    k.reverse();
+    all.reverse();
+    assert_eq!(page_all(key, ScanOrder::NewestFirst).await, k);
+    assert_eq!(
+        page_all(OperationFilter::default(), ScanOrder::NewestFirst).await,
+        all
+    );
 }

@@ -1,19 +1,39 @@
 //! Compare-and-set decisions, kept above the driver so they are tested without a cluster.
 //!
-//! Many API nodes write one key at once. Operation numbers and the key's active pointer
-//! move only by conditional writes (`INSERT ... IF NOT EXISTS`, `UPDATE ... IF col = ?`);
-//! this module decides what a writer does when its write did not apply: re-read and
-//! retry (bounded by [`Attempts`]), or settle on the outcome someone else made.
+//! Many API nodes write one key at once. Operation numbers, operation rows and the key's
+//! active pointer move only by conditional writes (`INSERT ... IF NOT EXISTS`,
+//! `UPDATE ... IF col = ?`); this module decides what a writer does when its write did
+//! not apply: re-read and retry (bounded by [`Attempts`]), or settle on the outcome
+//! someone else made.
 //!
-//! The active pointer moves only from an older run to a newer one
-//! ([`pointer_step`]), so whatever the interleaving of finishers, the pointer ends on
-//! the newest finished run, and each loser records itself inactive, superseded by it.
+//! - [`NumberClaim`]: a start claims the next operation number of its key.
+//! - [`pointer`]: the key's active pointer and its activation sequence. A finish moves
+//!   the pointer only from an older run to a newer one ([`pointer_step`],
+//!   [`settle_pointer`]); a rollback or roll forward moves it to any FINISHED run that
+//!   is not collected ([`activate`]). Every move numbers the run it activates (the
+//!   previous run's number plus one, taken from the pointer as the move found it) and
+//!   records it in the key's history.
+//! - [`update`]: changes of one operation row alone (forced expiry, garbage
+//!   collection), which are atomic against activations because activations write the
+//!   same row first.
 
-use annostore_core::model::Operation;
 use annostore_core::store::{StoreError, StoreResult};
-use async_trait::async_trait;
-use time::OffsetDateTime;
-use uuid::Uuid;
+
+pub mod pointer;
+pub mod update;
+
+#[cfg(test)]
+mod memory;
+#[cfg(test)]
+mod tests_activate;
+#[cfg(test)]
+mod tests_settle;
+
+pub use pointer::{
+    OpCell, Pointer, PointerAt, PointerCell, PointerStep, Settled, Why, activate, deactivated,
+    numbered, pointer_step, record, settle_pointer, superseded,
+};
+pub use update::update_op;
 
 /// Conditional writes tried before giving up on a contended row.
 pub const MAX_ATTEMPTS: u32 = 64;
@@ -78,188 +98,9 @@ impl NumberClaim {
     }
 }
 
-/// What a finisher whose run is FINISHED and marked active does with the key's pointer,
-/// given the run the pointer names now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PointerStep {
-    /// Move the pointer from `expect` to this run, then deactivate `expect`.
-    Move { expect: Option<Uuid> },
-    /// The pointer already names this run (a retried or resumed finish).
-    AlreadyMine,
-    /// A newer run is active: this run is recorded inactive, superseded by it.
-    Superseded { by: Uuid },
-}
-
-pub fn pointer_step(mine: &Operation, current: Option<&Operation>) -> PointerStep {
-    match current {
-        None => PointerStep::Move { expect: None },
-        Some(c) if c.id == mine.id => PointerStep::AlreadyMine,
-        Some(c) if c.operation_number > mine.operation_number => {
-            PointerStep::Superseded { by: c.id }
-        }
-        Some(c) => PointerStep::Move { expect: Some(c.id) },
-    }
-}
-
-/// The previously active run once `by` took the pointer from it; `None` when it is
-/// already recorded inactive (nothing to write).
-pub fn deactivated(prev: &Operation, by: Uuid, now: OffsetDateTime) -> Option<Operation> {
-    prev.active.then(|| Operation {
-        active: false,
-        superseded_by: Some(by),
-        updated_at: now,
-        version: prev.version + 1,
-        ..prev.clone()
-    })
-}
-
-/// A run that finished marked active but lost the pointer to a newer run `by`.
-pub fn superseded(mine: &Operation, by: Uuid, now: OffsetDateTime) -> Option<Operation> {
-    (mine.active || mine.superseded_by != Some(by)).then(|| Operation {
-        active: false,
-        superseded_by: Some(by),
-        updated_at: now,
-        version: mine.version + 1,
-        ..mine.clone()
-    })
-}
-
-/// The rows the pointer protocol reads and conditionally writes. The store implements
-/// it on the driver; the tests on memory, with other writers cutting in.
-#[async_trait]
-pub trait PointerCell: Send {
-    /// The run the key's pointer names now (loaded from its row), if any.
-    async fn current(&mut self) -> StoreResult<Option<Operation>>;
-    /// `UPDATE key_state SET active_id = to IF active_id = expect`.
-    async fn move_pointer(&mut self, expect: Option<Uuid>, to: Uuid) -> StoreResult<bool>;
-    /// Re-reads an operation.
-    async fn load(&mut self, id: Uuid) -> StoreResult<Option<Operation>>;
-    /// `UPDATE operations SET ... IF version = expect_version`.
-    async fn write_op(&mut self, op: &Operation, expect_version: u64) -> StoreResult<bool>;
-}
-
-/// How a finish ended once the pointer settled.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settled {
-    /// This run as stored at the end (inactive and superseded if it lost).
-    pub operation: Operation,
-    /// The run this finish took the pointer from, as recorded inactive.
-    pub deactivated: Option<Operation>,
-    /// True when this call moved the pointer to the run.
-    pub moved: bool,
-}
-
-/// Moves the key's pointer to `mine` (FINISHED, marked active in its row), or records
-/// `mine` superseded when a newer run holds it. Each failed conditional write re-reads
-/// and decides again, within `attempts`.
-pub async fn settle_pointer<C: PointerCell>(
-    cell: &mut C,
-    mut mine: Operation,
-    now: OffsetDateTime,
-    attempts: &mut Attempts,
-) -> StoreResult<Settled> {
-    loop {
-        attempts.take()?;
-        let current = cell.current().await?;
-        match pointer_step(&mine, current.as_ref()) {
-            PointerStep::AlreadyMine => {
-                return Ok(Settled {
-                    operation: mine,
-                    deactivated: None,
-                    moved: false,
-                });
-            }
-            PointerStep::Superseded { by } => {
-                while let Some(next) = superseded(&mine, by, now) {
-                    if cell.write_op(&next, mine.version).await? {
-                        mine = next;
-                        break;
-                    }
-                    attempts.take()?;
-                    mine = reload(cell, mine.id).await?;
-                }
-                return Ok(Settled {
-                    operation: mine,
-                    deactivated: None,
-                    moved: false,
-                });
-            }
-            PointerStep::Move { expect } => {
-                if !cell.move_pointer(expect, mine.id).await? {
-                    tracing::debug!(operation = %mine.id, ?expect, "active pointer moved meanwhile; re-reading");
-                    continue;
-                }
-                let deactivated = match expect {
-                    Some(prev) => deactivate(cell, prev, mine.id, now, attempts).await?,
-                    None => None,
-                };
-                return Ok(Settled {
-                    operation: mine,
-                    deactivated,
-                    moved: true,
-                });
-            }
-        }
-    }
-}
-
-async fn reload<C: PointerCell>(cell: &mut C, id: Uuid) -> StoreResult<Operation> {
-    cell.load(id).await?.ok_or_else(|| StoreError::NotFound {
-        what: "operation",
-        id: id.to_string(),
-    })
-}
-
-/// Records `prev` inactive after `by` took the pointer from it.
-async fn deactivate<C: PointerCell>(
-    cell: &mut C,
-    prev: Uuid,
-    by: Uuid,
-    now: OffsetDateTime,
-    attempts: &mut Attempts,
-) -> StoreResult<Option<Operation>> {
-    loop {
-        let current = reload(cell, prev).await?;
-        let Some(next) = deactivated(&current, by, now) else {
-            return Ok(None);
-        };
-        if cell.write_op(&next, current.version).await? {
-            return Ok(Some(next));
-        }
-        attempts.take()?;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use annostore_core::clock::from_unix_ms;
-    use annostore_core::lifecycle;
-    use annostore_core::model::StartOperation;
-    use std::collections::HashMap;
-
-    fn run(number: u64) -> Operation {
-        let req = StartOperation {
-            producer: None,
-            annotation_type: "objects".into(),
-            annotation_type_version: 1,
-            pivot_id: "p".into(),
-            lease_seconds: None,
-            metadata: None,
-        };
-        let op = lifecycle::start(
-            &req,
-            Uuid::now_v7(),
-            number.checked_sub(1),
-            60,
-            from_unix_ms(0),
-        );
-        // Finished and marked active in its own row, as a finisher leaves it before
-        // moving the pointer.
-        lifecycle::finish(&op, None, from_unix_ms(1_000))
-            .unwrap()
-            .operation
-    }
 
     #[test]
     fn number_claims() {
@@ -276,212 +117,5 @@ mod tests {
         assert!(a.take().is_ok());
         assert!(a.take().is_ok());
         assert!(matches!(a.take(), Err(StoreError::Io(m)) if m.contains("gave up after 2")));
-    }
-
-    #[test]
-    fn pointer_moves_only_forward() {
-        let (one, two) = (run(1), run(2));
-        assert_eq!(pointer_step(&two, None), PointerStep::Move { expect: None });
-        assert_eq!(
-            pointer_step(&two, Some(&one)),
-            PointerStep::Move {
-                expect: Some(one.id)
-            }
-        );
-        assert_eq!(
-            pointer_step(&one, Some(&two)),
-            PointerStep::Superseded { by: two.id }
-        );
-        assert_eq!(pointer_step(&two, Some(&two)), PointerStep::AlreadyMine);
-    }
-
-    #[test]
-    fn deactivate_and_supersede_write_only_changes() {
-        let (one, two) = (run(1), run(2));
-        let d = deactivated(&one, two.id, from_unix_ms(5)).unwrap();
-        assert!(!d.active);
-        assert_eq!(d.superseded_by, Some(two.id));
-        assert_eq!(d.version, one.version + 1);
-        assert_eq!(deactivated(&d, two.id, from_unix_ms(6)), None);
-        let s = superseded(&one, two.id, from_unix_ms(5)).unwrap();
-        assert!(!s.active);
-        assert_eq!(superseded(&s, two.id, from_unix_ms(6)), None);
-    }
-
-    type CutIn = Box<dyn FnOnce(&mut Memory) + Send>;
-
-    /// Memory rows, with a hook that lets "another node" write just before a
-    /// conditional write of ours.
-    struct Memory {
-        pointer: Option<Uuid>,
-        ops: HashMap<Uuid, Operation>,
-        before_cas: Vec<CutIn>,
-        failed_cas: u32,
-    }
-
-    impl Memory {
-        fn new(ops: &[&Operation]) -> Memory {
-            Memory {
-                pointer: None,
-                ops: ops.iter().map(|o| (o.id, (*o).clone())).collect(),
-                before_cas: Vec::new(),
-                failed_cas: 0,
-            }
-        }
-        fn cut_in(&mut self) {
-            if !self.before_cas.is_empty() {
-                let f = self.before_cas.remove(0);
-                f(self);
-            }
-        }
-    }
-
-    #[async_trait]
-    impl PointerCell for Memory {
-        async fn current(&mut self) -> StoreResult<Option<Operation>> {
-            Ok(self.pointer.and_then(|p| self.ops.get(&p).cloned()))
-        }
-        async fn move_pointer(&mut self, expect: Option<Uuid>, to: Uuid) -> StoreResult<bool> {
-            self.cut_in();
-            if self.pointer == expect {
-                self.pointer = Some(to);
-                Ok(true)
-            } else {
-                self.failed_cas += 1;
-                Ok(false)
-            }
-        }
-        async fn load(&mut self, id: Uuid) -> StoreResult<Option<Operation>> {
-            Ok(self.ops.get(&id).cloned())
-        }
-        async fn write_op(&mut self, op: &Operation, expect_version: u64) -> StoreResult<bool> {
-            self.cut_in();
-            let cur = self.ops.get(&op.id).map(|o| o.version);
-            if cur == Some(expect_version) {
-                self.ops.insert(op.id, op.clone());
-                Ok(true)
-            } else {
-                self.failed_cas += 1;
-                Ok(false)
-            }
-        }
-    }
-
-    fn block<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
-
-    #[test]
-    fn first_finish_takes_the_empty_pointer() {
-        let one = run(1);
-        let mut m = Memory::new(&[&one]);
-        let s = block(settle_pointer(
-            &mut m,
-            one.clone(),
-            from_unix_ms(2),
-            &mut Attempts::new("t"),
-        ))
-        .unwrap();
-        assert_eq!(m.pointer, Some(one.id));
-        assert_eq!(s.operation, one);
-        assert_eq!(s.deactivated, None);
-    }
-
-    #[test]
-    fn older_finisher_that_loses_the_race_is_superseded() {
-        // Both read an empty pointer; the newer run's node moves it first.
-        let (one, two) = (run(1), run(2));
-        let mut m = Memory::new(&[&one, &two]);
-        let two_id = two.id;
-        m.before_cas.push(Box::new(move |m: &mut Memory| {
-            m.pointer = Some(two_id);
-        }));
-        let s = block(settle_pointer(
-            &mut m,
-            one.clone(),
-            from_unix_ms(2),
-            &mut Attempts::new("t"),
-        ))
-        .unwrap();
-        assert_eq!(m.failed_cas, 1);
-        assert_eq!(m.pointer, Some(two.id), "the newest run stays active");
-        assert!(!s.operation.active);
-        assert_eq!(s.operation.superseded_by, Some(two.id));
-        assert_eq!(m.ops[&one.id], s.operation, "stored as returned");
-        assert!(m.ops[&two.id].active);
-    }
-
-    #[test]
-    fn newer_finisher_that_loses_the_race_takes_over_and_deactivates() {
-        // Both read an empty pointer; the older run's node moves it first.
-        let (one, two) = (run(1), run(2));
-        let mut m = Memory::new(&[&one, &two]);
-        let one_id = one.id;
-        m.before_cas.push(Box::new(move |m: &mut Memory| {
-            m.pointer = Some(one_id);
-        }));
-        let s = block(settle_pointer(
-            &mut m,
-            two.clone(),
-            from_unix_ms(2),
-            &mut Attempts::new("t"),
-        ))
-        .unwrap();
-        assert_eq!(m.failed_cas, 1);
-        assert_eq!(m.pointer, Some(two.id));
-        assert_eq!(s.operation, two);
-        let d = s.deactivated.unwrap();
-        assert_eq!(d.id, one.id);
-        assert!(!d.active);
-        assert_eq!(d.superseded_by, Some(two.id));
-        assert_eq!(m.ops[&one.id], d);
-    }
-
-    #[test]
-    fn deactivation_retries_when_the_old_row_changed() {
-        let (one, two) = (run(1), run(2));
-        let mut m = Memory::new(&[&one, &two]);
-        m.pointer = Some(one.id);
-        // Skip the pointer CAS, then bump one's version just before its deactivation.
-        m.before_cas.push(Box::new(|_: &mut Memory| {}));
-        let one_id = one.id;
-        m.before_cas.push(Box::new(move |m: &mut Memory| {
-            if let Some(o) = m.ops.get_mut(&one_id) {
-                o.version += 1;
-            }
-        }));
-        let s = block(settle_pointer(
-            &mut m,
-            two.clone(),
-            from_unix_ms(2),
-            &mut Attempts::new("t"),
-        ))
-        .unwrap();
-        assert_eq!(m.failed_cas, 1);
-        let d = s.deactivated.unwrap();
-        assert_eq!(d.version, one.version + 2);
-        assert!(!m.ops[&one.id].active);
-    }
-
-    #[test]
-    fn endless_contention_gives_up() {
-        let (one, two) = (run(1), run(2));
-        let mut m = Memory::new(&[&one, &two]);
-        for _ in 0..10 {
-            m.before_cas.push(Box::new(|m: &mut Memory| {
-                m.pointer = Some(Uuid::new_v4());
-            }));
-        }
-        let err = block(settle_pointer(
-            &mut m,
-            two,
-            from_unix_ms(2),
-            &mut Attempts::with_max("t", 3),
-        ))
-        .unwrap_err();
-        assert!(matches!(err, StoreError::Io(_)), "{err:?}");
     }
 }

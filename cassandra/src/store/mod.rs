@@ -11,10 +11,13 @@
 //! correctness: rows of a bounded partition are sorted here (a range, where used, only
 //! saves reading; its result is filtered here again). No `IN`, no `ALLOW FILTERING`.
 //!
-//! [`rows`] holds the row helpers and the pointer protocol on `key_state`, [`scans`]
-//! the bucketed and hourly scans, [`upsert`] the upsert of a batch.
+//! [`rows`] holds the row helpers and the cells of [`crate::cas`] (operation rows; the
+//! pointer protocol on `key_state`), [`moves`] finish, rollback, cancel and forced
+//! expiry, [`history`] the activation history, [`collect`] garbage collection,
+//! [`scans`] the scans of operations, buckets and hours, [`upsert`] the upsert of a
+//! batch.
 
-use crate::cas::{self, Attempts, NumberClaim, PointerCell};
+use crate::cas::{self, Attempts, NumberClaim, OpCell, Pointer, PointerAt, PointerCell, Why};
 use crate::config::CassandraConfig;
 use crate::schema::check_keyspace;
 use crate::session::*;
@@ -34,11 +37,13 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod collect;
+mod history;
+mod moves;
 mod rows;
 mod scans;
 mod upsert;
 
-use rows::KeyPointer;
 use scans::decode_work;
 
 /// Reads in flight at once for one call (loads by id, buckets).
@@ -287,45 +292,37 @@ impl Store for CassandraStore {
 
     async fn activate_operation(
         &self,
-        _id: Uuid,
-        _reason: ActivationReason,
-        _actor: Option<String>,
-        _now: OffsetDateTime,
+        id: Uuid,
+        reason: ActivationReason,
+        actor: Option<String>,
+        now: OffsetDateTime,
     ) -> StoreResult<ActivationPlan> {
-        Err(StoreError::Io("STUB: activate_operation".into()))
+        self.activate(id, reason, actor, now).await
     }
 
-    async fn activations(
-        &self,
-        _key: &OperationKey,
-        _limit: usize,
-    ) -> StoreResult<Vec<Activation>> {
-        Err(StoreError::Io("STUB: activations".into()))
+    async fn activations(&self, key: &OperationKey, limit: usize) -> StoreResult<Vec<Activation>> {
+        self.history(key, limit).await
     }
 
-    async fn force_expire(
-        &self,
-        _id: Uuid,
-        _now: OffsetDateTime,
-    ) -> StoreResult<Option<Operation>> {
-        Err(StoreError::Io("STUB: force_expire".into()))
+    async fn force_expire(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<Option<Operation>> {
+        self.expire_now(id, now).await
     }
 
-    async fn begin_collection(&self, _id: Uuid, _now: OffsetDateTime) -> StoreResult<Operation> {
-        Err(StoreError::Io("STUB: begin_collection".into()))
+    async fn begin_collection(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<Operation> {
+        self.begin_collecting(id, now).await
     }
 
-    async fn delete_annotations(&self, _operation_id: Uuid, _ids: &[Uuid]) -> StoreResult<u64> {
-        Err(StoreError::Io("STUB: delete_annotations".into()))
+    async fn delete_annotations(&self, operation_id: Uuid, ids: &[Uuid]) -> StoreResult<u64> {
+        self.delete_collected(operation_id, ids).await
     }
 
     async fn end_collection(
         &self,
-        _id: Uuid,
-        _freed: u64,
-        _now: OffsetDateTime,
+        id: Uuid,
+        freed: u64,
+        now: OffsetDateTime,
     ) -> StoreResult<Operation> {
-        Err(StoreError::Io("STUB: end_collection".into()))
+        self.end_collecting(id, freed, now).await
     }
 
     async fn get_operation(&self, id: Uuid) -> StoreResult<Option<Operation>> {
@@ -339,81 +336,7 @@ impl Store for CassandraStore {
         cursor: Option<Uuid>,
         limit: usize,
     ) -> StoreResult<Vec<Operation>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let below = |id: &Uuid| order.past(id, cursor);
-        // Ids in the scan's order.
-        let in_order = |ids: &mut Vec<Uuid>| match order {
-            ScanOrder::NewestFirst => ids.sort_unstable_by(|a, b| b.cmp(a)),
-            ScanOrder::OldestFirst => ids.sort_unstable(),
-        };
-        // One key: its own partition.
-        if let (Some(t), Some(v), Some(p)) = (
-            &filter.annotation_type,
-            filter.annotation_type_version,
-            &filter.pivot_id,
-        ) {
-            let key = OperationKey {
-                annotation_type: t.clone(),
-                annotation_type_version: v,
-                pivot_id: p.clone(),
-            };
-            let rows = self
-                .st()
-                .key_ops_get
-                .rows(self.s(), key_values(&key)?)
-                .await?;
-            let mut ids = rows
-                .iter()
-                .map(|r| uuid_at(r, 1))
-                .collect::<StoreResult<Vec<_>>>()?;
-            ids.retain(below);
-            in_order(&mut ids);
-            let mut out = self.load_ops(ids).await?;
-            out.retain(|o| filter.matches(o));
-            out.truncate(limit);
-            return Ok(out);
-        }
-        // Otherwise day by day, in the scan's order.
-        let rows = self.st().days_get.rows(self.s(), vec![int(0)]).await?;
-        let mut days = rows
-            .iter()
-            .map(|r| i64_at(r, 0))
-            .collect::<StoreResult<Vec<_>>>()?;
-        match order {
-            ScanOrder::NewestFirst => days.sort_unstable_by(|a, b| b.cmp(a)),
-            ScanOrder::OldestFirst => days.sort_unstable(),
-        }
-        days.dedup();
-        if let Some(c) = cursor {
-            let day = uuid_ms(c).div_euclid(DAY_MS);
-            days.retain(|d| match order {
-                ScanOrder::NewestFirst => *d <= day,
-                ScanOrder::OldestFirst => *d >= day,
-            });
-        }
-        let mut out = Vec::new();
-        for day in days {
-            let rows = self.st().day_ops_get.rows(self.s(), vec![big(day)]).await?;
-            let mut ids = rows
-                .iter()
-                .map(|r| uuid_at(r, 0))
-                .collect::<StoreResult<Vec<_>>>()?;
-            ids.retain(below);
-            in_order(&mut ids);
-            for chunk in ids.chunks(FAN_OUT * 4) {
-                for op in self.load_ops(chunk.to_vec()).await? {
-                    if filter.matches(&op) {
-                        out.push(op);
-                        if out.len() >= limit {
-                            return Ok(out);
-                        }
-                    }
-                }
-            }
-        }
-        Ok(out)
+        self.list(filter, order, cursor, limit).await
     }
 
     async fn active_operations(&self) -> StoreResult<Vec<Operation>> {
@@ -435,88 +358,11 @@ impl Store for CassandraStore {
     }
 
     async fn finish_operation(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<FinishPlan> {
-        let mut attempts = Attempts::new("finish operation");
-        loop {
-            attempts.take()?;
-            let op = self.require_op(id).await?;
-            if op.status == annostore_core::model::OperationStatus::Finished {
-                if op.active {
-                    // A finish that stopped between its two writes: complete it.
-                    let mut cell = KeyPointer {
-                        store: self,
-                        key: op.key(),
-                    };
-                    let settled = cas::settle_pointer(&mut cell, op, now, &mut attempts).await?;
-                    return Ok(FinishPlan {
-                        changed: settled.moved,
-                        operation: settled.operation,
-                        deactivated: settled.deactivated,
-                        activation: None,
-                    });
-                }
-                return Ok(FinishPlan {
-                    operation: op,
-                    deactivated: None,
-                    changed: false,
-                    activation: None,
-                });
-            }
-            if op.status == annostore_core::model::OperationStatus::Started
-                && !lifecycle::lease_lapsed(&op, now)
-                && self.has_pending(id).await?
-            {
-                return Err(StoreError::PendingIndexWork(id));
-            }
-            let active = match self.key_state(&op.key()).await?.1 {
-                Some(a) => self.load_op(a).await?,
-                None => None,
-            };
-            let plan = match lifecycle::finish(&op, active.as_ref(), now) {
-                Ok(plan) => plan,
-                Err(e) => {
-                    self.record_expiry(&op, now).await?;
-                    return Err(e.into());
-                }
-            };
-            if !self.cas_op(&plan.operation, op.version).await? {
-                continue;
-            }
-            if !plan.operation.active {
-                return Ok(plan);
-            }
-            let mut cell = KeyPointer {
-                store: self,
-                key: op.key(),
-            };
-            let settled =
-                cas::settle_pointer(&mut cell, plan.operation, now, &mut attempts).await?;
-            return Ok(FinishPlan {
-                operation: settled.operation,
-                deactivated: settled.deactivated,
-                changed: true,
-                activation: None,
-            });
-        }
+        self.finish(id, now).await
     }
 
     async fn cancel_operation(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<Operation> {
-        let mut attempts = Attempts::new("cancel operation");
-        loop {
-            attempts.take()?;
-            let op = self.require_op(id).await?;
-            match lifecycle::cancel(&op, now) {
-                Ok((cancelled, changed)) => {
-                    if changed && !self.cas_op(&cancelled, op.version).await? {
-                        continue;
-                    }
-                    return Ok(cancelled);
-                }
-                Err(e) => {
-                    self.record_expiry(&op, now).await?;
-                    return Err(e.into());
-                }
-            }
-        }
+        self.cancel(id, now).await
     }
 
     async fn expire_operation(

@@ -1,6 +1,7 @@
 //! Row helpers of the store: loading operations, their compare-and-set write (with the
-//! lapse index kept in step), expiry, the key's state, logged batches, and the active
-//! pointer protocol of [`crate::cas`] on `key_state`.
+//! lapse index kept in step), expiry, the key's state, logged batches, and the cells
+//! of [`crate::cas`]: operation rows alone, and the active pointer protocol on
+//! `key_state` with the key's history.
 
 use super::*;
 
@@ -101,17 +102,22 @@ impl CassandraStore {
         }
     }
 
+    /// The key's last operation number and where its active pointer stands.
     pub(super) async fn key_state(
         &self,
         key: &OperationKey,
-    ) -> StoreResult<(Option<u64>, Option<Uuid>)> {
+    ) -> StoreResult<(Option<u64>, PointerAt)> {
         let rows = self.st().key_get.rows(self.s(), key_values(key)?).await?;
         match rows.first() {
             Some(r) => {
                 let last = opt_i64_at(r, 0)?.map(|n| n.max(0) as u64);
-                Ok((last, opt_uuid_at(r, 1)?))
+                let at = PointerAt {
+                    id: opt_uuid_at(r, 1)?,
+                    sequence: opt_i64_at(r, 2)?.map(|n| n.max(0) as u64),
+                };
+                Ok((last, at))
             }
-            None => Ok((None, None)),
+            None => Ok((None, PointerAt::default())),
         }
     }
 
@@ -147,31 +153,67 @@ impl CassandraStore {
     }
 }
 
-/// The pointer protocol of [`cas::settle_pointer`] on `key_state` and `operations`.
+/// Operation rows, for [`cas::update_op`].
+pub(super) struct Rows<'a>(pub(super) &'a CassandraStore);
+
+#[async_trait]
+impl OpCell for Rows<'_> {
+    async fn load(&mut self, id: Uuid) -> StoreResult<Option<Operation>> {
+        self.0.load_op(id).await
+    }
+
+    async fn write_op(&mut self, op: &Operation, expect_version: u64) -> StoreResult<bool> {
+        self.0.cas_op(op, expect_version).await
+    }
+}
+
+/// The pointer protocol of [`crate::cas::pointer`] on `key_state`, `operations` and
+/// `activations`.
 pub(super) struct KeyPointer<'a> {
     pub(super) store: &'a CassandraStore,
     pub(super) key: OperationKey,
 }
 
 #[async_trait]
-impl PointerCell for KeyPointer<'_> {
-    async fn current(&mut self) -> StoreResult<Option<Operation>> {
-        match self.store.key_state(&self.key).await?.1 {
-            // Operations are written before any pointer names them.
-            Some(id) => match self.store.load_op(id).await? {
-                Some(op) => Ok(Some(op)),
-                None => Err(StoreError::Corrupt(format!(
-                    "the active pointer names operation {id}, which does not exist"
-                ))),
-            },
-            None => Ok(None),
-        }
+impl OpCell for KeyPointer<'_> {
+    async fn load(&mut self, id: Uuid) -> StoreResult<Option<Operation>> {
+        self.store.load_op(id).await
     }
 
-    async fn move_pointer(&mut self, expect: Option<Uuid>, to: Uuid) -> StoreResult<bool> {
-        let mut v = vec![uuid(to)];
+    async fn write_op(&mut self, op: &Operation, expect_version: u64) -> StoreResult<bool> {
+        self.store.cas_op(op, expect_version).await
+    }
+}
+
+#[async_trait]
+impl PointerCell for KeyPointer<'_> {
+    async fn current(&mut self) -> StoreResult<Pointer> {
+        let (_, at) = self.store.key_state(&self.key).await?;
+        let run = match at.id {
+            // Operations are written before any pointer names them.
+            Some(id) => match self.store.load_op(id).await? {
+                Some(op) => Some(op),
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "the active pointer names operation {id}, which does not exist"
+                    )));
+                }
+            },
+            None => None,
+        };
+        Ok(Pointer { at, run })
+    }
+
+    async fn move_pointer(&mut self, from: PointerAt, to: PointerAt) -> StoreResult<bool> {
+        let seq = |s: Option<u64>| -> StoreResult<V> {
+            s.map(|n| count_i64(n).map(big))
+                .transpose()
+                .map(Option::flatten)
+        };
+        let mut v = vec![to.id.and_then(uuid), seq(to.sequence)?];
         v.extend(key_values(&self.key)?);
-        v.push(expect.and_then(uuid));
+        v.push(from.id.and_then(uuid));
+        v.push(seq(from.sequence)?);
         let r = self
             .store
             .st()
@@ -181,11 +223,15 @@ impl PointerCell for KeyPointer<'_> {
         applied(r)
     }
 
-    async fn load(&mut self, id: Uuid) -> StoreResult<Option<Operation>> {
-        self.store.load_op(id).await
-    }
-
-    async fn write_op(&mut self, op: &Operation, expect_version: u64) -> StoreResult<bool> {
-        self.store.cas_op(op, expect_version).await
+    async fn record(&mut self, activation: &Activation) -> StoreResult<()> {
+        let mut v = key_values(&self.key)?;
+        v.push(big(count_i64(activation.sequence)?));
+        v.push(text(to_json(activation)?));
+        self.store
+            .st()
+            .activation_insert
+            .run(self.store.s(), v)
+            .await?;
+        Ok(())
     }
 }

@@ -1,5 +1,5 @@
-//! Scan helpers of the store: annotations of an operation by bucket, pending work hour
-//! by hour, and completing work.
+//! Scan helpers of the store: operations by key or day in either order, annotations
+//! of an operation by bucket, pending work hour by hour, and completing work.
 
 use super::*;
 
@@ -14,6 +14,92 @@ pub(super) fn decode_work(rows: &[scylla::value::Row]) -> StoreResult<Vec<IndexW
 }
 
 impl CassandraStore {
+    /// Operations matching `filter` in `order`, past `cursor`: one key's partition when
+    /// the filter names a whole key, else day by day.
+    pub(super) async fn list(
+        &self,
+        filter: &OperationFilter,
+        order: ScanOrder,
+        cursor: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<Operation>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let below = |id: &Uuid| order.past(id, cursor);
+        // Ids in the scan's order.
+        let in_order = |ids: &mut Vec<Uuid>| match order {
+            ScanOrder::NewestFirst => ids.sort_unstable_by(|a, b| b.cmp(a)),
+            ScanOrder::OldestFirst => ids.sort_unstable(),
+        };
+        // One key: its own partition.
+        if let (Some(t), Some(v), Some(p)) = (
+            &filter.annotation_type,
+            filter.annotation_type_version,
+            &filter.pivot_id,
+        ) {
+            let key = OperationKey {
+                annotation_type: t.clone(),
+                annotation_type_version: v,
+                pivot_id: p.clone(),
+            };
+            let rows = self
+                .st()
+                .key_ops_get
+                .rows(self.s(), key_values(&key)?)
+                .await?;
+            let mut ids = rows
+                .iter()
+                .map(|r| uuid_at(r, 1))
+                .collect::<StoreResult<Vec<_>>>()?;
+            ids.retain(below);
+            in_order(&mut ids);
+            let mut out = self.load_ops(ids).await?;
+            out.retain(|o| filter.matches(o));
+            out.truncate(limit);
+            return Ok(out);
+        }
+        // Otherwise day by day, in the scan's order.
+        let rows = self.st().days_get.rows(self.s(), vec![int(0)]).await?;
+        let mut days = rows
+            .iter()
+            .map(|r| i64_at(r, 0))
+            .collect::<StoreResult<Vec<_>>>()?;
+        match order {
+            ScanOrder::NewestFirst => days.sort_unstable_by(|a, b| b.cmp(a)),
+            ScanOrder::OldestFirst => days.sort_unstable(),
+        }
+        days.dedup();
+        if let Some(c) = cursor {
+            let day = uuid_ms(c).div_euclid(DAY_MS);
+            days.retain(|d| match order {
+                ScanOrder::NewestFirst => *d <= day,
+                ScanOrder::OldestFirst => *d >= day,
+            });
+        }
+        let mut out = Vec::new();
+        for day in days {
+            let rows = self.st().day_ops_get.rows(self.s(), vec![big(day)]).await?;
+            let mut ids = rows
+                .iter()
+                .map(|r| uuid_at(r, 0))
+                .collect::<StoreResult<Vec<_>>>()?;
+            ids.retain(below);
+            in_order(&mut ids);
+            for chunk in ids.chunks(FAN_OUT * 4) {
+                for op in self.load_ops(chunk.to_vec()).await? {
+                    if filter.matches(&op) {
+                        out.push(op);
+                        if out.len() >= limit {
+                            return Ok(out);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) async fn complete_one(&self, w: IndexWork) -> StoreResult<()> {
         let st = self.st();
         let hour = uuid_ms(w.id).div_euclid(HOUR_MS);
