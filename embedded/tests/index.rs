@@ -73,6 +73,7 @@ async fn conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let index: Arc<dyn Index> = Arc::new(TantivyIndex::open(dir.path(), quick()).unwrap());
     suite::run_all(index.clone()).await;
+    suite::run_operating(index.clone()).await;
     suite::run_search_language(index).await;
 }
 

@@ -6,6 +6,7 @@
 //! [`run_search_language`] checks the search language of issue 5 (lists, time
 //! relations, regions, text, `data` conditions, confidence order, aggregations): a
 //! separate entry point, so an engine can pass `run_all` before it implements those.
+//! [`run_operating`] checks what garbage collection needs (issue 7), separately too.
 
 use crate::index::Existing;
 use crate::index::{Hit, Index, IndexQuery, Scope};
@@ -32,6 +33,11 @@ pub async fn run_all(index: Arc<dyn Index>) {
     ordering_across_media_and_commits(index.clone()).await;
     paging_returns_each_once(index.clone()).await;
     count_operation(index.clone()).await;
+}
+
+/// Runs the checks of what operating annostore needs of an index (issue 7).
+pub async fn run_operating(index: Arc<dyn Index>) {
+    delete_operation_removes_only_its_run(index.clone()).await;
 }
 
 /// An annotation of `op` with the suite's defaults: type "shot" v1, pivot "p".
@@ -422,4 +428,50 @@ pub async fn count_operation(index: Arc<dyn Index>) {
     // Replacing does not double count.
     upsert(&index, &xs[..10]).await;
     assert_eq!(index.count_operation(a).await.expect("count"), 25);
+}
+
+/// delete_operation removes every document of one run, durably enough that search,
+/// previews and counts no longer see them, returns how many, and leaves other runs'
+/// documents alone; the freed ids can be indexed again under another run.
+pub async fn delete_operation_removes_only_its_run(index: Arc<dyn Index>) {
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let xa: Vec<Annotation> = (0..20).map(|i| annotation(a, "gc", i, i + 1)).collect();
+    let xb: Vec<Annotation> = (0..5).map(|i| annotation(b, "gc", i, i + 1)).collect();
+    upsert(&index, &xa).await;
+    upsert(&index, &xb).await;
+    assert_eq!(index.delete_operation(a).await.expect("delete"), 20);
+    assert_eq!(index.count_operation(a).await.expect("count"), 0);
+    assert_eq!(index.count_operation(b).await.expect("count"), 5);
+    let all = SearchFilter::default();
+    let hits = search_all(&index, &all, &visible(&[a, b]), 4).await;
+    assert_eq!(keys(&hits), sorted_keys(&xb), "only the other run is left");
+    assert!(
+        search_all(&index, &all, &Scope::Operation(a), 4)
+            .await
+            .is_empty()
+    );
+    // Again, and a run the index never saw: nothing to remove.
+    assert_eq!(index.delete_operation(a).await.expect("delete"), 0);
+    assert_eq!(
+        index
+            .delete_operation(Uuid::new_v4())
+            .await
+            .expect("delete"),
+        0
+    );
+    assert_eq!(index.count_operation(b).await.expect("count"), 5);
+    // A collected run's ids, claimed by a new run.
+    let xc: Vec<Annotation> = xa
+        .iter()
+        .map(|x| Annotation {
+            operation_id: c,
+            ..x.clone()
+        })
+        .collect();
+    upsert(&index, &xc).await;
+    assert_eq!(index.count_operation(c).await.expect("count"), 20);
+    let hits = search_all(&index, &all, &visible(&[a, b, c]), 7).await;
+    let mut both: Vec<Annotation> = xb.clone();
+    both.extend(xc);
+    assert_eq!(keys(&hits), sorted_keys(&both));
 }
