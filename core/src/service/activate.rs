@@ -115,9 +115,7 @@ impl Service {
             None => runs
                 .iter()
                 .find(|o| {
-                    o.status == OperationStatus::Finished
-                        && o.collected.is_none()
-                        && on_the_way(o)
+                    o.status == OperationStatus::Finished && o.collected.is_none() && on_the_way(o)
                 })
                 .ok_or_else(|| {
                     Error::Conflict(format!(

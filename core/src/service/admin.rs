@@ -146,10 +146,7 @@ impl Service {
         dry_run: bool,
         limit: usize,
     ) -> Result<EndReport, Error> {
-        if filter
-            .status
-            .is_some_and(|s| s != OperationStatus::Started)
-        {
+        if filter.status.is_some_and(|s| s != OperationStatus::Started) {
             return Err(Error::invalid(
                 "status",
                 "only STARTED operations can be cancelled or expired",
@@ -229,12 +226,7 @@ impl Service {
                 op.status.as_str()
             )));
         }
-        match self
-            .engines
-            .store
-            .force_expire(id, self.clock.now())
-            .await
-        {
+        match self.engines.store.force_expire(id, self.clock.now()).await {
             Ok(Some(expired)) => {
                 metrics::counter!("annostore_operations_expired_total").increment(1);
                 self.engines.cache.put(std::slice::from_ref(&expired));

@@ -137,9 +137,10 @@ impl Service {
         let outcome = if op.collected.is_some() {
             self.engines.index.delete_operation(op.id).await.map(|_| ())
         } else {
-            self.reindex_operation(op).await.map(|_| ()).map_err(|e| {
-                crate::index::IndexError::Unavailable(e.to_string())
-            })
+            self.reindex_operation(op)
+                .await
+                .map(|_| ())
+                .map_err(|e| crate::index::IndexError::Unavailable(e.to_string()))
         };
         if let Err(e) = outcome {
             warn!(operation = %op.id, error = %e, "consistency repair failed");

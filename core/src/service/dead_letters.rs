@@ -106,7 +106,11 @@ impl Service {
         let mut purged = Purged::default();
         let mut obsolete = Vec::new();
         for d in &letters {
-            let op = self.engines.store.get_operation(d.work.operation_id).await?;
+            let op = self
+                .engines
+                .store
+                .get_operation(d.work.operation_id)
+                .await?;
             if op.is_none_or(|o| o.collected.is_some()) {
                 obsolete.push(d.work.clone());
             }

@@ -42,11 +42,11 @@ pub use admin::{
     Consistency, ConsistencyRow, DeadLetter, EndAction, EndReport, Ended, MAX_BULK, Purged,
     StatusCounts,
 };
-pub use dead_letters::MAX_DEAD_LETTERS;
 pub use aggregate::{AggregateRequest, Cooccurrence, CooccurrenceRequest, MAX_SLACK_MS};
-pub use gc::{GcOptions, GcReport, Retention};
+pub use dead_letters::MAX_DEAD_LETTERS;
 pub use deadline::DEFAULT_INDEX_TIMEOUT;
 pub use follow::DEFAULT_VISIBILITY_REFRESH;
+pub use gc::{GcOptions, GcReport, Retention};
 pub use repair::Reindexed;
 pub use search::matches;
 
