@@ -5,9 +5,12 @@
 //! - [`body`]: the compact JSON body of a message.
 //! - [`queue`]: [`SqsRetryQueue`], the [`annostore_core::queue::RetryQueue`] itself, and
 //!   [`SqsRetryQueue::ensure_queues`] for `annostore schema apply`.
+//! - [`dead`]: dead letters by work id (inspect, redrive, purge), by scanning the
+//!   dead-letter queue.
 
 pub mod body;
 pub mod config;
+pub mod dead;
 pub mod queue;
 
 pub use config::SqsConfig;

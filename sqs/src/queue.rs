@@ -8,7 +8,10 @@
 //! | `ack`                 | DeleteMessage                                                        |
 //! | `depth`               | ApproximateNumberOfMessages + …NotVisible + …Delayed of the queue    |
 //! | `dead_letter_count`   | the same three counts of the dead-letter queue                      |
-//! | `dead_letters(limit)` | a **peek** of the dead-letter queue: ReceiveMessage with VisibilityTimeout 0 |
+//! | `dead_letters(limit)` | a scan of the dead-letter queue ([`crate::dead`]): up to `limit` messages, all made visible again |
+//! | `dead_letter(id)`     | a scan until that work's message |
+//! | `redrive(ids)`        | a scan: SendMessage of each selected body to the queue, then DeleteMessage from the dead-letter queue |
+//! | `purge_dead_letters(ids)` | a scan: DeleteMessage of each selected message (not PurgeQueue) |
 //!
 //! # Backoff
 //!
@@ -21,9 +24,9 @@
 //!
 //! SQS's redrive moves a message to the dead-letter queue on the receive that would be
 //! its `max_receives + 1`-th, and does not deliver it: the same rule as the embedded
-//! queue. Peeking dead letters receives them with a visibility timeout of 0, so each
-//! peek adds one to their `ApproximateReceiveCount` (the `receive_count` they report is
-//! at least `max_receives`, plus the peeks). Their receipts are for display: `ack` of
+//! queue. Reading dead letters receives them (and makes them visible again), so each
+//! read adds one to their `ApproximateReceiveCount` (the `receive_count` they report is
+//! at least `max_receives`, plus the reads). Their receipts are for display: `ack` of
 //! one does nothing.
 //!
 //! # Corrupt messages
@@ -45,6 +48,7 @@
 
 use crate::body;
 use crate::config::SqsConfig;
+use crate::dead::Sweep;
 use annostore_core::queue::{Delivery, QueueError, RetryQueue};
 use annostore_core::store::IndexWork;
 use async_trait::async_trait;
@@ -56,13 +60,13 @@ use aws_sdk_sqs::types::{
     QueueAttributeName,
 };
 use std::collections::HashMap;
-use uuid::Uuid;
 use std::fmt::Debug;
 use std::time::Duration;
 use tracing::{debug, warn};
+use uuid::Uuid;
 
 /// Messages per ReceiveMessage / batch call: SQS's maximum.
-const SQS_BATCH: usize = 10;
+pub(crate) const SQS_BATCH: usize = 10;
 /// Retention of both queues: SQS's maximum (14 days).
 const RETENTION_SECONDS: u32 = 1_209_600;
 
@@ -204,8 +208,28 @@ impl SqsRetryQueue {
         Ok(total)
     }
 
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn dlq_url(&self) -> &str {
+        &self.dlq_url
+    }
+
+    /// SendMessage of a body as it is (a redriven dead letter).
+    pub(crate) async fn send_raw(&self, body: &str) -> Result<(), QueueError> {
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| sdk_err("SendMessage", &self.cfg.queue_name, e))?;
+        Ok(())
+    }
+
     /// One ReceiveMessage call.
-    async fn receive_batch(
+    pub(crate) async fn receive_batch(
         &self,
         url: &str,
         name: &str,
@@ -259,28 +283,20 @@ impl SqsRetryQueue {
 
 #[async_trait]
 impl RetryQueue for SqsRetryQueue {
-    async fn dead_letter(&self, _work_id: Uuid) -> Result<Option<Delivery>, QueueError> {
-        Err(QueueError::Unavailable("STUB: dead_letter".into()))
+    async fn dead_letter(&self, work_id: Uuid) -> Result<Option<Delivery>, QueueError> {
+        self.find_dead(work_id).await
     }
 
-    async fn redrive(&self, _work_ids: Option<&[Uuid]>) -> Result<u64, QueueError> {
-        Err(QueueError::Unavailable("STUB: redrive".into()))
+    async fn redrive(&self, work_ids: Option<&[Uuid]>) -> Result<u64, QueueError> {
+        self.sweep_dead(work_ids, Sweep::Redrive).await
     }
 
-    async fn purge_dead_letters(&self, _work_ids: Option<&[Uuid]>) -> Result<u64, QueueError> {
-        Err(QueueError::Unavailable("STUB: purge_dead_letters".into()))
+    async fn purge_dead_letters(&self, work_ids: Option<&[Uuid]>) -> Result<u64, QueueError> {
+        self.sweep_dead(work_ids, Sweep::Purge).await
     }
 
     async fn enqueue(&self, work: &IndexWork) -> Result<(), QueueError> {
-        let body = body::encode(work)?;
-        self.client
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(body)
-            .send()
-            .await
-            .map_err(|e| sdk_err("SendMessage", &self.cfg.queue_name, e))?;
-        Ok(())
+        self.send_raw(&body::encode(work)?).await
     }
 
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
@@ -394,40 +410,8 @@ impl RetryQueue for SqsRetryQueue {
             .await
     }
 
-    /// A peek: see the module's documentation.
     async fn dead_letters(&self, limit: usize) -> Result<Vec<Delivery>, QueueError> {
-        let name = &self.cfg.dead_letter_queue_name;
-        let mut out = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        while out.len() < limit {
-            let messages = self
-                .receive_batch(&self.dlq_url, name, limit - out.len(), 0, 0)
-                .await?;
-            let mut new = 0;
-            for m in messages {
-                let message_id = m.message_id.unwrap_or_default();
-                if !seen.insert(message_id.clone()) {
-                    continue;
-                }
-                new += 1;
-                let receive_count = receive_count(m.attributes.as_ref(), &message_id);
-                match body::decode(m.body.as_deref().unwrap_or_default()) {
-                    Ok(work) => out.push(Delivery {
-                        work,
-                        receipt: m.receipt_handle.unwrap_or_default(),
-                        receive_count,
-                    }),
-                    Err(e) => warn!(
-                        queue = %name, message_id, error = %e,
-                        "corrupt dead letter skipped by the peek (still counted)"
-                    ),
-                }
-            }
-            if new == 0 {
-                break;
-            }
-        }
-        Ok(out)
+        self.list_dead(limit).await
     }
 }
 
@@ -535,7 +519,7 @@ async fn ensure_queue(
     Ok(url)
 }
 
-fn receive_count(
+pub(crate) fn receive_count(
     attributes: Option<&HashMap<MessageSystemAttributeName, String>>,
     message_id: &str,
 ) -> u32 {
@@ -551,7 +535,7 @@ fn receive_count(
     })
 }
 
-fn to_i32(n: usize) -> i32 {
+pub(crate) fn to_i32(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
@@ -570,7 +554,7 @@ fn is_invalid_receipt<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
 }
 
 /// An SDK failure as [`QueueError::Unavailable`], naming the call and the queue.
-fn sdk_err<E, R>(call: &str, queue: &str, e: SdkError<E, R>) -> QueueError
+pub(crate) fn sdk_err<E, R>(call: &str, queue: &str, e: SdkError<E, R>) -> QueueError
 where
     E: std::error::Error + 'static,
     R: Debug,

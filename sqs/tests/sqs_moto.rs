@@ -334,3 +334,86 @@ async fn a_corrupt_message_does_not_block_the_queue() {
         "the peek skips what it cannot decode"
     );
 }
+
+/// Puts work straight into the dead-letter queue (as the redrive would), raw bodies
+/// included.
+async fn bury(cfg: &SqsConfig, bodies: &[String]) {
+    let raw = raw_client(cfg).await;
+    let dlq = url(&raw, &cfg.dead_letter_queue_name).await;
+    for b in bodies {
+        raw.send_message()
+            .queue_url(&dlq)
+            .message_body(b)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn dead_letter_scans_go_past_one_receive_and_give_the_rest_back() {
+    let Some(moto) = moto::moto() else { return };
+    let cfg = config(&moto);
+    let q = queue(&cfg).await;
+    let all: Vec<IndexWork> = (0..25).map(|_| work(1)).collect();
+    let bodies: Vec<String> = all
+        .iter()
+        .map(|w| annostore_sqs::body::encode(w).unwrap())
+        .collect();
+    bury(&cfg, &bodies).await;
+    assert_eq!(q.dead_letter_count().await.unwrap(), 25);
+    // Each of them is found, wherever a receive puts it.
+    for w in [&all[0], &all[12], &all[24]] {
+        let d = q.dead_letter(w.id).await.unwrap().expect("found");
+        assert_eq!(&d.work, w);
+    }
+    assert!(q.dead_letter(Uuid::now_v7()).await.unwrap().is_none());
+    // What the scans held is visible again at once: a peek sees all of it.
+    assert_eq!(q.dead_letters(100).await.unwrap().len(), 25);
+    let named = [all[3].id, all[17].id, all[21].id];
+    assert_eq!(q.purge_dead_letters(Some(&named)).await.unwrap(), 3);
+    assert_eq!(q.redrive(Some(&[all[5].id])).await.unwrap(), 1);
+    assert_eq!(q.dead_letter_count().await.unwrap(), 21);
+    assert_eq!(q.depth().await.unwrap(), 1);
+    assert_eq!(q.purge_dead_letters(None).await.unwrap(), 21);
+    assert_eq!(q.dead_letter_count().await.unwrap(), 0);
+    let got = q.receive(10).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].work.id, got[0].receive_count), (all[5].id, 1));
+}
+
+#[tokio::test]
+async fn redrive_of_all_takes_corrupt_letters_and_every_copy() {
+    let Some(moto) = moto::moto() else { return };
+    let cfg = config(&moto);
+    let q = queue(&cfg).await;
+    let (w1, w2) = (work(1), work(2));
+    let b1 = annostore_sqs::body::encode(&w1).unwrap();
+    let b2 = annostore_sqs::body::encode(&w2).unwrap();
+    // w1 twice (a standard queue does not deduplicate), and a body nothing decodes.
+    bury(
+        &cfg,
+        &[b1.clone(), b1, b2, "{\"not\":\"index work\"}".into()],
+    )
+    .await;
+    assert_eq!(q.dead_letter_count().await.unwrap(), 4);
+    assert_eq!(
+        q.redrive(Some(&[w1.id])).await.unwrap(),
+        2,
+        "both copies of the work"
+    );
+    assert_eq!(q.dead_letter_count().await.unwrap(), 2);
+    assert_eq!(
+        q.redrive(None).await.unwrap(),
+        2,
+        "all: the corrupt one goes back too"
+    );
+    assert_eq!(q.dead_letter_count().await.unwrap(), 0);
+    assert_eq!(q.depth().await.unwrap(), 4);
+    // Delivered: the good ones; the corrupt one is skipped by receive, as always.
+    let got = q.receive(10).await.unwrap();
+    let ids: Vec<Uuid> = got.iter().map(|d| d.work.id).collect();
+    assert_eq!(ids.iter().filter(|i| **i == w1.id).count(), 2);
+    assert_eq!(ids.iter().filter(|i| **i == w2.id).count(), 1);
+    assert!(got.iter().all(|d| d.receive_count == 1));
+}
