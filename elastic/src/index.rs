@@ -28,6 +28,12 @@
 //!   hit, so a snapshot above `scope_terms_max` is refused ([`IndexError::Unanswerable`], a 422).
 //! - refresh: `<index>/_refresh` (GET, as the client sends it), which also releases
 //!   waiting upserts early.
+//! - delete_operation: `_delete_by_query` on the `operation_id` term with
+//!   `refresh=true` (the documents are gone from searches when it returns) and
+//!   `conflicts=proceed` (a document rewritten meanwhile, by a replay, is left and
+//!   logged; garbage collection deletes again after the store). A 5xx or 429 is retried
+//!   like any request (deleting again is harmless); an answer that timed out or lists
+//!   failures is [`IndexError::Unavailable`]: some documents may remain.
 //!
 //! Metrics: `annostore_elastic_retries_total{request}`, `annostore_elastic_knn_rounds`,
 //! `annostore_elastic_bulk_documents_retried_total`,
@@ -58,7 +64,8 @@ use elasticsearch::http::Url;
 use elasticsearch::http::response::Response;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::indices::{IndicesGetFieldMappingParts, IndicesRefreshParts};
-use elasticsearch::{CountParts, Elasticsearch, SearchParts};
+use elasticsearch::params::Conflicts;
+use elasticsearch::{CountParts, DeleteByQueryParts, Elasticsearch, SearchParts};
 use serde_json::Value;
 use std::time::Duration;
 use tracing::warn;
@@ -281,8 +288,30 @@ impl ElasticIndex {
 
 #[async_trait]
 impl Index for ElasticIndex {
-    async fn delete_operation(&self, _operation_id: Uuid) -> Result<u64, IndexError> {
-        Err(IndexError::Unavailable("STUB: delete_operation".into()))
+    async fn delete_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {
+        let body = body::delete_operation(&operation_id);
+        let index = [self.config.index.as_str()];
+        let raw = self
+            .with_retries("delete by query", || async {
+                self.client
+                    .delete_by_query(DeleteByQueryParts::Index(&index))
+                    .refresh(true)
+                    .conflicts(Conflicts::Proceed)
+                    .body(body.clone())
+                    .send()
+                    .await
+            })
+            .await?;
+        let done = response::deleted(&raw)
+            .map_err(|e| IndexError::Unavailable(format!("operation {operation_id}: {e}")))?;
+        if done.version_conflicts > 0 {
+            warn!(
+                operation = %operation_id,
+                conflicts = done.version_conflicts,
+                "documents rewritten during the delete were left in the index"
+            );
+        }
+        Ok(done.deleted)
     }
 
     async fn upsert(

@@ -1,6 +1,6 @@
 //! Reading Elasticsearch's answers: bulk items, search hits (time or confidence
-//! order), kNN hits, aggregations, field mappings, counts and error bodies, and which
-//! failures are worth a retry. A malformed answer is an error, never an empty result.
+//! order), kNN hits, aggregations, field mappings, counts, deletes by query and error
+//! bodies, and which failures are worth a retry. A malformed answer is an error, never an empty result.
 
 use crate::body::{MAX_LABELS, MAX_TYPES};
 use annostore_core::model::SortKey;
@@ -477,4 +477,52 @@ pub fn count(body: &[u8]) -> Result<u64, String> {
         return Err(format!("count failed on {} shard(s)", r.shards.failed));
     }
     Ok(r.count)
+}
+
+#[derive(Debug, Deserialize)]
+struct DeleteByQueryResponse {
+    deleted: u64,
+    #[serde(default)]
+    timed_out: bool,
+    #[serde(default)]
+    version_conflicts: u64,
+    #[serde(default)]
+    failures: Vec<Value>,
+}
+
+/// What a `_delete_by_query` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deleted {
+    pub deleted: u64,
+    /// Documents left because they changed during the delete (`conflicts=proceed`).
+    pub version_conflicts: u64,
+}
+
+/// A `_delete_by_query` answer, refused when it timed out or reports failures (a
+/// partial delete: some documents of the query may remain).
+pub fn deleted(body: &[u8]) -> Result<Deleted, String> {
+    let r: DeleteByQueryResponse = serde_json::from_slice(body)
+        .map_err(|e| format!("unreadable delete by query response: {e}"))?;
+    if let Some(first) = r.failures.first() {
+        let cause = first
+            .get("cause")
+            .or_else(|| first.get("reason"))
+            .map(describe_error)
+            .unwrap_or_else(|| first.to_string());
+        return Err(format!(
+            "delete by query deleted {} documents and failed {} time(s), first: {cause}",
+            r.deleted,
+            r.failures.len()
+        ));
+    }
+    if r.timed_out {
+        return Err(format!(
+            "delete by query timed out after deleting {} documents",
+            r.deleted
+        ));
+    }
+    Ok(Deleted {
+        deleted: r.deleted,
+        version_conflicts: r.version_conflicts,
+    })
 }

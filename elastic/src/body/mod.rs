@@ -466,6 +466,12 @@ pub fn count_operation(operation_id: &Uuid) -> Value {
     json!({"query": {"term": {"operation_id": uuid_text(operation_id)}}})
 }
 
+/// The `_delete_by_query` body for one operation's documents: the same query as
+/// [`count_operation`] (every document stores its operation id as a keyword).
+pub fn delete_operation(operation_id: &Uuid) -> Value {
+    count_operation(operation_id)
+}
+
 /// The index template for `config`: the shipped template with the config's index name
 /// as its pattern and the config's shards, replicas and refresh interval.
 pub fn template(config: &ElasticConfig) -> Result<Value, serde_json::Error> {
