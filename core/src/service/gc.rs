@@ -12,7 +12,7 @@
 //! bodies before they went may have put documents back), then the end is recorded.
 //! The active run of a key is never collected: `begin_collection` refuses it.
 
-use super::Service;
+use super::{Service, key_stripe};
 use super::admin::SCAN_PAGE;
 use crate::error::Error;
 use crate::lifecycle;
@@ -170,7 +170,14 @@ impl Service {
         report: &mut GcReport,
     ) -> Result<(), Error> {
         let store = &self.engines.store;
-        let op = match store.begin_collection(op.id, self.clock.now()).await {
+        // Under the key's lock, as activations are: on this node a rollback and the
+        // start of a collection never interleave, whatever the store's own guard (a
+        // compare-and-set, which kassandra, for one, does not enforce).
+        let begun = {
+            let _key = self.key_locks[key_stripe(&op.key())].lock().await;
+            store.begin_collection(op.id, self.clock.now()).await
+        };
+        let op = match begun {
             Ok(op) => op,
             Err(StoreError::Lifecycle(e)) => {
                 // Made active (or otherwise changed) since it was read: it stays.
