@@ -1,5 +1,6 @@
-//! The index conformance suite (core testkit) against a real Elasticsearch, when
-//! `ANNOSTORE_TEST_ES_URL` names one (e.g. http://127.0.0.1:9200). Without it the test
+//! The index conformance suite (core testkit: `run_all`, `run_search_language`,
+//! `run_operating`) against a real Elasticsearch, when `ANNOSTORE_TEST_ES_URL` names
+//! one (e.g. http://127.0.0.1:9200). Without it the test
 //! prints a loud banner and returns, unless `ANNOSTORE_REQUIRE_ES=1` (CI with a server),
 //! which makes a missing server a failure. Each run uses an index of its own and deletes
 //! it (and its template) at the end. A secured cluster (Elasticsearch 8+ defaults):
@@ -53,6 +54,7 @@ async fn conformance_suite_against_a_real_server() {
     let index: Arc<dyn Index> = Arc::new(es.clone());
     suite::run_all(index.clone()).await;
     suite::run_search_language(index.clone()).await;
+    suite::run_operating(index.clone()).await;
     // The same suite with every snapshot sent as a terms filter.
     let terms = ElasticIndex::connect(&ElasticConfig {
         scope_terms_max: 1_024,
@@ -61,7 +63,8 @@ async fn conformance_suite_against_a_real_server() {
     .expect("connect");
     let terms: Arc<dyn Index> = Arc::new(terms);
     suite::run_all(terms.clone()).await;
-    suite::run_search_language(terms).await;
+    suite::run_search_language(terms.clone()).await;
+    suite::run_operating(terms).await;
     let deleted = es
         .client()
         .indices()
