@@ -1,7 +1,9 @@
 //! Admission control: at most `max_in_flight` requests are handled at once, at most
 //! `max_queued` more wait for a slot (each for at most `queue_timeout_ms`), and the
 //! rest are answered 503 with `Retry-After` at once, so overload costs a refusal, not
-//! memory. Every admitted request is bounded by `request_timeout_seconds`.
+//! memory. Every admitted request is bounded by `request_timeout_seconds`, but for
+//! `POST /v1/runs` (a whole run in one request), bounded by the runs' own time limit
+//! (`with_runs_timeout`).
 //!
 //! Written here rather than from tower's `ConcurrencyLimit` + `LoadShed` + `Buffer`:
 //! those give an unbounded queue or none, and no bound on the wait. Health and metrics
@@ -22,6 +24,8 @@ pub struct Admission {
     slots: Semaphore,
     waiting: AtomicUsize,
     config: HttpConfig,
+    /// The bound of `POST /v1/runs` instead of `request_timeout_seconds`.
+    runs_timeout: Option<Duration>,
 }
 
 /// Counts a waiting request until dropped (also when its client goes away).
@@ -39,7 +43,16 @@ impl Admission {
             slots: Semaphore::new(config.max_in_flight.max(1)),
             waiting: AtomicUsize::new(0),
             config,
+            runs_timeout: None,
         }
+    }
+
+    /// Bounds `POST /v1/runs` by `limit` instead of the request timeout: a run streams
+    /// for as long as its producer writes (the handler keeps its own, shorter, deadline
+    /// and cancels the run past it; this is the backstop).
+    pub fn with_runs_timeout(mut self, limit: Duration) -> Admission {
+        self.runs_timeout = Some(limit);
+        self
     }
 
     /// Requests handled and waiting now, as gauges (read by operators and by the
@@ -86,7 +99,10 @@ impl Admission {
             }
         };
         self.report();
-        let limit = Duration::from_secs(self.config.request_timeout_seconds.max(1));
+        let limit = match self.runs_timeout {
+            Some(runs) if req.uri().path() == "/v1/runs" => runs,
+            _ => Duration::from_secs(self.config.request_timeout_seconds.max(1)),
+        };
         let resp = tokio::time::timeout(limit, next.run(req)).await;
         drop(slot);
         self.report();

@@ -4,6 +4,9 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+mod ops;
+pub use ops::{AdminCommand, DeadLetterCommand, EndArgs, KeyArgs, OpFilterArgs, OpsCommand};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "annostore",
@@ -22,9 +25,18 @@ pub enum Command {
     /// Register and list annotation types on a running server.
     #[command(subcommand)]
     Types(TypesCommand),
-    /// List, show and cancel operations on a running server.
+    /// Operations on a running server: list (by status, type, version, pivot,
+    /// producer, metadata, age), count, show, cancel or expire (one or in bulk),
+    /// rollback, roll forward, activation history.
     #[command(subcommand)]
     Ops(OpsCommand),
+    /// Upkeep of a running server: garbage collection, dead letters, consistency.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Write a whole run in one call (`POST /v1/runs`): start, upsert, finish, or
+    /// cancel on the first error.
+    #[command(subcommand)]
+    Runs(RunsCommand),
     /// Search a running server's visible annotations (the common cases of
     /// `POST /v1/annotations/search`; `--count` aggregates instead).
     Search(SearchArgs),
@@ -408,31 +420,22 @@ pub enum TypesCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum OpsCommand {
-    /// List operations, newest first.
-    List {
-        /// STARTED, FINISHED, CANCELLED or EXPIRED.
-        #[arg(long)]
-        status: Option<String>,
-        #[arg(long = "type")]
-        annotation_type: Option<String>,
-        #[arg(long)]
-        pivot: Option<String>,
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-    /// Show one operation.
-    Show {
-        id: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-    /// Cancel a STARTED operation.
-    Cancel {
-        id: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+pub enum RunsCommand {
+    /// Send a run file: NDJSON, line 1 the start request (the body of
+    /// `POST /v1/operations`), then one annotation per line. Prints the finished
+    /// operation; on failure, exits non-zero naming the first bad line.
+    Put(RunsPutArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["file", "file_on_server"])))]
+pub struct RunsPutArgs {
+    /// The run file, streamed to the server (with a progress bar on a terminal).
+    pub file: Option<PathBuf>,
+    /// Have the server read the run from this path under its `[runs] file_root`
+    /// instead.
+    #[arg(long)]
+    pub file_on_server: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }

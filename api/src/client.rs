@@ -1,7 +1,12 @@
-//! The command-line client: `types`, `ops`, `reindex`, `search` and `cooccur` against a
-//! running server.
+//! The command-line client: `types`, `reindex`, `search` and `cooccur` against a
+//! running server (`ops` and `admin` in `client/ops.rs`, `runs` in `client/runs.rs`).
 
-use crate::cli::{ClientArgs, CooccurArgs, OpsCommand, ReindexArgs, SearchArgs, TypesCommand};
+mod ops;
+mod runs;
+pub use ops::{admin, ops};
+pub use runs::runs;
+
+use crate::cli::{ClientArgs, CooccurArgs, ReindexArgs, SearchArgs, TypesCommand};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
@@ -77,47 +82,6 @@ pub async fn types(cmd: TypesCommand) -> anyhow::Result<()> {
                 page["types"].as_array().map_or(&[], Vec::as_slice),
                 TYPE_COLUMNS,
             );
-        }
-    }
-    Ok(())
-}
-
-pub async fn ops(cmd: OpsCommand) -> anyhow::Result<()> {
-    match cmd {
-        OpsCommand::List {
-            status,
-            annotation_type,
-            pivot,
-            limit,
-            client,
-        } => {
-            let c = Client::new(&client);
-            let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
-            query.extend(status.map(|s| ("status", s)));
-            query.extend(annotation_type.map(|t| ("annotation_type", t)));
-            query.extend(pivot.map(|p| ("pivot_id", p)));
-            let page = c
-                .send(c.http.get(c.url("/v1/operations")).query(&query))
-                .await?;
-            print_rows(
-                &client,
-                page["operations"].as_array().map_or(&[], Vec::as_slice),
-                OP_COLUMNS,
-            );
-        }
-        OpsCommand::Show { id, client } => {
-            let c = Client::new(&client);
-            let op = c
-                .send(c.http.get(c.url(&format!("/v1/operations/{id}"))))
-                .await?;
-            print_rows(&client, &[op], OP_COLUMNS);
-        }
-        OpsCommand::Cancel { id, client } => {
-            let c = Client::new(&client);
-            let op = c
-                .send(c.http.post(c.url(&format!("/v1/operations/{id}/cancel"))))
-                .await?;
-            print_rows(&client, &[op], OP_COLUMNS);
         }
     }
     Ok(())

@@ -40,6 +40,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub tls: TlsConfig,
     pub http: HttpConfig,
+    pub runs: RunsConfig,
+    pub gc: GcConfig,
 }
 
 /// `[auth]`: who may call the API (`annostore keys ...` manages the keys file).
@@ -98,6 +100,78 @@ impl Default for HttpConfig {
             queue_timeout_ms: 2_000,
             request_timeout_seconds: 60,
             retry_after_seconds: 1,
+        }
+    }
+}
+
+/// `[runs]`: one-call runs (`POST /v1/runs`): a whole run in one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunsConfig {
+    /// The directory whose files `{"file": "relative/path.ndjson"}` may name; none by
+    /// default (the server reads no files then).
+    pub file_root: Option<PathBuf>,
+    /// Largest run, in bytes of NDJSON (413 past it, and the run is cancelled).
+    pub max_bytes: u64,
+    /// Longest a run may take, from its first byte to its finish; past it the run is
+    /// cancelled. Replaces `[http] request_timeout_seconds` for `POST /v1/runs`.
+    pub timeout_seconds: u64,
+}
+
+impl Default for RunsConfig {
+    fn default() -> Self {
+        RunsConfig {
+            file_root: None,
+            max_bytes: 1024 * 1024 * 1024,
+            timeout_seconds: 3_600,
+        }
+    }
+}
+
+/// `[gc]`: retention of runs that can no longer be visible, and the background garbage
+/// collection that deletes their annotations from index and store after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// Run passes in the background of `serve`.
+    pub enabled: bool,
+    /// Seconds between passes.
+    pub interval_seconds: u64,
+    /// How long a superseded (or rolled back from) FINISHED run keeps its
+    /// annotations, so that a rollback can bring it back.
+    pub superseded_retention_hours: u64,
+    /// How long a CANCELLED or EXPIRED run keeps its annotations.
+    pub ended_retention_hours: u64,
+    /// Annotations deleted at most per pass (the rest waits for the next one).
+    pub max_annotations_per_pass: usize,
+    /// Annotations deleted per store call.
+    pub batch: usize,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            enabled: true,
+            interval_seconds: 3_600,
+            superseded_retention_hours: 7 * 24,
+            ended_retention_hours: 24,
+            max_annotations_per_pass: 100_000,
+            batch: 1_000,
+        }
+    }
+}
+
+impl GcConfig {
+    pub fn options(&self) -> annostore_core::service::GcOptions {
+        use std::time::Duration;
+        annostore_core::service::GcOptions {
+            retention: annostore_core::service::Retention {
+                superseded: Duration::from_secs(self.superseded_retention_hours * 3_600),
+                ended: Duration::from_secs(self.ended_retention_hours * 3_600),
+            },
+            max_annotations: self.max_annotations_per_pass,
+            batch: self.batch.max(1),
+            dry_run: false,
         }
     }
 }
@@ -195,6 +269,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             http: HttpConfig::default(),
+            runs: RunsConfig::default(),
+            gc: GcConfig::default(),
         }
     }
 }

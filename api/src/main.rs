@@ -42,6 +42,8 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Types(cmd) => client::types(cmd).await,
             Command::Ops(cmd) => client::ops(cmd).await,
+            Command::Admin(cmd) => client::admin(cmd).await,
+            Command::Runs(cmd) => client::runs(cmd).await,
             Command::Reindex(args) => client::reindex(args).await,
             Command::Search(args) => client::search(args).await,
             Command::Cooccur(args) => client::cooccur(args).await,

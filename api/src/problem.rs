@@ -72,14 +72,7 @@ impl IntoResponse for ApiError {
             ApiError::Core(e) => e,
             ApiError::Refused(r) => return r.into_response(),
         };
-        let status = match &e {
-            Error::NotFound { .. } => StatusCode::NOT_FOUND,
-            Error::Conflict(_) | Error::IdConflict { .. } => StatusCode::CONFLICT,
-            Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        };
+        let status = status_of(&e);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             tracing::warn!(error = %e, "engine unavailable");
         }
@@ -102,6 +95,18 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
+    }
+}
+
+/// The status that answers a core error.
+pub fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::NotFound { .. } => StatusCode::NOT_FOUND,
+        Error::Conflict(_) | Error::IdConflict { .. } => StatusCode::CONFLICT,
+        Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+        Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

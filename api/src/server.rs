@@ -23,7 +23,8 @@ pub async fn open_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Res
     let engines = crate::engines::open(config).await?;
     let mut service = Service::new(engines, config.limits.clone(), clock.clone())
         .with_index_in_flight(config.index_in_flight)
-        .with_index_timeout(Duration::from_millis(config.index_timeout_ms.max(1)));
+        .with_index_timeout(Duration::from_millis(config.index_timeout_ms.max(1)))
+        .with_gc_options(config.gc.options());
     if let Some(encoder) = text_encoder(config).await? {
         service = service.with_text_encoder(encoder);
     }
@@ -83,6 +84,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     sweep_at_start(&service, clock.as_ref()).await?;
     let metrics = install_metrics();
     spawn_expiry(service.clone(), &config);
+    spawn_gc(service.clone(), &config);
     service.spawn_visibility_refresh(Duration::from_secs(
         config.visibility_refresh_seconds.max(1),
     ));
@@ -111,7 +113,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         service,
         metrics,
         auth,
-        admission: Arc::new(Admission::new(config.http.clone())),
+        admission: Arc::new(Admission::new(config.http.clone()).with_runs_timeout(
+            // The handler cancels a run past its own deadline; the request's timeout
+            // leaves room for that cancel.
+            Duration::from_secs(
+                config.runs.timeout_seconds.max(1) + config.http.request_timeout_seconds.max(1),
+            ),
+        )),
+        runs: Arc::new(config.runs.clone()),
     });
     match tls(&config).await? {
         None => {
@@ -264,6 +273,27 @@ fn spawn_expiry(service: Arc<Service>, config: &Config) {
                 Ok(0) => {}
                 Ok(n) => info!(expired = n, "expired operations whose lease lapsed"),
                 Err(e) => warn!(error = %e, "expiry sweep failed"),
+            }
+        }
+    });
+}
+
+/// Garbage collection passes (see `core/src/service/gc.rs`), every
+/// `[gc] interval_seconds`; a failed pass is retried at the next tick, and a pass cut
+/// short by a crash resumes where it stopped.
+fn spawn_gc(service: Arc<Service>, config: &Config) {
+    if !config.gc.enabled {
+        info!("garbage collection is off ([gc] enabled = false)");
+        return;
+    }
+    let every = Duration::from_secs(config.gc.interval_seconds.max(1));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let options = service.gc_options();
+            if let Err(e) = service.collect_garbage(&options).await {
+                warn!(error = %e, "garbage collection pass failed; retried at the next one");
             }
         }
     });

@@ -36,7 +36,7 @@ pub fn need(method: &Method, route: Option<&str>) -> Need {
         (true, "/metrics") => Need::Admin,
         (true, "/v1/types" | "/v1/operations/{id}") => Need::AnyKey,
         (false, "/v1/types/{type}/versions/{version}") => Need::Produce,
-        (false, "/v1/operations") => Need::Produce,
+        (false, "/v1/operations" | "/v1/runs") => Need::Produce,
         (true, "/v1/operations") => Need::Admin,
         (
             false,
@@ -158,6 +158,8 @@ mod tests {
         let table = [
             (Method::GET, "/v1/operations", [false, false, true]),
             (Method::POST, "/v1/operations", [true, false, true]),
+            (Method::POST, "/v1/runs", [true, false, true]),
+            (Method::GET, "/v1/runs", [false, false, true]),
             (
                 Method::POST,
                 "/v1/operations/{id}/finish",

@@ -4,11 +4,13 @@
 mod admin;
 mod annotations;
 mod operations;
+mod runs;
 mod system;
 mod types;
 
 use crate::admission::{self, Admission};
 use crate::auth::{self, Authenticator};
+use crate::config::RunsConfig;
 use crate::problem::Problem;
 use annostore_core::service::Service;
 use axum::Router;
@@ -25,6 +27,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     pub auth: Arc<Authenticator>,
     pub admission: Arc<Admission>,
+    /// `[runs]`: one-call runs.
+    pub runs: Arc<RunsConfig>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -40,6 +44,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/operations/{id}/annotations", post(operations::upsert))
         .route("/v1/operations/{id}/finish", post(operations::finish))
         .route("/v1/operations/{id}/cancel", post(operations::cancel))
+        // The NDJSON body is taken raw, which `DefaultBodyLimit` does not bound: the
+        // handler counts it against `[runs] max_bytes` (the `{"file": ...}` form is JSON
+        // and bounded as usual).
+        .route("/v1/runs", post(runs::put))
         .route("/v1/annotations/search", post(annotations::search))
         .route("/v1/annotations/aggregate", post(annotations::aggregate))
         .route(
@@ -52,6 +60,19 @@ pub fn router(state: AppState) -> Router {
             get(annotations::of_media),
         )
         .route("/v1/admin/reindex", post(admin::reindex))
+        .route("/v1/admin/operations/scan", post(admin::scan))
+        .route("/v1/admin/operations/counts", post(admin::counts))
+        .route("/v1/admin/operations/end", post(admin::end))
+        .route("/v1/admin/operations/{id}/expire", post(admin::expire))
+        .route("/v1/admin/rollback", post(admin::rollback))
+        .route("/v1/admin/rollforward", post(admin::rollforward))
+        .route("/v1/admin/activations", get(admin::activations))
+        .route("/v1/admin/gc", get(admin::gc_status).post(admin::gc_run))
+        .route("/v1/admin/dead-letters", get(admin::dead_letters))
+        .route("/v1/admin/dead-letters/{id}", get(admin::dead_letter))
+        .route("/v1/admin/dead-letters/redrive", post(admin::redrive))
+        .route("/v1/admin/dead-letters/purge", post(admin::purge))
+        .route("/v1/admin/consistency", post(admin::consistency))
         .route("/healthz", get(system::healthz))
         .route("/metrics", get(system::metrics))
         .route("/openapi.yaml", get(system::openapi))

@@ -6,7 +6,7 @@
 mod operations;
 mod upkeep;
 
-pub use operations::{activations, counts, end, rollback, rollforward, scan};
+pub use operations::{activations, counts, end, expire, rollback, rollforward, scan};
 pub use upkeep::{
     consistency, dead_letter, dead_letters, gc_run, gc_status, purge, redrive, reindex,
 };

@@ -4,7 +4,7 @@
 use super::super::AppState;
 use super::seconds_ago;
 use crate::auth::Caller;
-use crate::problem::{ApiResult, Json, Query};
+use crate::problem::{ApiResult, Json, Path, Query, parse_id};
 use annostore_core::model::{Activation, Operation, OperationFilter, OperationKey, ScanOrder};
 use annostore_core::service::{Activated, EndAction, EndReport, StatusCounts};
 use axum::extract::{Extension, State};
@@ -120,6 +120,15 @@ pub async fn end(
             .end_operations(&filter, body.action, body.dry_run, limit)
             .await?,
     ))
+}
+
+/// Expires one STARTED run now, whatever its lease.
+pub async fn expire(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Operation>> {
+    let id = parse_id(&id, "operation")?;
+    Ok(Json(state.service.force_expire(id).await?))
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,27 @@
+//! Operating a server on the embedded engines: scans, counts and bulk ends,
+//! rollback under concurrent searches, garbage collection (scenarios in
+//! `operating/scenarios.rs`, shared with `distributed_operating.rs`).
+
+#[path = "operating/scenarios.rs"]
+mod scenarios;
+
+use annostore_tests::Server;
+use scenarios::GC_ENV;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_counts_and_bulk_ends() {
+    let srv = Server::start_with(GC_ENV);
+    scenarios::scans_counts_and_bulk_ends(&srv).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_under_concurrent_searches() {
+    let srv = Server::start_with(GC_ENV);
+    scenarios::rollback_under_concurrent_searches(&srv).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_frees_what_is_no_longer_visible() {
+    let mut srv = Server::start_with(GC_ENV);
+    scenarios::gc_frees_what_is_no_longer_visible(&mut srv).await;
+}
