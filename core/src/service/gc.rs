@@ -12,8 +12,8 @@
 //! bodies before they went may have put documents back), then the end is recorded.
 //! The active run of a key is never collected: `begin_collection` refuses it.
 
-use super::{Service, key_stripe};
 use super::admin::SCAN_PAGE;
+use super::{Service, key_stripe};
 use crate::error::Error;
 use crate::lifecycle;
 use crate::model::{Operation, OperationFilter, OperationStatus, ScanOrder};

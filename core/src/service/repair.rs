@@ -19,7 +19,7 @@ pub struct Reindexed {
 
 impl Service {
     /// Rebuilds the index entries of one operation, or of every STARTED and FINISHED
-    /// one, from the store (after losing or damaging the index). Idempotent: each
+    /// one not garbage collected, from the store (after losing or damaging the index). Idempotent: each
     /// annotation replaces whatever the index holds under its id. An operation's new
     /// batches wait while its annotations are rewritten.
     pub async fn reindex(&self, operation_id: Option<Uuid>) -> Result<Reindexed, Error> {
@@ -43,10 +43,12 @@ impl Service {
                 )
                 .await?;
             for op in &ops {
+                // A run being garbage collected loses its entries on purpose.
                 if matches!(
                     op.status,
                     OperationStatus::Started | OperationStatus::Finished
-                ) {
+                ) && op.collected.is_none()
+                {
                     done.annotations += self.reindex_operation(op).await?;
                     done.operations += 1;
                 }
