@@ -8,12 +8,14 @@ use crate::response::{self, Verdict};
 use annostore_core::index::IndexError;
 use elasticsearch::indices::{
     IndicesCreateParts, IndicesExistsParts, IndicesPutIndexTemplateParts, IndicesPutMappingParts,
+    IndicesPutSettingsParts,
 };
 
 /// Puts the index template (always: a newer annostore may bring a newer one) and
-/// creates the index when missing; on an index that exists, puts the template's
-/// mappings (new fields are added; a changed field is refused by the cluster and
-/// reported). Idempotent: `annostore schema apply` calls it.
+/// creates the index when missing; on an index that exists, puts the dynamic settings
+/// of [`body::index_settings`] (`index.gc_deletes`), then the template's mappings (new
+/// fields are added; a changed field is refused by the cluster and reported).
+/// Idempotent: `annostore schema apply` calls it.
 pub async fn apply_schema(config: &ElasticConfig) -> Result<(), IndexError> {
     let es = ElasticIndex::connect(config)?;
     let template = body::template(config)
@@ -31,6 +33,19 @@ pub async fn apply_schema(config: &ElasticConfig) -> Result<(), IndexError> {
     let index = [config.index.as_str()];
     let exists = index_exists(&es, &index).await?;
     if exists {
+        // The settings first: they do not depend on the mappings, so an index whose
+        // mappings are refused (schema version 1) still stops remembering deleted
+        // documents' versions, which garbage collection needs (`body::GC_DELETES`).
+        let settings = body::index_settings();
+        es.with_retries("put index settings", || async {
+            es.client
+                .indices()
+                .put_settings(IndicesPutSettingsParts::Index(&index))
+                .body(settings.clone())
+                .send()
+                .await
+        })
+        .await?;
         let mappings = template["template"]["mappings"].clone();
         es.with_retries("put mapping", || async {
             es.client

@@ -10,7 +10,11 @@
 use annostore_core::index::Index;
 use annostore_core::testkit::index as suite;
 use annostore_elastic::{ElasticConfig, ElasticIndex, apply_schema};
-use elasticsearch::indices::{IndicesDeleteIndexTemplateParts, IndicesDeleteParts};
+use elasticsearch::indices::{
+    IndicesDeleteIndexTemplateParts, IndicesDeleteParts, IndicesGetSettingsParts,
+    IndicesPutSettingsParts,
+};
+use serde_json::{Value, json};
 use std::sync::Arc;
 
 fn server() -> Option<String> {
@@ -47,10 +51,25 @@ async fn conformance_suite_against_a_real_server() {
         ..ElasticConfig::default()
     };
     apply_schema(&config).await.expect("apply schema");
+    let es = ElasticIndex::connect(&config).expect("connect");
+    // Created from the template: deleted documents' versions are not remembered, so a
+    // run may rewrite ids garbage collection freed (body::GC_DELETES).
+    assert_eq!(gc_deletes(&es, &config.index).await, "0s");
+    // An index made before the template said so gets it from `schema apply`.
+    let put = es
+        .client()
+        .indices()
+        .put_settings(IndicesPutSettingsParts::Index(&[config.index.as_str()]))
+        .body(json!({"index": {"gc_deletes": "60s"}}))
+        .send()
+        .await
+        .expect("set gc_deletes back to the default");
+    assert!(put.status_code().is_success());
+    assert_eq!(gc_deletes(&es, &config.index).await, "60s");
     apply_schema(&config)
         .await
         .expect("apply schema again (idempotent)");
-    let es = ElasticIndex::connect(&config).expect("connect");
+    assert_eq!(gc_deletes(&es, &config.index).await, "0s");
     let index: Arc<dyn Index> = Arc::new(es.clone());
     suite::run_all(index.clone()).await;
     suite::run_search_language(index.clone()).await;
@@ -83,4 +102,24 @@ async fn conformance_suite_against_a_real_server() {
         .await
         .expect("delete the test template");
     assert!(deleted.status_code().is_success());
+}
+
+/// The index's `index.gc_deletes` as the cluster reports it.
+async fn gc_deletes(es: &ElasticIndex, index: &str) -> String {
+    let answer = es
+        .client()
+        .indices()
+        .get_settings(IndicesGetSettingsParts::IndexName(
+            &[index],
+            &["index.gc_deletes"],
+        ))
+        .send()
+        .await
+        .expect("get settings");
+    assert!(answer.status_code().is_success());
+    let body: Value = answer.json().await.expect("settings JSON");
+    body[index]["settings"]["index"]["gc_deletes"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no index.gc_deletes in {body}"))
+        .to_owned()
 }

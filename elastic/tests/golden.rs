@@ -34,6 +34,9 @@ fn template_carries_the_config() {
     assert_eq!(settings["number_of_shards"], 6);
     assert_eq!(settings["number_of_replicas"], 2);
     assert_eq!(settings["refresh_interval"], "5s");
+    // Deleted documents' versions are not remembered (garbage collection frees ids that
+    // a new run may write with a lower version): body::GC_DELETES.
+    assert_eq!(settings["gc_deletes"], "0s");
     // The shipped file with defaults is the template of the default config.
     let shipped: Value = serde_json::from_str(body::TEMPLATE_JSON).unwrap();
     assert_eq!(body::template(&ElasticConfig::default()).unwrap(), shipped);

@@ -472,8 +472,22 @@ pub fn delete_operation(operation_id: &Uuid) -> Value {
     count_operation(operation_id)
 }
 
+/// `index.gc_deletes`: how long Elasticsearch remembers a deleted document's version
+/// (60 s by default), refusing with 409 a versioned write below it meanwhile. The only
+/// deletes annostore sends are garbage collection's (`_delete_by_query` of a collected
+/// run; rewrites are index operations by `_id`, never deletes), and the store then frees
+/// the run's annotation ids, which a new run may claim with a lower operation version:
+/// a remembered version would refuse its writes, and the adapter reads a 409 as "a newer
+/// copy is already there", so the new run could finish with documents missing. Nothing
+/// needs a deleted document's version, so it is forgotten at once (within one tick of
+/// the cluster's cached clock, 200 ms by default; see schema/es/README.md). Dynamic:
+/// the template sets it on new indexes, and `schema apply` puts it on an existing one
+/// ([`index_settings`]).
+pub const GC_DELETES: &str = "0s";
+
 /// The index template for `config`: the shipped template with the config's index name
-/// as its pattern and the config's shards, replicas and refresh interval.
+/// as its pattern and the config's shards, replicas and refresh interval, and
+/// [`GC_DELETES`].
 pub fn template(config: &ElasticConfig) -> Result<Value, serde_json::Error> {
     let mut t: Value = serde_json::from_str(TEMPLATE_JSON)?;
     // The index's own name only: a wildcard would overlap the patterns of a second
@@ -484,7 +498,17 @@ pub fn template(config: &ElasticConfig) -> Result<Value, serde_json::Error> {
     index["number_of_shards"] = json!(config.shards);
     index["number_of_replicas"] = json!(config.replicas);
     index["refresh_interval"] = json!(config.refresh_interval);
+    // Deleted documents' versions forgotten at once (see GC_DELETES); the shipped file
+    // says the same, as the golden test checks.
+    index["gc_deletes"] = json!(GC_DELETES);
     Ok(t)
+}
+
+/// The dynamic settings `schema apply` puts on an index that exists (`PUT
+/// <index>/_settings`): [`GC_DELETES`], which an index made before it was in the
+/// template lacks. Putting it again changes nothing.
+pub fn index_settings() -> Value {
+    json!({ "index": { "gc_deletes": GC_DELETES } })
 }
 
 /// The mappings of the template: what `schema apply` puts on an index that exists.
