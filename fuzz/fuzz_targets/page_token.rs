@@ -13,7 +13,7 @@
 mod common;
 
 use annostore_core::index::Position;
-use annostore_core::model::{SearchFilter, SortKey, SortOrder};
+use annostore_core::model::{ScanOrder, SearchFilter, SortKey, SortOrder};
 use annostore_core::page::{self, Cursor, RequestShape};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -63,11 +63,17 @@ fuzz_target!(|bytes: &[u8]| {
         };
         assert!(page::decode_search(&other, &again).is_err());
     }
-    if let Ok(last) = page::decode_operations(&token) {
-        assert_eq!(
-            page::decode_operations(&page::encode_operations(last)).unwrap(),
-            last
-        );
+    // Operation listings: a token reads back as itself in its own order, and never
+    // in the other one (tokens are bound to the order they were made for).
+    for (order, other) in [
+        (ScanOrder::NewestFirst, ScanOrder::OldestFirst),
+        (ScanOrder::OldestFirst, ScanOrder::NewestFirst),
+    ] {
+        if let Ok(last) = page::decode_operations(&token, order) {
+            let again = page::encode_operations(last, order);
+            assert_eq!(page::decode_operations(&again, order).unwrap(), last);
+            assert!(page::decode_operations(&again, other).is_err());
+        }
     }
 });
 
