@@ -5,7 +5,9 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 mod ops;
-pub use ops::{AdminCommand, DeadLetterCommand, EndArgs, KeyArgs, OpFilterArgs, OpsCommand};
+pub use ops::{
+    AdminCommand, DeadLetterCommand, EndArgs, KeyArgs, MoveArgs, OpFilterArgs, OpsCommand,
+};
 
 #[derive(Debug, Parser)]
 #[command(

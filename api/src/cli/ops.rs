@@ -46,6 +46,18 @@ pub struct KeyArgs {
     pub pivot: String,
 }
 
+/// A rollback or roll forward of one key.
+#[derive(Debug, Args)]
+pub struct MoveArgs {
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// The run to make active [default: the next FINISHED one in that direction].
+    #[arg(long)]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
 /// A bulk cancel or expire, or one run by id.
 #[derive(Debug, Args)]
 pub struct EndArgs {
@@ -104,23 +116,9 @@ pub enum OpsCommand {
     Expire(EndArgs),
     /// Make an older FINISHED run of a key active again (the newest one older than the
     /// active run, or --to).
-    Rollback {
-        #[command(flatten)]
-        key: KeyArgs,
-        #[arg(long)]
-        to: Option<String>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Rollback(MoveArgs),
     /// Make a newer FINISHED run of a key active again after a rollback.
-    Rollforward {
-        #[command(flatten)]
-        key: KeyArgs,
-        #[arg(long)]
-        to: Option<String>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Rollforward(MoveArgs),
     /// The activations of a key, newest first (finishes, rollbacks, roll forwards).
     History {
         #[command(flatten)]

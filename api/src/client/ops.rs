@@ -3,7 +3,8 @@
 
 use super::{Client, OP_COLUMNS, print_rows};
 use crate::cli::{
-    AdminCommand, ClientArgs, DeadLetterCommand, EndArgs, KeyArgs, OpFilterArgs, OpsCommand,
+    AdminCommand, ClientArgs, DeadLetterCommand, EndArgs, KeyArgs, MoveArgs, OpFilterArgs,
+    OpsCommand,
 };
 use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
@@ -163,17 +164,8 @@ pub async fn ops(cmd: OpsCommand) -> anyhow::Result<()> {
         }
         OpsCommand::Cancel(args) => end(args, "cancel").await,
         OpsCommand::Expire(args) => end(args, "expire").await,
-        OpsCommand::Rollback { key, to, client } => {
-            move_active(&client, "/v1/admin/rollback", key_body(&key, to.as_deref())).await
-        }
-        OpsCommand::Rollforward { key, to, client } => {
-            move_active(
-                &client,
-                "/v1/admin/rollforward",
-                key_body(&key, to.as_deref()),
-            )
-            .await
-        }
+        OpsCommand::Rollback(args) => move_active(args, "/v1/admin/rollback").await,
+        OpsCommand::Rollforward(args) => move_active(args, "/v1/admin/rollforward").await,
         OpsCommand::History { key, limit, client } => {
             let c = Client::new(&client);
             let query = [
@@ -198,7 +190,9 @@ pub async fn ops(cmd: OpsCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn move_active(client: &ClientArgs, path: &str, body: Value) -> anyhow::Result<()> {
+async fn move_active(args: MoveArgs, path: &str) -> anyhow::Result<()> {
+    let client = &args.client;
+    let body = key_body(&args.key, args.to.as_deref());
     let c = Client::new(client);
     let moved = c.send(c.http.post(c.url(path)).json(&body)).await?;
     if client.json {

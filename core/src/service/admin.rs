@@ -71,14 +71,15 @@ pub struct EndReport {
 }
 
 impl Service {
-    /// Up to `cap` operations matching `filter`, in `order`, as they stand now.
-    pub(super) async fn collect_operations(
+    /// Calls `visit` with every operation matching `filter`, in `order`, as it stands
+    /// now (a lapsed lease reads as EXPIRED), page by page, until `visit` says stop.
+    /// True when it stopped before the end.
+    async fn walk(
         &self,
         filter: &OperationFilter,
         order: ScanOrder,
-        cap: usize,
-    ) -> Result<(Vec<Operation>, bool), Error> {
-        let mut out = Vec::new();
+        mut visit: impl FnMut(Operation) -> bool,
+    ) -> Result<bool, Error> {
         let mut cursor = None;
         let now = self.clock.now();
         loop {
@@ -90,50 +91,55 @@ impl Service {
             let full = page.len() == SCAN_PAGE;
             cursor = page.last().map(|o| o.id);
             for op in page {
-                if out.len() == cap {
-                    return Ok((out, true));
+                if !visit(lifecycle::expire_if_lapsed(&op, now).unwrap_or(op)) {
+                    return Ok(true);
                 }
-                out.push(lifecycle::expire_if_lapsed(&op, now).unwrap_or(op));
             }
             if !full {
-                return Ok((out, false));
+                return Ok(false);
             }
         }
+    }
+
+    /// Up to `cap` operations matching `filter`, in `order`, as they stand now; true
+    /// when more matched.
+    pub(super) async fn collect_operations(
+        &self,
+        filter: &OperationFilter,
+        order: ScanOrder,
+        cap: usize,
+    ) -> Result<(Vec<Operation>, bool), Error> {
+        let mut out = Vec::new();
+        let more = self
+            .walk(filter, order, |op| {
+                if out.len() == cap {
+                    return false;
+                }
+                out.push(op);
+                true
+            })
+            .await?;
+        Ok((out, more))
     }
 
     /// How many operations match `filter`, per status. Reads every matching operation:
     /// narrow the filter (a type, a key) on a large store.
     pub async fn count_operations(&self, filter: &OperationFilter) -> Result<StatusCounts, Error> {
         let mut counts = StatusCounts::default();
-        let mut cursor = None;
-        let now = self.clock.now();
-        loop {
-            let page = self
-                .engines
-                .store
-                .list_operations(filter, ScanOrder::NewestFirst, cursor, SCAN_PAGE)
-                .await?;
-            for op in &page {
-                let status = if lifecycle::lease_lapsed(op, now) {
-                    OperationStatus::Expired
-                } else {
-                    op.status
-                };
-                *match status {
-                    OperationStatus::Started => &mut counts.started,
-                    OperationStatus::Finished => &mut counts.finished,
-                    OperationStatus::Cancelled => &mut counts.cancelled,
-                    OperationStatus::Expired => &mut counts.expired,
-                } += 1;
-                counts.active += u64::from(op.active);
-                counts.collected += u64::from(op.collected.is_some());
-                counts.total += 1;
-            }
-            match page.last() {
-                Some(last) if page.len() == SCAN_PAGE => cursor = Some(last.id),
-                _ => return Ok(counts),
-            }
-        }
+        self.walk(filter, ScanOrder::NewestFirst, |op| {
+            *match op.status {
+                OperationStatus::Started => &mut counts.started,
+                OperationStatus::Finished => &mut counts.finished,
+                OperationStatus::Cancelled => &mut counts.cancelled,
+                OperationStatus::Expired => &mut counts.expired,
+            } += 1;
+            counts.active += u64::from(op.active);
+            counts.collected += u64::from(op.collected.is_some());
+            counts.total += 1;
+            true
+        })
+        .await?;
+        Ok(counts)
     }
 
     /// Cancels or expires the STARTED runs matching `filter` (its status must be

@@ -40,6 +40,21 @@ impl Selection {
     }
 }
 
+/// A scan's or a bulk end's filter with its ages (bodies that carry the selection's
+/// fields beside their own).
+fn select(
+    filter: OperationFilter,
+    older_than_seconds: Option<u64>,
+    idle_seconds: Option<u64>,
+) -> ApiResult<OperationFilter> {
+    Selection {
+        filter,
+        older_than_seconds,
+        idle_seconds,
+    }
+    .filter(OffsetDateTime::now_utc())
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScanBody {
@@ -63,12 +78,7 @@ pub async fn scan(
     State(state): State<AppState>,
     Json(body): Json<ScanBody>,
 ) -> ApiResult<Json<ScanPage>> {
-    let filter = Selection {
-        filter: body.filter,
-        older_than_seconds: body.older_than_seconds,
-        idle_seconds: body.idle_seconds,
-    }
-    .filter(OffsetDateTime::now_utc())?;
+    let filter = select(body.filter, body.older_than_seconds, body.idle_seconds)?;
     let (operations, next_page_token) = state
         .service
         .list_operations(&filter, body.order, body.limit, body.page_token.as_deref())
@@ -107,12 +117,7 @@ pub async fn end(
     State(state): State<AppState>,
     Json(body): Json<EndBody>,
 ) -> ApiResult<Json<EndReport>> {
-    let filter = Selection {
-        filter: body.filter,
-        older_than_seconds: body.older_than_seconds,
-        idle_seconds: body.idle_seconds,
-    }
-    .filter(OffsetDateTime::now_utc())?;
+    let filter = select(body.filter, body.older_than_seconds, body.idle_seconds)?;
     let limit = body.limit.unwrap_or(DEFAULT_END_LIMIT);
     Ok(Json(
         state
