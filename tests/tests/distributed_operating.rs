@@ -89,6 +89,18 @@ async fn gc_on_cassandra_and_sqs() {
     scenarios::gc_frees_what_is_no_longer_visible(&mut server(&moto)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_runs_on_cassandra_and_sqs() {
+    let Some(moto) = moto() else { return };
+    scenarios::one_call_runs(&server(&moto)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_cli_on_cassandra_and_sqs() {
+    let Some(moto) = moto() else { return };
+    scenarios::admin_cli(&server(&moto)).await;
+}
+
 /// Receives before a message goes to the dead-letter queue, and its backoff.
 const MAX_RECEIVES: u32 = 2;
 const BACKOFF_SECONDS: u32 = 1;

@@ -25,3 +25,15 @@ async fn gc_frees_what_is_no_longer_visible() {
     let mut srv = Server::start_with(GC_ENV);
     scenarios::gc_frees_what_is_no_longer_visible(&mut srv).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_runs() {
+    let srv = Server::start_with(GC_ENV);
+    scenarios::one_call_runs(&srv).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_cli() {
+    let srv = Server::start_with(GC_ENV);
+    scenarios::admin_cli(&srv).await;
+}

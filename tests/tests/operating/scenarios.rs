@@ -461,3 +461,100 @@ pub async fn gc_frees_what_is_no_longer_visible(srv: &mut Server) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// One-call runs: a whole run in one NDJSON request replaces the key's run; one with a
+/// bad line is cancelled and the previous run stays; the CLI streams a file.
+pub async fn one_call_runs(srv: &Server) {
+    let api = srv.api();
+    api.register(TYPE, 1).await;
+    let pivot = "one-call";
+    let text = |n: usize, label: &str, bad_at: Option<usize>| {
+        let start =
+            json!({"annotation_type": TYPE, "annotation_type_version": 1, "pivot_id": pivot});
+        let mut text = format!("{start}\n");
+        for i in 0..n {
+            let line = if bad_at == Some(i) {
+                json!({"media_id": "m", "start_ms": 5, "end_ms": 1}).to_string()
+            } else {
+                json!({"media_id": "m", "start_ms": i, "end_ms": i + 1, "label": label}).to_string()
+            };
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    };
+    let put = |body: String| {
+        let api = api.clone();
+        async move {
+            api.send(
+                api.http
+                    .post(api.url("/v1/runs"))
+                    .header("content-type", "application/x-ndjson")
+                    .body(body),
+            )
+            .await
+        }
+    };
+    let first = put(text(300, "first", None)).await.expect(201).clone();
+    let first = s(&first["operation"], "id");
+    assert_eq!(shown_runs(&api, pivot).await, vec![first.clone()]);
+    // Line 1 is the start request: the bad annotation (the 51st) is line 52.
+    let bad = put(text(100, "bad", Some(50))).await;
+    let problem = bad.problem(422).clone();
+    assert_eq!(problem["line"], json!(52), "{problem}");
+    assert_eq!(problem["cancelled"], json!(true), "{problem}");
+    let cancelled = api.op_ok(&s(&problem, "operation_id")).await;
+    assert_eq!(s(&cancelled, "status"), "CANCELLED");
+    assert_eq!(shown_runs(&api, pivot).await, vec![first.clone()]);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("run.ndjson");
+    std::fs::write(&file, text(250, "second", None)).expect("write the run");
+    let out = srv.cli(&["runs", "put", file.to_str().expect("utf-8 path"), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let op: Value = serde_json::from_slice(&out.stdout).expect("the operation as JSON");
+    assert_eq!(op["annotation_count"], json!(250), "{op}");
+    assert_eq!(shown_runs(&api, pivot).await, vec![s(&op, "id")]);
+}
+
+/// The `admin` commands of the CLI answer, as JSON, what the API says.
+pub async fn admin_cli(srv: &Server) {
+    let api = srv.api();
+    api.register(TYPE, 1).await;
+    finished(&api, "admin-cli", 3, "x").await;
+    let json_of = |args: &[&str]| {
+        let out = srv.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).expect("one JSON object")
+    };
+    let dry = json_of(&["admin", "gc", "--dry-run", "--json"]);
+    assert_eq!(dry["dry_run"], json!(true), "{dry}");
+    let report = json_of(&["admin", "consistency", "--pivot", "admin-cli", "--json"]);
+    assert_eq!(report["checked"], json!(1), "{report}");
+    assert_eq!(report["disagreeing"], json!(0), "{report}");
+    let counts = json_of(&["ops", "counts", "--pivot", "admin-cli"]);
+    assert_eq!(counts["FINISHED"], json!(1), "{counts}");
+    let out = srv.cli(&["admin", "dead-letters", "list", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 dead letters in all"));
+    let out = srv.cli(&["admin", "dead-letters", "redrive"]);
+    assert!(!out.status.success(), "redrive needs ids or --all");
+    let out = srv.cli(&["admin", "dead-letters", "purge", "--all", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
