@@ -64,7 +64,9 @@ impl Service {
         Ok(self.engines.store.activations(key, limit).await?)
     }
 
-    async fn move_active(
+    /// A rollback or a roll forward, by `reason` (see [`Service::rollback`] and
+    /// [`Service::roll_forward`]).
+    pub async fn move_active(
         &self,
         key: &OperationKey,
         to: Option<Uuid>,

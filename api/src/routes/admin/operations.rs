@@ -5,7 +5,9 @@ use super::super::AppState;
 use super::seconds_ago;
 use crate::auth::Caller;
 use crate::problem::{ApiResult, Json, Path, Query, parse_id};
-use annostore_core::model::{Activation, Operation, OperationFilter, OperationKey, ScanOrder};
+use annostore_core::model::{
+    Activation, ActivationReason, Operation, OperationFilter, OperationKey, ScanOrder,
+};
 use annostore_core::service::{Activated, EndAction, EndReport, StatusCounts};
 use axum::extract::{Extension, State};
 use serde::{Deserialize, Serialize};
@@ -157,27 +159,31 @@ impl MoveBody {
 }
 
 pub async fn rollback(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Json(body): Json<MoveBody>,
+    state: State<AppState>,
+    caller: Extension<Caller>,
+    body: Json<MoveBody>,
 ) -> ApiResult<Json<Activated>> {
-    Ok(Json(
-        state
-            .service
-            .rollback(&body.key(), body.to, caller.key_id())
-            .await?,
-    ))
+    move_active(state, caller, body, ActivationReason::Rollback).await
 }
 
 pub async fn rollforward(
+    state: State<AppState>,
+    caller: Extension<Caller>,
+    body: Json<MoveBody>,
+) -> ApiResult<Json<Activated>> {
+    move_active(state, caller, body, ActivationReason::RollForward).await
+}
+
+async fn move_active(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Json(body): Json<MoveBody>,
+    reason: ActivationReason,
 ) -> ApiResult<Json<Activated>> {
     Ok(Json(
         state
             .service
-            .roll_forward(&body.key(), body.to, caller.key_id())
+            .move_active(&body.key(), body.to, reason, caller.key_id())
             .await?,
     ))
 }
