@@ -3,6 +3,8 @@
 //! along. Every run must end complete in the index, once, and no search may ever show
 //! part of a run.
 
+mod common;
+
 use annostore_core::Error;
 use annostore_core::cache::MokaOperationCache;
 use annostore_core::clock::{ManualClock, SystemClock};
@@ -12,13 +14,9 @@ use annostore_core::service::{Engines, Service};
 use annostore_core::testkit::faults::FaultyIndex;
 use annostore_core::testkit::store::start_request;
 use annostore_core::validate::Limits;
-use annostore_embedded::index::{IndexOptions, TantivyIndex};
-use annostore_embedded::queue::QueueOptions;
-use annostore_embedded::store::FjallStore;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 use time::OffsetDateTime;
 
 const RUNS: usize = 20;
@@ -64,21 +62,7 @@ async fn shown(service: &Service, run: usize) -> Result<usize, Error> {
 async fn runs_converge_while_the_index_fails_30_percent_of_writes() {
     let dir = tempfile::tempdir().unwrap();
     let queue_clock = ManualClock::new(OffsetDateTime::now_utc());
-    let store = FjallStore::open(dir.path().join("store")).unwrap();
-    let queue = store.retry_queue(QueueOptions {
-        base_backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_secs(1),
-        max_receives: 1_000,
-        clock: Arc::new(queue_clock.clone()),
-    });
-    let tantivy = TantivyIndex::open(
-        &dir.path().join("index"),
-        IndexOptions {
-            commit_interval: Duration::from_millis(20),
-            ..IndexOptions::default()
-        },
-    )
-    .unwrap();
+    let (store, queue, tantivy) = common::parts(dir.path(), 1_000, queue_clock.clone());
     let faulty = FaultyIndex::new(Arc::new(tantivy));
     faulty.fail_percent(30);
     let engines = Engines {

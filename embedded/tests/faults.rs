@@ -14,6 +14,7 @@ use harness::World;
 use serde_json::json;
 use std::time::Duration;
 
+mod common;
 #[path = "faults/harness.rs"]
 mod harness;
 

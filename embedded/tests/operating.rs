@@ -1,6 +1,8 @@
 //! The operating scenarios (`annostore_core::testkit::operating`) on the embedded
 //! engines: dead letters, the consistency report, garbage collection racing rollbacks.
 
+mod common;
+
 use annostore_core::cache::MokaOperationCache;
 use annostore_core::clock::{ManualClock, SystemClock};
 use annostore_core::events::LocalEventBus;
@@ -8,11 +10,7 @@ use annostore_core::service::{Engines, Service};
 use annostore_core::testkit::faults::FaultyIndex;
 use annostore_core::testkit::operating as scenario;
 use annostore_core::validate::Limits;
-use annostore_embedded::index::{IndexOptions, TantivyIndex};
-use annostore_embedded::queue::QueueOptions;
-use annostore_embedded::store::FjallStore;
 use std::sync::Arc;
-use std::time::Duration;
 use tempfile::TempDir;
 use time::OffsetDateTime;
 
@@ -23,21 +21,7 @@ const MAX_RECEIVES: u32 = 3;
 fn service() -> (TempDir, Arc<Service>, Arc<FaultyIndex>, ManualClock) {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(OffsetDateTime::now_utc());
-    let store = FjallStore::open(dir.path().join("store")).unwrap();
-    let queue = store.retry_queue(QueueOptions {
-        base_backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_secs(1),
-        max_receives: MAX_RECEIVES,
-        clock: Arc::new(clock.clone()),
-    });
-    let tantivy = TantivyIndex::open(
-        &dir.path().join("index"),
-        IndexOptions {
-            commit_interval: Duration::from_millis(20),
-            ..IndexOptions::default()
-        },
-    )
-    .unwrap();
+    let (store, queue, tantivy) = common::parts(dir.path(), MAX_RECEIVES, clock.clone());
     let faulty = FaultyIndex::new(Arc::new(tantivy));
     let engines = Engines {
         store: Arc::new(store),

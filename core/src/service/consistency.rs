@@ -134,13 +134,15 @@ impl Service {
     }
 
     async fn repair(&self, op: &Operation, row: &mut ConsistencyRow) {
-        let outcome = if op.collected.is_some() {
-            self.engines.index.delete_operation(op.id).await.map(|_| ())
-        } else {
-            self.reindex_operation(op)
+        let outcome: Result<(), Error> = if op.collected.is_some() {
+            self.engines
+                .index
+                .delete_operation(op.id)
                 .await
-                .map(|_| ())
-                .map_err(|e| crate::index::IndexError::Unavailable(e.to_string()))
+                .map(drop)
+                .map_err(Error::from)
+        } else {
+            self.reindex_operation(op).await.map(drop)
         };
         if let Err(e) = outcome {
             warn!(operation = %op.id, error = %e, "consistency repair failed");

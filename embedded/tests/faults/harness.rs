@@ -16,9 +16,6 @@ use annostore_core::testkit::history::{FinishOutcome, History, Read};
 use annostore_core::testkit::invariants;
 use annostore_core::testkit::store::start_request;
 use annostore_core::validate::Limits;
-use annostore_embedded::index::{IndexOptions, TantivyIndex};
-use annostore_embedded::queue::QueueOptions;
-use annostore_embedded::store::FjallStore;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -61,21 +58,7 @@ impl World {
     pub async fn new(seed: u64, index_timeout: Duration) -> Arc<World> {
         let dir = tempfile::tempdir().unwrap();
         let queue_clock = ManualClock::new(OffsetDateTime::now_utc());
-        let fjall = FjallStore::open(dir.path().join("store")).unwrap();
-        let queue = fjall.retry_queue(QueueOptions {
-            base_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(1),
-            max_receives: 10_000,
-            clock: Arc::new(queue_clock.clone()),
-        });
-        let tantivy = TantivyIndex::open(
-            &dir.path().join("index"),
-            IndexOptions {
-                commit_interval: Duration::from_millis(20),
-                ..IndexOptions::default()
-            },
-        )
-        .unwrap();
+        let (fjall, queue, tantivy) = crate::common::parts(dir.path(), 10_000, queue_clock.clone());
         let truth: Arc<dyn Store> = Arc::new(fjall);
         let store = FaultyStore::new(truth.clone());
         let index = FaultyIndex::new(Arc::new(tantivy));
