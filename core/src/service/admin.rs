@@ -74,7 +74,7 @@ impl Service {
     /// Calls `visit` with every operation matching `filter`, in `order`, as it stands
     /// now (a lapsed lease reads as EXPIRED), page by page, until `visit` says stop.
     /// True when it stopped before the end.
-    async fn walk(
+    pub(super) async fn walk(
         &self,
         filter: &OperationFilter,
         order: ScanOrder,

@@ -34,6 +34,7 @@ mod dead_letters;
 mod deadline;
 mod follow;
 mod gc;
+mod media;
 mod repair;
 mod search;
 
@@ -47,6 +48,10 @@ pub use dead_letters::MAX_DEAD_LETTERS;
 pub use deadline::DEFAULT_INDEX_TIMEOUT;
 pub use follow::DEFAULT_VISIBILITY_REFRESH;
 pub use gc::{GcOptions, GcReport, Retention};
+pub use media::{
+    DEFAULT_MEDIA_LIMIT, DEFAULT_RUNS_PER_KEY, KeyRuns, MAX_KEY_SCAN, MAX_MEDIA_SCAN,
+    MAX_RUNS_PER_KEY, MediaItem, MediaList, MediaRuns, media_id_of,
+};
 pub use repair::Reindexed;
 pub use search::matches;
 
