@@ -42,6 +42,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub runs: RunsConfig,
     pub gc: GcConfig,
+    pub ui: UiConfig,
 }
 
 /// `[auth]`: who may call the API (`annostore keys ...` manages the keys file).
@@ -126,6 +127,89 @@ impl Default for RunsConfig {
             timeout_seconds: 3_600,
         }
     }
+}
+
+/// `[ui]`: the web viewer at `/ui/`, and the media files it plays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiConfig {
+    /// Serve the page (false: no `/ui` routes at all, 404).
+    pub enabled: bool,
+    /// The directory `GET /v1/media/{media_id}/file` serves `<media_id>` from; none by
+    /// default (404).
+    pub media_root: Option<PathBuf>,
+    /// Where the page finds a media item's video instead, `{media_id}` standing for its
+    /// id: `https://cdn.example/videos/{media_id}` or a path on this server.
+    pub media_url_template: Option<String>,
+    /// How often the page looks for new runs, in seconds (1 to 3600).
+    pub poll_seconds: u32,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            enabled: true,
+            media_root: None,
+            media_url_template: None,
+            poll_seconds: 5,
+        }
+    }
+}
+
+impl UiConfig {
+    /// Checks what serde cannot: the template's shape and the poll period.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=3_600).contains(&self.poll_seconds) {
+            return Err(format!(
+                "[ui] poll_seconds must be between 1 and 3600, not {}",
+                self.poll_seconds
+            ));
+        }
+        if let Some(template) = &self.media_url_template {
+            media_origin(template).map_err(|why| {
+                format!("[ui] media_url_template {template:?} is not usable: {why}")
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The origin the page loads media from besides this server, for the
+    /// Content-Security-Policy: the template's scheme and host, when it names one.
+    pub fn media_origin(&self) -> Option<String> {
+        self.media_url_template
+            .as_deref()
+            .and_then(|t| media_origin(t).ok().flatten())
+    }
+}
+
+/// The origin of a media URL template (`None` for a path on this server), or why the
+/// template cannot be used: it must hold `{media_id}` and be an http(s) URL or an
+/// absolute path.
+fn media_origin(template: &str) -> Result<Option<String>, &'static str> {
+    if !template.contains("{media_id}") {
+        return Err("it must contain {media_id}");
+    }
+    if template
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err("it may not contain spaces or control characters");
+    }
+    let rest = match template.split_once("://") {
+        Some(("http" | "https", rest)) => rest,
+        Some(_) => return Err("only http:// and https:// URLs are allowed"),
+        None if template.starts_with('/') && !template.starts_with("//") => return Ok(None),
+        None => return Err("it must start with http://, https:// or /"),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = &rest[..end];
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
+    if host.is_empty() || !host.chars().all(plain) {
+        return Err("its host must be a plain host name (and port), without {media_id}");
+    }
+    Ok(Some(
+        template[..template.len() - rest.len() + end].to_owned(),
+    ))
 }
 
 /// `[gc]`: retention of runs that can no longer be visible, and the background garbage
@@ -271,6 +355,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             runs: RunsConfig::default(),
             gc: GcConfig::default(),
+            ui: UiConfig::default(),
         }
     }
 }
@@ -304,10 +389,22 @@ impl Config {
 }
 
 /// `ANNOSTORE_*` variables that are not configuration: the CLI's own (`SERVER`,
-/// `CONFIG`, `LOG`, `API_KEY`) and the test suite's (`TEST_*`, `REQUIRE_*`, `VENV`, `MOTO_SERVER`).
+/// `CONFIG`, `LOG`, `API_KEY`, `UI_DIST`, `UI_PREBUILT`) and the test suite's (`TEST_*`, `REQUIRE_*`, `VENV`, `MOTO_SERVER`).
 fn not_configuration(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["server", "config", "log", "api_key", "venv", "moto_server"].contains(&key.as_str())
+    [
+        "server",
+        "config",
+        "log",
+        "api_key",
+        "venv",
+        "moto_server",
+        // The web viewer's: a page on disk to serve instead (`ui.rs`), and one to embed
+        // (`build.rs`).
+        "ui_dist",
+        "ui_prebuilt",
+    ]
+    .contains(&key.as_str())
         || key.starts_with("test_")
         || key.starts_with("require_")
 }
@@ -395,6 +492,63 @@ mod tests {
             assert!(Config::load(None, Figment::new()).is_err());
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_ui_section_reads_from_the_environment_and_checks_its_template() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ANNOSTORE_UI__MEDIA_ROOT", "/srv/media");
+            jail.set_env("ANNOSTORE_UI__POLL_SECONDS", "9");
+            jail.set_env("ANNOSTORE_UI_DIST", "ui/dist");
+            let c = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            assert_eq!(c.ui.media_root, Some(PathBuf::from("/srv/media")));
+            assert_eq!(c.ui.poll_seconds, 9);
+            assert!(c.ui.enabled);
+            assert_eq!(c.ui.validate(), Ok(()));
+            assert_eq!(c.ui.media_origin(), None);
+            Ok(())
+        });
+        let with = |t: &str| UiConfig {
+            media_url_template: Some(t.into()),
+            ..UiConfig::default()
+        };
+        for (ok, origin) in [
+            (
+                "https://cdn.example/v/{media_id}",
+                Some("https://cdn.example"),
+            ),
+            (
+                "http://127.0.0.1:9000/{media_id}?x=1",
+                Some("http://127.0.0.1:9000"),
+            ),
+            (
+                "https://cdn.example?m={media_id}",
+                Some("https://cdn.example"),
+            ),
+            ("/media/{media_id}", None),
+        ] {
+            assert_eq!(with(ok).validate(), Ok(()), "{ok}");
+            assert_eq!(with(ok).media_origin().as_deref(), origin, "{ok}");
+        }
+        for bad in [
+            "https://cdn.example/v/",
+            "ftp://cdn.example/{media_id}",
+            "//cdn.example/{media_id}",
+            "media/{media_id}",
+            "https://{media_id}.cdn.example/",
+            "https://cdn.example; script-src *;/{media_id}",
+            "https:///{media_id}",
+            "https://user@cdn.example/{media_id}",
+        ] {
+            assert!(with(bad).validate().is_err(), "{bad}");
+        }
+        for poll in [0, 3_601] {
+            let c = UiConfig {
+                poll_seconds: poll,
+                ..UiConfig::default()
+            };
+            assert!(c.validate().is_err(), "{poll}");
+        }
     }
 
     #[test]

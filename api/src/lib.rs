@@ -11,3 +11,4 @@ pub mod ingest;
 pub mod problem;
 pub mod routes;
 pub mod server;
+pub mod ui;

@@ -5,6 +5,7 @@ use crate::auth::Authenticator;
 use crate::auth::keys::KeyFile;
 use crate::config::{Config, TextEncoderConfig};
 use crate::routes::{self, AppState};
+use crate::ui::Ui;
 use annostore_core::clock::{Clock, SystemClock};
 use annostore_core::encode::TextEncoder;
 use annostore_core::service::Service;
@@ -78,6 +79,8 @@ fn install_metrics() -> Option<PrometheusHandle> {
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let ui = Arc::new(Ui::new(config.ui.clone())?);
+    crate::ui::check(&ui)?;
     let auth = Arc::new(authenticator(&config).await?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let service = open_service(&config, clock.clone()).await?;
@@ -121,6 +124,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             ),
         )),
         runs: Arc::new(config.runs.clone()),
+        ui,
     });
     match tls(&config).await? {
         None => {

@@ -1,8 +1,10 @@
 //! Who is calling, and may they: API keys with roles, checked in front of every route.
 //!
 //! With no keys configured the API is open (and `serve` then listens on loopback only
-//! unless told `--insecure`). Once the keys file has a key, every route but `/healthz`
-//! and `/openapi.yaml` needs one (`Authorization: Bearer <key>` or `X-Api-Key`).
+//! unless told `--insecure`). Once the keys file has a key, every route but `/healthz`,
+//! `/openapi.yaml` and the web viewer's page (`/ui`) needs one (`Authorization: Bearer
+//! <key>` or `X-Api-Key`; `GET /v1/media/{media_id}/file` also takes it from the cookie
+//! `annostore_key`, since a `<video>` cannot send headers).
 //! The keys file is re-read when it changes, so `annostore keys revoke` takes effect on
 //! the next request. A key's secret is checked against its argon2id hash once; after
 //! that the server compares a SHA-256 of the whole key in constant time.
@@ -17,7 +19,7 @@ pub use roles::{Caller, Need, need};
 use crate::problem::Problem;
 use crate::routes::AppState;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keys::{KeyEntry, KeyFile, Token};
@@ -236,8 +238,16 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
-/// The key a request presents: `Authorization: Bearer <key>`, else `X-Api-Key`.
-fn presented(req: &Request) -> Option<&str> {
+/// The one route that also takes its key from a cookie: a `<video src>` cannot send
+/// headers. It only reads a file (GET, HEAD), and the page sets the cookie
+/// `SameSite=Strict` on the path `/v1/media/`.
+const COOKIE_ROUTE: &str = "/v1/media/{media_id}/file";
+/// The cookie that carries the key to [`COOKIE_ROUTE`].
+pub const KEY_COOKIE: &str = "annostore_key";
+
+/// The key a request presents: `Authorization: Bearer <key>`, else `X-Api-Key`, else,
+/// on [`COOKIE_ROUTE`] only, the cookie [`KEY_COOKIE`] (headers win over the cookie).
+fn presented<'r>(req: &'r Request, route: Option<&str>) -> Option<&'r str> {
     let headers = req.headers();
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
@@ -245,10 +255,25 @@ fn presented(req: &Request) -> Option<&str> {
     {
         return Some(v.strip_prefix("Bearer ").unwrap_or(v).trim());
     }
+    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim());
+    }
+    if route == Some(COOKIE_ROUTE) {
+        return cookie(headers, KEY_COOKIE);
+    }
+    None
+}
+
+/// The value of the cookie `name`, from any `Cookie` header.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| k.trim() == name)
+        .map(|(_, v)| v.trim().trim_matches('"'))
 }
 
 /// The middleware: names the caller, checks its role against the route's need, and
@@ -263,7 +288,7 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
         req.extensions_mut().insert(Caller::Open);
         return next.run(req).await;
     }
-    let caller = match state.auth.caller(presented(&req)).await {
+    let caller = match state.auth.caller(presented(&req, route.as_deref())).await {
         Ok(c) => c,
         Err(refusal) => return refusal.into_response(),
     };
@@ -272,4 +297,41 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
     }
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+
+    fn request(headers: &[(&str, &str)]) -> Request {
+        let mut req = axum::http::Request::builder().uri("/");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn the_cookie_counts_only_on_the_media_file_route_and_headers_win() {
+        let file = Some(COOKIE_ROUTE);
+        let with_cookie = request(&[("cookie", "theme=dark; annostore_key=ask_c ; x=1")]);
+        assert_eq!(presented(&with_cookie, file), Some("ask_c"));
+        assert_eq!(
+            presented(&with_cookie, Some("/v1/media/{media_id}/runs")),
+            None
+        );
+        assert_eq!(presented(&with_cookie, None), None);
+        let both = request(&[
+            ("authorization", "Bearer ask_h"),
+            ("cookie", "annostore_key=ask_c"),
+        ]);
+        assert_eq!(presented(&both, file), Some("ask_h"));
+        let api_key = request(&[("x-api-key", "ask_x"), ("cookie", "annostore_key=ask_c")]);
+        assert_eq!(presented(&api_key, file), Some("ask_x"));
+        let two_headers = request(&[("cookie", "a=1"), ("cookie", "annostore_key=\"ask_q\"")]);
+        assert_eq!(presented(&two_headers, file), Some("ask_q"));
+        let other = request(&[("cookie", "not_annostore_key=ask_c")]);
+        assert_eq!(presented(&other, file), None);
+    }
 }

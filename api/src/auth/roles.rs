@@ -33,6 +33,8 @@ pub fn need(method: &Method, route: Option<&str>) -> Need {
     let get = method == Method::GET || method == Method::HEAD;
     match (get, route) {
         (true, "/healthz" | "/openapi.yaml") => Need::Nothing,
+        // The web viewer: the page holds no data and asks for a key itself.
+        (true, "/ui" | "/ui/" | "/ui/config.json" | "/ui/{*path}") => Need::Nothing,
         (true, "/metrics") => Need::Admin,
         (true, "/v1/types" | "/v1/operations/{id}") => Need::AnyKey,
         (false, "/v1/types/{type}/versions/{version}") => Need::Produce,
@@ -46,7 +48,14 @@ pub fn need(method: &Method, route: Option<&str>) -> Need {
         ) => Need::Produce,
         (false, "/v1/annotations/search") => Need::ReadOrProduce,
         (false, "/v1/annotations/aggregate" | "/v1/annotations/cooccurrence") => Need::Read,
-        (true, "/v1/annotations/{id}" | "/v1/media/{media_id}/annotations") => Need::Read,
+        (
+            true,
+            "/v1/annotations/{id}"
+            | "/v1/media/{media_id}/annotations"
+            | "/v1/media"
+            | "/v1/media/{media_id}/runs"
+            | "/v1/media/{media_id}/file",
+        ) => Need::Read,
         _ => Need::Admin,
     }
 }
@@ -175,6 +184,23 @@ mod tests {
             (Method::GET, "/v1/operations/{id}", [true, true, true]),
             (Method::POST, "/v1/admin/reindex", [false, false, true]),
             (Method::GET, "/metrics", [false, false, true]),
+            (Method::GET, "/v1/media", [false, true, true]),
+            (
+                Method::GET,
+                "/v1/media/{media_id}/runs",
+                [false, true, true],
+            ),
+            (
+                Method::HEAD,
+                "/v1/media/{media_id}/file",
+                [false, true, true],
+            ),
+            (
+                Method::POST,
+                "/v1/media/{media_id}/file",
+                [false, false, true],
+            ),
+            (Method::GET, "/ui/{*path}", [true, true, true]),
             (Method::DELETE, "/v1/some/new/route", [false, false, true]),
         ];
         for (method, route, want) in table {
@@ -183,6 +209,9 @@ mod tests {
             assert!(Caller::Open.meets(need(&method, Some(route))).is_ok());
         }
         assert_eq!(need(&Method::GET, Some("/healthz")), Need::Nothing);
+        for page in ["/ui", "/ui/", "/ui/config.json", "/ui/{*path}"] {
+            assert_eq!(need(&Method::GET, Some(page)), Need::Nothing, "{page}");
+        }
         assert_eq!(need(&Method::GET, None), Need::AnyKey);
     }
 }

@@ -3,6 +3,8 @@
 
 mod admin;
 mod annotations;
+pub(crate) mod files;
+mod media;
 mod operations;
 mod runs;
 mod system;
@@ -12,6 +14,7 @@ use crate::admission::{self, Admission};
 use crate::auth::{self, Authenticator};
 use crate::config::RunsConfig;
 use crate::problem::Problem;
+use crate::ui::{self, Ui};
 use annostore_core::service::Service;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -29,6 +32,8 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     /// `[runs]`: one-call runs.
     pub runs: Arc<RunsConfig>,
+    /// `[ui]`: the web viewer and the media files it plays.
+    pub ui: Arc<Ui>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -59,6 +64,9 @@ pub fn router(state: AppState) -> Router {
             "/v1/media/{media_id}/annotations",
             get(annotations::of_media),
         )
+        .route("/v1/media", get(media::list))
+        .route("/v1/media/{media_id}/runs", get(media::runs))
+        .route("/v1/media/{media_id}/file", get(media::file))
         .route("/v1/admin/reindex", post(admin::reindex))
         .route("/v1/admin/operations/scan", post(admin::scan))
         .route("/v1/admin/operations/counts", post(admin::counts))
@@ -76,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(system::healthz))
         .route("/metrics", get(system::metrics))
         .route("/openapi.yaml", get(system::openapi))
+        .merge(ui::routes(&state.ui))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // The last layer added runs first: metrics see every answer, overload is

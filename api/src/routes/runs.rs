@@ -1,7 +1,7 @@
 //! `POST /v1/runs`: a whole run in one request. The body is the run as NDJSON (start
 //! request, then one annotation per line; `runs/ndjson.rs`), streamed, or
 //! `{"file": "relative/path.ndjson"}` naming a file under `[runs] file_root`
-//! (`runs/file.rs`), read the same way. The run is started as `POST /v1/operations`
+//! (`files.rs`), read the same way. The run is started as `POST /v1/operations`
 //! starts one (the caller's key is its producer), its annotations are upserted batch by
 //! batch (the next batch is read while one is written), and it is finished; the answer
 //! is the finished operation. Any failure after the start cancels the run, so the key's
@@ -10,10 +10,10 @@
 //! `timeout_seconds` (which admission applies to this route instead of the request
 //! timeout); if the request goes away mid-run, the run is cancelled all the same.
 
-mod file;
 mod ndjson;
 
 use super::AppState;
+use super::files as file;
 use crate::auth::Caller;
 use crate::problem::{Json, status_of};
 use annostore_core::Error;
@@ -77,8 +77,8 @@ pub async fn put(
                 Err(problem) => return problem.into_response(),
             };
             let root = state.runs.file_root.as_deref();
-            let (file, len) = match file::open(root, &named.file).await {
-                Ok(opened) => opened,
+            let (file, len) = match file::open(root, "[runs] file_root", &named.file).await {
+                Ok(opened) => (opened.file, opened.len),
                 Err(e) => return RunProblem::file(e).into_response(),
             };
             if len > state.runs.max_bytes {
@@ -454,7 +454,7 @@ impl RunProblem {
     fn file(e: file::FileError) -> RunProblem {
         use file::FileError as F;
         let status = match &e {
-            F::NoRoot | F::Outside(_) | F::Denied(_) => StatusCode::FORBIDDEN,
+            F::NoRoot(_) | F::Outside(_) | F::Denied(_) => StatusCode::FORBIDDEN,
             F::NotRelative(_) | F::NotAFile(_) => StatusCode::BAD_REQUEST,
             F::NotFound(_) => StatusCode::NOT_FOUND,
             F::Root(_) | F::Io { .. } => StatusCode::SERVICE_UNAVAILABLE,

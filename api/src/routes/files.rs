@@ -1,5 +1,7 @@
-//! The `{"file": "relative/path.ndjson"}` form of a run: which file under `[runs]
-//! file_root` a caller may name, and opening it.
+//! Files a caller names under a directory of the server's: which names may be served,
+//! and opening them. The `{"file": "relative/path.ndjson"}` form of a run reads under
+//! `[runs] file_root`, `GET /v1/media/{media_id}/file` under `[ui] media_root`, and the
+//! web viewer's files under `ANNOSTORE_UI_DIST` when set.
 //!
 //! A name must be relative and plain (no `..`, no root, no drive); after every symlink is
 //! resolved the file must still lie under the root, and (on Linux) the file actually
@@ -13,8 +15,9 @@ use std::path::{Component, Path, PathBuf};
 /// Why a named file cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("this server reads no files; set [runs] file_root")]
-    NoRoot,
+    /// No root is configured; names the setting that would be one.
+    #[error("this server reads no such files; set {0}")]
+    NoRoot(&'static str),
     #[error("file must be a relative path inside the server's file root, without `..`: {0:?}")]
     NotRelative(String),
     #[error("file {0:?} is outside the server's file root")]
@@ -32,9 +35,40 @@ pub enum FileError {
     Io { name: String, kind: io::ErrorKind },
 }
 
-/// The file `name` names under `root`, opened, with its size.
-pub async fn open(root: Option<&Path>, name: &str) -> Result<(tokio::fs::File, u64), FileError> {
-    let root = root.ok_or(FileError::NoRoot)?;
+/// A file opened under a root.
+#[derive(Debug)]
+pub struct Opened {
+    pub file: tokio::fs::File,
+    pub len: u64,
+    /// Where it is, every symlink resolved (under the root).
+    pub path: PathBuf,
+}
+
+impl Opened {
+    /// A path that opens this very file again, whatever was renamed or swapped since
+    /// (on Linux, its `/proc/self/fd` entry, valid while `self.file` is open; elsewhere
+    /// the resolved path).
+    pub fn reopen_path(&self) -> PathBuf {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            self.path.clone()
+        }
+    }
+}
+
+/// The file `name` names under `root`, opened. `setting` names the configuration that
+/// sets the root, for the error when there is none.
+pub async fn open(
+    root: Option<&Path>,
+    setting: &'static str,
+    name: &str,
+) -> Result<Opened, FileError> {
+    let root = root.ok_or(FileError::NoRoot(setting))?;
     check_relative(name)?;
     let root = tokio::fs::canonicalize(root)
         .await
@@ -61,7 +95,11 @@ pub async fn open(root: Option<&Path>, name: &str) -> Result<(tokio::fs::File, u
     if !meta.is_file() {
         return Err(FileError::NotAFile(name.to_owned()));
     }
-    Ok((file, meta.len()))
+    Ok(Opened {
+        file,
+        len: meta.len(),
+        path,
+    })
 }
 
 /// Refuses absolute names and any component but plain names (and `.`).
@@ -124,8 +162,13 @@ mod tests {
         std::os::unix::fs::symlink("run.ndjson", root.path().join("inside.ndjson")).unwrap();
 
         let r = Some(root.path());
-        assert_eq!(open(r, "run.ndjson").await.unwrap().1, 5);
-        assert_eq!(open(r, "inside.ndjson").await.unwrap().1, 5);
+        let open = |root, name| open(root, "[runs] file_root", name);
+        assert_eq!(open(r, "run.ndjson").await.unwrap().len, 5);
+        let inside = open(r, "inside.ndjson").await.unwrap();
+        assert_eq!(inside.len, 5);
+        assert!(inside.path.ends_with("run.ndjson"), "{:?}", inside.path);
+        let again = std::fs::read(inside.reopen_path()).unwrap();
+        assert_eq!(again, b"12345");
         for escape in ["link.ndjson", "out/secret.ndjson"] {
             let e = open(r, escape).await.unwrap_err();
             assert!(matches!(e, FileError::Outside(_)), "{escape}: {e:?}");
@@ -138,9 +181,8 @@ mod tests {
             Err(FileError::NotFound(_))
         ));
         assert!(matches!(open(r, "dir").await, Err(FileError::NotAFile(_))));
-        assert!(matches!(
-            open(None, "run.ndjson").await,
-            Err(FileError::NoRoot)
-        ));
+        let e = open(None, "run.ndjson").await.unwrap_err();
+        assert!(matches!(e, FileError::NoRoot(_)), "{e:?}");
+        assert!(e.to_string().contains("set [runs] file_root"), "{e}");
     }
 }
