@@ -63,8 +63,11 @@ before(
 );
 
 after(async () => {
-  await browser?.close();
-  await server?.stop();
+  try {
+    await browser?.close();
+  } finally {
+    await server?.stop();
+  }
 });
 
 test('f-auth: the page asks for a key, refuses a wrong one, and plays the media with a right one', { timeout: 120_000 }, async () => {

@@ -60,11 +60,16 @@ export function shared(rel) {
   return p;
 }
 
-/** The binary's environment: ours minus every ANNOSTORE_* variable (read as configuration). */
+/**
+ * The binary's environment: ours minus the ANNOSTORE_* variables (read as configuration),
+ * but for ANNOSTORE_UI_DIST (serve a page built into ui/dist from disk, to test a page
+ * without rebuilding the binary) and ANNOSTORE_LOG.
+ */
+const PASSED = new Set(['ANNOSTORE_UI_DIST', 'ANNOSTORE_LOG']);
 function cleanEnv() {
   const env = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith('ANNOSTORE_')) env[k] = v;
+    if (!k.startsWith('ANNOSTORE_') || PASSED.has(k)) env[k] = v;
   }
   return env;
 }
@@ -178,7 +183,9 @@ export class Server {
 
   logTail(n = 4000) {
     try {
-      return `--- ${this.logPath} (start and end) ---\n${tail(fs.readFileSync(this.logPath, 'utf8'), n)}`;
+      // eslint-disable-next-line no-control-regex
+      const log = fs.readFileSync(this.logPath, 'utf8').replace(/\x1b\[[0-9;]*m/g, '');
+      return `--- ${this.logPath} (start and end) ---\n${tail(log, n)}`;
     } catch {
       return `(no log at ${this.logPath})`;
     }
@@ -349,6 +356,12 @@ export async function withPage(browser, name, fn, { viewport = { width: 1440, he
   page.on('pageerror', (e) => errors.push(`uncaught in the page: ${e.stack || e.message}`));
   page.on('response', (r) => {
     if (r.status() >= 500) errors.push(`the page got ${r.status()} from ${r.url()}`);
+    if (r.status() >= 400) logs.push(`[http ${r.status()}] ${r.request().method()} ${r.url()}`);
+  });
+  page.on('requestfailed', (r) => {
+    // The player aborts range requests as it seeks: not worth a line.
+    const why = r.failure()?.errorText;
+    if (why !== 'net::ERR_ABORTED') logs.push(`[failed] ${r.method()} ${r.url()}: ${why}`);
   });
   try {
     await fn(page, context);

@@ -42,8 +42,11 @@ before(
 );
 
 after(async () => {
-  await browser?.close();
-  await server?.stop();
+  try {
+    await browser?.close();
+  } finally {
+    await server?.stop();
+  }
 });
 
 /** A test with its own page; a failure also shows the tail of the server's log. */
