@@ -365,6 +365,9 @@ export async function withPage(browser, name, fn, { viewport = { width: 1440, he
   });
   try {
     await fn(page, context);
+    // An error the page itself reported (a failed API call) in #status.
+    const status = await page.$eval('#status', (el) => ({ kind: el.dataset.kind, text: el.textContent }));
+    if (status.kind === 'error') errors.push(`#status shows an error: ${status.text}`);
     assert.deepEqual(errors, [], 'the page had errors');
   } catch (e) {
     await page
