@@ -353,6 +353,10 @@ pub struct SearchRequest {
     pub limit: Option<u32>,
     #[serde(default)]
     pub page_token: Option<String>,
+    /// Leave each annotation's `embedding` out of the page (a viewer drawing boxes has
+    /// no use for them, and a 1280-d embedding is most of an annotation's bytes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub omit_embeddings: bool,
 }
 
 /// A page of search results.

@@ -296,3 +296,46 @@ async fn the_media_listing_is_a_search() {
     let got = srv.get(&format!("/v1/annotations/{}", s(a, "id"))).await;
     assert_eq!(got.expect(200), a);
 }
+
+/// `omit_embeddings` (what the viewer asks for) leaves the vectors out and nothing else:
+/// the same annotations, in the same order, equal but for `embedding`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn omit_embeddings_leaves_out_only_the_vectors() {
+    let srv = Server::start();
+    srv.put_type("clips", 1, &json!({"embedding_dim": 3}))
+        .await
+        .expect(201);
+    let op = s(&srv.start_op("clips", 1, "omit").await, "id");
+    let items: Vec<Value> = (0..5)
+        .map(|i| json!({"media_id": "v", "start_ms": i * 10, "end_ms": i * 10 + 5, "label": "x", "embedding": [1.0, f64::from(i), 0.5]}))
+        .collect();
+    srv.upsert_ok(&op, &items).await;
+    srv.finish(&op).await.expect(200);
+    let full = srv
+        .post("/v1/annotations/search", &json!({"media_id": "v"}))
+        .await
+        .expect(200)["annotations"]
+        .as_array()
+        .cloned()
+        .unwrap();
+    assert_eq!(full.len(), 5);
+    assert!(full.iter().all(|a| a["embedding"].is_array()));
+    let bare = srv
+        .post(
+            "/v1/annotations/search",
+            &json!({"media_id": "v", "omit_embeddings": true}),
+        )
+        .await
+        .expect(200)["annotations"]
+        .as_array()
+        .cloned()
+        .unwrap();
+    let stripped: Vec<Value> = full
+        .into_iter()
+        .map(|mut a| {
+            a.as_object_mut().unwrap().remove("embedding");
+            a
+        })
+        .collect();
+    assert_eq!(bare, stripped);
+}

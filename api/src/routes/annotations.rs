@@ -22,7 +22,13 @@ pub async fn search(
             None => caller.may_search_all()?,
         }
     }
-    Ok(Json(state.service.search(&req).await?))
+    let mut page = state.service.search(&req).await?;
+    if req.omit_embeddings {
+        for a in &mut page.annotations {
+            a.embedding = None;
+        }
+    }
+    Ok(Json(page))
 }
 
 pub async fn aggregate(
