@@ -305,6 +305,7 @@ async fn media_files_are_served_with_ranges_and_only_from_the_root() {
 
     let outside_dir = m._outside.path().to_str().unwrap().replace('/', "%2F");
     let absolute = format!("/v1/media/{outside_dir}%2Fsecret.mp4/file");
+    let long = format!("/v1/media/{}/file", "0".repeat(300));
     for (path, status) in [
         ("/v1/media/..%2Fsecret.mp4/file", 400),
         ("/v1/media/sub%2F..%2F..%2Fsecret.mp4/file", 400),
@@ -314,6 +315,8 @@ async fn media_files_are_served_with_ranges_and_only_from_the_root() {
         ("/v1/media/out%2Fsecret.mp4/file", 403),
         ("/v1/media/missing.mp4/file", 404),
         ("/v1/media/sub/file", 404),
+        ("/v1/media/clip.mp4%2Fx/file", 404),
+        (long.as_str(), 404),
     ] {
         let r = get(&srv, path, &[]).await;
         assert_problem(&r, status);

@@ -74,7 +74,11 @@ pub async fn open(
         .await
         .map_err(|e| FileError::Root(e.kind()))?;
     let io_error = |e: io::Error| match e.kind() {
-        io::ErrorKind::NotFound => FileError::NotFound(name.to_owned()),
+        // No such name: missing, a file where a directory should be, or a name longer
+        // than the file system allows.
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidFilename => {
+            FileError::NotFound(name.to_owned())
+        }
         io::ErrorKind::PermissionDenied => FileError::Denied(name.to_owned()),
         kind => FileError::Io {
             name: name.to_owned(),
@@ -181,6 +185,11 @@ mod tests {
             Err(FileError::NotFound(_))
         ));
         assert!(matches!(open(r, "dir").await, Err(FileError::NotAFile(_))));
+        let long = "x".repeat(300);
+        for missing in ["run.ndjson/x", long.as_str()] {
+            let e = open(r, missing).await.unwrap_err();
+            assert!(matches!(e, FileError::NotFound(_)), "{missing}: {e:?}");
+        }
         let e = open(None, "run.ndjson").await.unwrap_err();
         assert!(matches!(e, FileError::NoRoot(_)), "{e:?}");
         assert!(e.to_string().contains("set [runs] file_root"), "{e}");

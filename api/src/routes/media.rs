@@ -98,6 +98,19 @@ pub async fn file(
             }
             return problem;
         }
+        // ServeFile answers an I/O error with a bare 500.
+        status if status.is_server_error() => {
+            warn!(media_id = %media_id, %status, "a media file could not be served");
+            let mut problem = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the file for media {media_id:?} cannot be read now"),
+            )
+            .into_response();
+            problem
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return problem;
+        }
         _ => {}
     }
     let mut resp = resp;
