@@ -229,6 +229,71 @@ scenario('c-timeline: one lane per label where the histogram says, and a segment
   );
 });
 
+/** Waits until the timeline is ready with exactly the lanes `want` (in any order). */
+async function waitForLanes(page, want, what) {
+  try {
+    await page.waitForFunction(
+      (want) => {
+        const tl = document.querySelector('#timeline');
+        const got = [...tl.querySelectorAll('.lane[data-lane]')].map((l) => l.dataset.lane).sort();
+        return tl.dataset.ready === 'true' && got.length === want.length && got.every((l, i) => l === want[i]);
+      },
+      [...want].sort(),
+      { timeout: 20_000, polling: 100 },
+    );
+  } catch {
+    const got = (await lanes(page)).map((l) => l.lane).sort();
+    assert.deepEqual(got, [...want].sort(), `the timeline did not come to show ${what}`);
+  }
+}
+
+/** Sets the minimum confidence slider as a person would (input, then change). */
+function setMinConfidence(page, value) {
+  return page.evaluate((value) => {
+    const c = document.querySelector('#filter-confidence');
+    c.value = String(value);
+    c.dispatchEvent(new Event('input', { bubbles: true }));
+    c.dispatchEvent(new Event('change', { bubbles: true }));
+  }, value);
+}
+
+scenario('c2-filters: label and confidence filters narrow boxes and lanes as the API does; lanes per type', async (page) => {
+  await openSlideshow(page, server.url);
+  const t = await seek(page, 9.5);
+  const all = await expectedBoxes(api, t);
+
+  await page.locator('#filter-label option[value="cup"]').waitFor({ state: 'attached' });
+  await page.selectOption('#filter-label', 'cup');
+  const cups = await expectedBoxes(api, t, { label: 'cup' });
+  assert.ok(cups.length > 0 && cups.length < all.length, `the label filter changes nothing at ${t} ms`);
+  await waitForBoxes(page, 'ul#boxes', cups, `only cups at ${t} ms`);
+  await waitForLanes(page, ['cup'], 'the cup lane alone');
+
+  await page.selectOption('#filter-label', '');
+  const min = 0.4;
+  const confident = await expectedBoxes(api, t, { min_confidence: min });
+  assert.ok(confident.length > 0 && confident.length < all.length, `confidence ${min} changes nothing at ${t} ms`);
+  await setMinConfidence(page, min);
+  await waitForBoxes(page, 'ul#boxes', confident, `the boxes of confidence >= ${min} at ${t} ms`);
+  const labels = (await api.aggregate({ media_id: MEDIA_ID, min_confidence: min }, { labels: 1000 })).labels;
+  await waitForLanes(page, labels.map((l) => l.label), `the labels of confidence >= ${min}`);
+
+  await setMinConfidence(page, 0);
+  await waitForBoxes(page, 'ul#boxes', all, `every box at ${t} ms again`);
+  await page.selectOption('#lane-mode', 'type');
+  const types = (await api.aggregate({ media_id: MEDIA_ID }, { types: true })).types;
+  await waitFor(
+    page,
+    `one lane per type version (${types.map((x) => x.annotation_type)})`,
+    (types) => {
+      const tl = document.querySelector('#timeline');
+      const got = [...tl.querySelectorAll('.lane[data-lane]')].map((l) => l.dataset.lane);
+      return tl.dataset.ready === 'true' && got.length === types.length && types.every((ty, i) => got[i].includes(ty));
+    },
+    types.map((x) => x.annotation_type),
+  );
+});
+
 /** Submits a search from the page; waits until its hits are `want` (the API's page). */
 async function searchFromPage(page, mode, query, want) {
   await page.selectOption('#search-mode', mode);
