@@ -13,11 +13,6 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: building the web viewer (ui/) failed:\n{message}");
-            eprintln!(
-                "\nInstall Node.js 20+ with npm (Debian: `apt-get install nodejs npm`), or set \
-                 ANNOSTORE_UI_PREBUILT to a directory holding a built page \
-                 (`npm run build` in ui/ makes ui/dist)."
-            );
             ExitCode::FAILURE
         }
     }
@@ -38,7 +33,8 @@ fn run() -> Result<(), String> {
         println!("cargo:rerun-if-changed={}", prebuilt.display());
         if !prebuilt.join("index.html").is_file() {
             return Err(format!(
-                "ANNOSTORE_UI_PREBUILT={} holds no index.html",
+                "ANNOSTORE_UI_PREBUILT={} holds no index.html: name a directory holding a \
+                 built page (`npm run build` in ui/ makes ui/dist), or unset it to build ui/",
                 prebuilt.display()
             ));
         }
@@ -72,6 +68,11 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
+/// What to do when npm cannot build the page.
+const NPM_HINT: &str = "Install Node.js 20+ with npm (Debian: `apt-get install nodejs npm`), \
+     or set ANNOSTORE_UI_PREBUILT to a directory holding a built page (`npm run build` in \
+     ui/ makes ui/dist).";
+
 fn env(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("cargo did not set {name}"))
 }
@@ -99,14 +100,16 @@ fn npm(ui: &Path, args: &[&str], out: &Path) -> Result<(), String> {
         .env("ANNOSTORE_UI_OUT", out)
         .output()
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => "npm is not installed (not found on PATH)".to_owned(),
-            _ => format!("cannot run `{shown}`: {e}"),
+            std::io::ErrorKind::NotFound => {
+                format!("npm is not installed (not found on PATH).\n{NPM_HINT}")
+            }
+            _ => format!("cannot run `{shown}`: {e}\n{NPM_HINT}"),
         })?;
     if output.status.success() {
         return Ok(());
     }
     Err(format!(
-        "`{shown}` in {} failed ({}):\n{}{}",
+        "`{shown}` in {} failed ({}):\n{}{}\n{NPM_HINT}",
         ui.display(),
         output.status,
         String::from_utf8_lossy(&output.stdout),
