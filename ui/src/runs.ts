@@ -115,12 +115,19 @@ export class Runs {
       return td;
     };
     cell(String(r.operation_number));
-    const status = cell(r.active ? `${r.status} · active` : r.status, `status ${r.status.toLowerCase()}`);
-    status.title = r.active ? "the visible run of its key" : "";
+    const status = cell(r.status, `status ${r.status.toLowerCase()}`);
+    if (r.active) {
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = "active";
+      badge.title = "the visible run of its key";
+      status.append(" ", badge);
+    }
     cell(r.annotation_count.toLocaleString(), "num");
     cell(r.producer ?? "-", "small");
-    cell(when(r.created_at), "small");
-    cell(r.finished_at ? when(r.finished_at) : r.status === "STARTED" ? "-" : when(r.updated_at), "small");
+    cell(when(r.created_at), "small").title = r.created_at;
+    const ended = r.finished_at ?? (r.status === "STARTED" ? null : r.updated_at);
+    cell(ended ? when(ended) : "-", "small").title = ended ?? "";
     const last = tr.insertCell();
     if (r.status === "STARTED") {
       const b = document.createElement("button");
@@ -147,7 +154,12 @@ function signature(runs: MediaRuns | null, activeOnly: boolean): string {
   return parts.sort().join("|");
 }
 
+/** Today's times as hh:mm:ss, older ones with their date; the full time on hover. */
 function when(iso: string): string {
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? iso : d.toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" });
+  if (Number.isNaN(d.getTime())) return iso;
+  const today = d.toDateString() === new Date().toDateString();
+  return today
+    ? d.toLocaleTimeString(undefined, { hour12: false })
+    : d.toLocaleDateString(undefined, { month: "short", day: "numeric" });
 }
