@@ -111,6 +111,15 @@ export class Server {
   static async start({ name, textEncoder = false, keys = [] }) {
     assert.ok(fs.existsSync(BIN), `${BIN} is missing: cargo build --workspace --all-targets`);
     const root = fs.mkdtempSync(path.join(os.tmpdir(), `annostore-e2e-${name}-`));
+    try {
+      return await Server.startIn(root, name, textEncoder, keys);
+    } catch (e) {
+      fs.rmSync(root, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  static async startIn(root, name, textEncoder, keys) {
     const dataDir = path.join(root, 'data');
     const config = path.join(root, 'annostore.toml');
     const lines = [
@@ -151,6 +160,7 @@ export class Server {
     fs.closeSync(log);
     const server = new Server(name, child, root, logPath, created);
     server.url = await new Promise((resolve, reject) => {
+      child.once('error', (e) => reject(new Error(`starting annostore serve: ${e.message}`)));
       const timer = setTimeout(
         () => reject(new Error(`annostore serve did not report its address in 60 s\n${server.logTail()}`)),
         60_000,
@@ -167,6 +177,9 @@ export class Server {
         clearTimeout(timer);
         reject(new Error(`annostore serve exited at start (${code ?? signal})\n${server.logTail()}`));
       });
+    }).catch((e) => {
+      child.kill('SIGKILL');
+      throw e;
     });
     server.api = new Api(server.url);
     return server;
