@@ -167,6 +167,7 @@ async function poll(): Promise<void> {
     loadChoices().catch(fail);
     void picker.refresh();
   }
+  if (change.any && !change.active) void picker.refresh();
   if (change.any && previewing) {
     const now = runs.find(previewing.id);
     if (now) {

@@ -87,7 +87,7 @@ export class Runs {
         table.className = "runs-key";
         table.dataset.key = `${k.annotation_type}@${k.annotation_type_version}@${k.pivot_id}`;
         const head = table.createTHead().insertRow();
-        for (const c of ["#", "status", "annotations", "producer", "started", "ended", ""]) {
+        for (const c of ["#", "status", "count", "producer", "started", "ended", ""]) {
           const th = document.createElement("th");
           th.textContent = c;
           head.append(th);
@@ -135,7 +135,8 @@ export class Runs {
       b.className = "preview-toggle";
       b.dataset.operationId = r.id;
       b.setAttribute("aria-pressed", String(this.previewing === r.id));
-      b.textContent = this.previewing === r.id ? "Hide preview" : "Preview";
+      b.textContent = this.previewing === r.id ? "Hide" : "Preview";
+      b.title = "Draw this run's boxes beside the visible ones";
       last.append(b);
     }
     return tr;
