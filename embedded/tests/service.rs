@@ -128,3 +128,58 @@ async fn visible(service: &annostore_core::service::Service) -> usize {
         .annotations
         .len()
 }
+
+/// The keys of a media item's runs are scanned for once and then cached: a run of a new
+/// key started through this service shows at once, one started by another node shows
+/// when its start event arrives (until then the cached keys stand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_items_keys_are_cached_until_a_run_naming_it_starts() {
+    use annostore_core::events::{EventEnvelope, OperationEvent};
+    use std::collections::BTreeSet;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (service, engines) = common::service(dir.path(), Arc::new(SystemClock)).await;
+    let naming = |pivot: &str| {
+        let mut req = start_request("objects", 1, pivot);
+        req.metadata = Some(serde_json::Map::from_iter([(
+            "media_id".to_string(),
+            json!("clip.mp4"),
+        )]));
+        req
+    };
+    let pivots = |runs: &annostore_core::service::MediaRuns| -> BTreeSet<String> {
+        runs.keys.iter().map(|k| k.pivot_id.clone()).collect()
+    };
+    service.start(naming("sha-a")).await.unwrap();
+    let first = service.media_runs("clip.mp4", None).await.unwrap();
+    assert_eq!(pivots(&first), BTreeSet::from(["sha-a".to_string()]));
+
+    // Started here: shows at once.
+    service.start(naming("sha-b")).await.unwrap();
+    let second = service.media_runs("clip.mp4", None).await.unwrap();
+    assert_eq!(
+        pivots(&second),
+        BTreeSet::from(["sha-a".into(), "sha-b".into()])
+    );
+
+    // Written by another node straight to the store: the cached keys stand...
+    let other = engines
+        .store
+        .start_operation(naming("sha-c"), 60, time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let cached = service.media_runs("clip.mp4", None).await.unwrap();
+    assert_eq!(pivots(&cached), pivots(&second));
+    // ...until its start event arrives.
+    service.follow_event(&EventEnvelope {
+        node: Uuid::now_v7(),
+        event: OperationEvent::Started { operation: other },
+    });
+    let third = service.media_runs("clip.mp4", None).await.unwrap();
+    assert_eq!(
+        pivots(&third),
+        BTreeSet::from(["sha-a".into(), "sha-b".into(), "sha-c".into()])
+    );
+    // Each key lists its run, newest first.
+    assert!(third.keys.iter().all(|k| k.runs.len() == 1));
+}

@@ -46,6 +46,9 @@ impl Service {
 
     /// Applies one event from the bus to this node's cache (its own are skipped).
     pub fn follow_event(&self, envelope: &EventEnvelope) -> Followed {
+        if let OperationEvent::Started { operation } = &envelope.event {
+            self.media_keys.started(operation);
+        }
         let followed = Follower {
             node: self.node,
             cache: self.engines.cache.as_ref(),

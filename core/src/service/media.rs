@@ -10,6 +10,9 @@ use crate::model::{Operation, OperationFilter, OperationKey, ScanOrder};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use time::OffsetDateTime;
 
 /// The media listing reads at most this many operations, newest first: media whose runs
@@ -24,6 +27,42 @@ pub const MAX_RUNS_PER_KEY: u32 = 100;
 /// The most operations read to find the keys of one media item (per way of naming it:
 /// pivot id, `metadata.media_id`).
 pub const MAX_KEY_SCAN: usize = 10_000;
+
+/// How long the keys found for a media item are trusted. A run of a new key shows at
+/// once when it starts on this node or its start event arrives from another node; this
+/// bounds how long a lost event can hide it.
+pub const MEDIA_KEYS_TTL: Duration = Duration::from_secs(60);
+
+/// The keys that wrote to each media item, so that a viewer polling a media item's runs
+/// every few seconds does not scan the operations each time. Filled by
+/// [`Service::media_runs`]; an entry is dropped when a run naming its media item starts.
+/// Keys are only ever added (operations are never deleted), so that is the only change
+/// that can make an entry stale.
+pub(super) struct MediaKeys {
+    keys: moka::sync::Cache<String, Arc<BTreeSet<OperationKey>>>,
+    /// Grows with every start: a scan that overlapped one does not cache what it found.
+    starts: AtomicU64,
+}
+
+impl MediaKeys {
+    pub(super) fn new() -> MediaKeys {
+        MediaKeys {
+            keys: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(MEDIA_KEYS_TTL)
+                .build(),
+            starts: AtomicU64::new(0),
+        }
+    }
+
+    /// A run started (here, or on another node): the media items it names may have a
+    /// new key.
+    pub(super) fn started(&self, op: &Operation) {
+        self.starts.fetch_add(1, Ordering::SeqCst);
+        self.keys.invalidate(op.pivot_id.as_str());
+        self.keys.invalidate(media_id_of(op));
+    }
+}
 
 /// One media item that runs were written for.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -146,26 +185,23 @@ impl Service {
                 ));
             }
         } as usize;
-        let by_pivot = OperationFilter {
-            pivot_id: Some(media_id.to_owned()),
-            ..OperationFilter::default()
+        let keys = match self.media_keys.keys.get(media_id) {
+            Some(keys) => keys,
+            None => {
+                let starts = self.media_keys.starts.load(Ordering::SeqCst);
+                let keys = Arc::new(self.scan_media_keys(media_id).await?);
+                // A run that started during the scan may be missing from it: not cached.
+                if self.media_keys.starts.load(Ordering::SeqCst) == starts {
+                    self.media_keys
+                        .keys
+                        .insert(media_id.to_owned(), keys.clone());
+                }
+                keys
+            }
         };
-        let by_metadata = OperationFilter {
-            metadata: [("media_id".to_owned(), Value::from(media_id))]
-                .into_iter()
-                .collect(),
-            ..OperationFilter::default()
-        };
-        let mut keys = BTreeSet::new();
-        for filter in [by_pivot, by_metadata] {
-            let (ops, _) = self
-                .collect_operations(&filter, ScanOrder::NewestFirst, MAX_KEY_SCAN)
-                .await?;
-            keys.extend(ops.iter().map(Operation::key));
-        }
         let now = self.clock.now();
         let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
+        for key in keys.iter().cloned() {
             let OperationKey {
                 annotation_type,
                 annotation_type_version,
@@ -196,6 +232,29 @@ impl Service {
             media_id: media_id.to_owned(),
             keys: out,
         })
+    }
+
+    /// The keys of the runs naming `media_id`: by pivot id, and by `metadata.media_id` (a
+    /// scan of the operations), at most [`MAX_KEY_SCAN`] operations each way.
+    async fn scan_media_keys(&self, media_id: &str) -> Result<BTreeSet<OperationKey>, Error> {
+        let by_pivot = OperationFilter {
+            pivot_id: Some(media_id.to_owned()),
+            ..OperationFilter::default()
+        };
+        let by_metadata = OperationFilter {
+            metadata: [("media_id".to_owned(), Value::from(media_id))]
+                .into_iter()
+                .collect(),
+            ..OperationFilter::default()
+        };
+        let mut keys = BTreeSet::new();
+        for filter in [by_pivot, by_metadata] {
+            let (ops, _) = self
+                .collect_operations(&filter, ScanOrder::NewestFirst, MAX_KEY_SCAN)
+                .await?;
+            keys.extend(ops.iter().map(Operation::key));
+        }
+        Ok(keys)
     }
 }
 

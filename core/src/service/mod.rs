@@ -90,6 +90,8 @@ pub struct Service {
     last_gc: parking_lot::Mutex<Option<GcReport>>,
     /// How garbage collection passes run unless a caller says otherwise.
     gc: GcOptions,
+    /// The keys that wrote to each media item, as `media.rs` last found them.
+    media_keys: media::MediaKeys,
 }
 
 const KEY_STRIPES: usize = 256;
@@ -145,6 +147,7 @@ impl Service {
             index_deadline,
             last_gc: Default::default(),
             gc: GcOptions::default(),
+            media_keys: media::MediaKeys::new(),
         }
     }
 
@@ -284,6 +287,7 @@ impl Service {
             .start_operation(req, lease, self.clock.now())
             .await?;
         self.engines.cache.put(std::slice::from_ref(&op));
+        self.media_keys.started(&op);
         metrics::counter!("annostore_operations_started_total").increment(1);
         self.publish(OperationEvent::Started {
             operation: op.clone(),
