@@ -55,10 +55,16 @@ fn run() -> Result<(), String> {
         println!("cargo:rerun-if-changed={}", ui.join(input).display());
     }
 
+    // Cargo may run this script for two profiles at once (clippy and a build in
+    // parallel): one npm at a time in ui/, since both write node_modules.
+    let lock = std::fs::File::create(ui.join(".build.lock"))
+        .and_then(|f| f.lock().map(|()| f))
+        .map_err(|e| format!("locking {}: {e}", ui.join(".build.lock").display()))?;
     if needs_install(&ui) {
         npm(&ui, &["ci", "--no-audit", "--no-fund"], &out)?;
     }
     npm(&ui, &["run", "build"], &out)?;
+    drop(lock);
     if !out.join("index.html").is_file() {
         return Err(format!(
             "`npm run build` wrote no index.html into {}",
