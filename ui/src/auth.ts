@@ -62,14 +62,15 @@ export function askForKey(why: string): Promise<void> {
         resolve();
       };
       form.addEventListener("submit", submit);
-      // The dialog stays until a key is given: Escape would leave the page half loaded.
-      dialog.addEventListener("cancel", (e) => e.preventDefault());
       if (!dialog.open) dialog.showModal();
       input.focus();
     });
   }
   return pending;
 }
+
+// The dialog stays until a key is given: Escape would leave the page half loaded.
+document.getElementById("key-dialog")?.addEventListener("cancel", (e) => e.preventDefault());
 
 /** Forgets the key (the "key" button in the header): the next request asks again. */
 export function forgetKey(): void {

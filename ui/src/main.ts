@@ -237,6 +237,21 @@ window.addEventListener("hashchange", () => {
   const { media: m, t } = readHash();
   if (m && m !== media) void open(m, t);
 });
+// Stepping through frames, as in a video editor: "," and "." a frame back and forward
+// (at 30 fps: the page does not know the stream's rate), "k" to play or pause.
+document.addEventListener("keydown", (e) => {
+  const t = e.target as HTMLElement;
+  if (!media || e.ctrlKey || e.metaKey || e.altKey || t.closest("input, select, textarea, dialog")) return;
+  const v = player.video;
+  if (e.key === "," || e.key === ".") {
+    v.pause();
+    player.seek(v.currentTime + (e.key === "." ? 1 : -1) / 30);
+  } else if (e.key === "k") {
+    if (v.paused) void v.play();
+    else v.pause();
+  } else return;
+  e.preventDefault();
+});
 $("forget-key").addEventListener("click", () => {
   forgetKey();
   say("Key forgotten: the next request asks for one.");
