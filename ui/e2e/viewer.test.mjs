@@ -190,6 +190,24 @@ scenario('b-boxes: the boxes of the frame are the API annotations at that time, 
   }
 });
 
+scenario('b2-keys: "." and "," step one frame forward and back, "k" plays', async (page) => {
+  await openSlideshow(page, server.url);
+  await seek(page, 13.5);
+  await page.click('#current-media'); // focus leaves the inputs: the keys go to the page
+  const time = () => page.evaluate(() => document.querySelector('video#player').currentTime);
+  await page.keyboard.press('.');
+  await page.keyboard.press('.');
+  const ahead = await time();
+  assert.ok(Math.abs(ahead - (13.5 + 2 / 30)) < 0.005, `two frames on from 13.5 s: ${ahead}`);
+  await page.keyboard.press(',');
+  const back = await time();
+  assert.ok(Math.abs(back - (13.5 + 1 / 30)) < 0.005, `one frame back: ${back}`);
+  await page.keyboard.press('k');
+  await waitFor(page, 'the video plays after "k"', () => !document.querySelector('video#player').paused);
+  await page.keyboard.press('k');
+  await waitFor(page, 'the video pauses after a second "k"', () => document.querySelector('video#player').paused);
+});
+
 scenario('c-timeline: one lane per label where the histogram says, and a segment seeks', async (page) => {
   await openSlideshow(page, server.url);
   const got = await lanes(page);

@@ -247,7 +247,8 @@ document.addEventListener("keydown", (e) => {
     v.pause();
     player.seek(v.currentTime + (e.key === "." ? 1 : -1) / 30);
   } else if (e.key === "k") {
-    if (v.paused) void v.play();
+    // A pause before playback began rejects play() with AbortError: nothing went wrong.
+    if (v.paused) v.play().catch((err) => err?.name === "AbortError" || fail(err));
     else v.pause();
   } else return;
   e.preventDefault();
