@@ -101,6 +101,12 @@ async fn admin_cli_on_cassandra_and_sqs() {
     scenarios::admin_cli(&server(&moto)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_listings_on_cassandra_and_sqs() {
+    let Some(moto) = moto() else { return };
+    scenarios::media_listings(&server(&moto)).await;
+}
+
 /// Receives before a message goes to the dead-letter queue, and its backoff.
 const MAX_RECEIVES: u32 = 2;
 const BACKOFF_SECONDS: u32 = 1;

@@ -37,3 +37,9 @@ async fn admin_cli() {
     let srv = Server::start_with(GC_ENV);
     scenarios::admin_cli(&srv).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_listings() {
+    let srv = Server::start_with(GC_ENV);
+    scenarios::media_listings(&srv).await;
+}

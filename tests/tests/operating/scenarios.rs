@@ -558,3 +558,81 @@ pub async fn admin_cli(srv: &Server) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The viewer's media routes (issue 8): a media item's runs are found by
+/// `metadata.media_id` and by pivot id, every run of each key is listed newest first with
+/// the active one marked, a finish moves the mark, and a key started after the first
+/// listing shows at once.
+pub async fn media_listings(srv: &Server) {
+    srv.register(TYPE, 1).await;
+    let media = "viewer-clip.mp4";
+    let naming = json!({"metadata": {"media_id": media}});
+    let (first, _) = run(srv, "viewer-sha-1", 3, "cat", naming.clone()).await;
+    srv.finish(&s(&first, "id")).await.expect(200);
+    let (second, _) = run(srv, "viewer-sha-1", 2, "dog", naming.clone()).await;
+    let (by_pivot, _) = finished(srv, media, 1, "cow").await;
+    finished(srv, "viewer-other-sha", 1, "cat").await;
+
+    let listed = srv.get("/v1/media?q=VIEWER-CLIP").await;
+    let listed = listed.expect(200)["media"]
+        .as_array()
+        .cloned()
+        .expect("media");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["media_id"], media);
+    assert_eq!(listed[0]["runs"], 3);
+
+    let keys = |body: &Value| -> Vec<(String, Vec<(String, String, bool)>)> {
+        body["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| {
+                let runs = k["runs"]
+                    .as_array()
+                    .expect("runs")
+                    .iter()
+                    .map(|r| (s(r, "id"), s(r, "status"), r["active"] == true))
+                    .collect();
+                (s(k, "pivot_id"), runs)
+            })
+            .collect()
+    };
+    let path = format!("/v1/media/{media}/runs");
+    let before = keys(srv.get(&path).await.expect(200));
+    let (a, b, c) = (s(&first, "id"), s(&second, "id"), by_pivot.clone());
+    assert_eq!(
+        before,
+        vec![
+            (
+                media.to_string(),
+                vec![(c.clone(), "FINISHED".into(), true)]
+            ),
+            (
+                "viewer-sha-1".to_string(),
+                vec![
+                    (b.clone(), "STARTED".into(), false),
+                    (a.clone(), "FINISHED".into(), true)
+                ]
+            ),
+        ]
+    );
+    // The STARTED run finishes: it is the active one now, the first is not.
+    srv.finish(&b).await.expect(200);
+    let after = keys(srv.get(&path).await.expect(200));
+    assert_eq!(
+        after[1].1,
+        vec![(b, "FINISHED".into(), true), (a, "FINISHED".into(), false)]
+    );
+    // A new key naming the media item shows at once (the keys are cached until then).
+    let (third, _) = run(srv, "viewer-sha-2", 1, "cat", naming).await;
+    let now = keys(srv.get(&path).await.expect(200));
+    assert_eq!(now.len(), 3, "{now:?}");
+    assert_eq!(
+        now[2],
+        (
+            "viewer-sha-2".to_string(),
+            vec![(s(&third, "id"), "STARTED".into(), false)]
+        )
+    );
+}
