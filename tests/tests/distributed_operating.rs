@@ -10,6 +10,8 @@
 //! requests of one node are what they check; races between nodes' conditional writes
 //! are `cassandra/tests/concurrency.rs`'s, on a real cluster.
 
+#[path = "operating/media.rs"]
+mod media;
 #[path = "operating/scenarios.rs"]
 mod scenarios;
 
@@ -102,9 +104,15 @@ async fn admin_cli_on_cassandra_and_sqs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn media_listings_on_cassandra_and_sqs() {
+async fn media_are_listed_from_their_runs_on_cassandra_and_sqs() {
     let Some(moto) = moto() else { return };
-    scenarios::media_listings(&server(&moto)).await;
+    media::listed_from_their_runs(&server(&moto)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_items_keys_follow_its_runs_on_cassandra_and_sqs() {
+    let Some(moto) = moto() else { return };
+    media::keys_follow_runs(&server(&moto)).await;
 }
 
 /// Receives before a message goes to the dead-letter queue, and its backoff.

@@ -2,6 +2,8 @@
 //! rollback under concurrent searches, garbage collection (scenarios in
 //! `operating/scenarios.rs`, shared with `distributed_operating.rs`).
 
+#[path = "operating/media.rs"]
+mod media;
 #[path = "operating/scenarios.rs"]
 mod scenarios;
 
@@ -39,7 +41,11 @@ async fn admin_cli() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn media_listings() {
-    let srv = Server::start_with(GC_ENV);
-    scenarios::media_listings(&srv).await;
+async fn media_are_listed_from_their_runs() {
+    media::listed_from_their_runs(&Server::start_with(GC_ENV)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_items_keys_follow_its_runs() {
+    media::keys_follow_runs(&Server::start_with(GC_ENV)).await;
 }
