@@ -613,12 +613,7 @@ fn list_key_operations(
         }
         let (_, v) = g.into_inner().io()?;
         let id = uuid_of("key_ops value", &v)?;
-        let past_cursor = match (order, cursor) {
-            (_, None) => true,
-            (ScanOrder::NewestFirst, Some(c)) => id < c,
-            (ScanOrder::OldestFirst, Some(c)) => id > c,
-        };
-        if !past_cursor {
+        if !order.past(&id, cursor) {
             continue;
         }
         let op = require_op(t, id)?;
