@@ -58,6 +58,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod list;
 mod operate;
 mod recent;
 pub(crate) mod records;
@@ -324,45 +325,9 @@ impl Store for FjallStore {
         cursor: Option<Uuid>,
         limit: usize,
     ) -> StoreResult<Vec<Operation>> {
-        use std::ops::Bound::{Excluded, Unbounded};
         let filter = filter.clone();
-        self.read(move |t| {
-            if let (Some(ty), Some(version), Some(pivot)) = (
-                &filter.annotation_type,
-                filter.annotation_type_version,
-                &filter.pivot_id,
-            ) {
-                let key = OperationKey {
-                    annotation_type: ty.clone(),
-                    annotation_type_version: version,
-                    pivot_id: pivot.clone(),
-                };
-                return list_key_operations(t, &key, &filter, order, cursor, limit);
-            }
-            let bounds = match (order, cursor) {
-                (_, None) => (Unbounded, Unbounded),
-                (ScanOrder::NewestFirst, Some(c)) => (Unbounded, Excluded(*c.as_bytes())),
-                (ScanOrder::OldestFirst, Some(c)) => (Excluded(*c.as_bytes()), Unbounded),
-            };
-            let range = t.ops.range(bounds);
-            let iter: Box<dyn Iterator<Item = _>> = match order {
-                ScanOrder::NewestFirst => Box::new(range.rev()),
-                ScanOrder::OldestFirst => Box::new(range),
-            };
-            let mut out = Vec::new();
-            for g in iter {
-                if out.len() >= limit {
-                    break;
-                }
-                let (_, v) = g.into_inner().io()?;
-                let op: Operation = from_json("operation", &v)?;
-                if filter.matches(&op) {
-                    out.push(op);
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |t| list::operations(t, &filter, order, cursor, limit))
+            .await
     }
 
     async fn active_operations(&self) -> StoreResult<Vec<Operation>> {
@@ -587,39 +552,4 @@ impl Store for FjallStore {
         })
         .await
     }
-}
-
-/// [`Store::list_operations`] for a filter naming a whole key: that key's runs from
-/// `key_ops` (by run number, which orders them as their ids do: a key's runs are numbered
-/// as they start), not a scan of every operation. The viewer lists a key's runs on every
-/// poll.
-fn list_key_operations(
-    t: &Tables,
-    key: &OperationKey,
-    filter: &OperationFilter,
-    order: ScanOrder,
-    cursor: Option<Uuid>,
-    limit: usize,
-) -> StoreResult<Vec<Operation>> {
-    let range = t.key_ops.prefix(op_key_bytes(key));
-    let iter: Box<dyn Iterator<Item = _>> = match order {
-        ScanOrder::NewestFirst => Box::new(range.rev()),
-        ScanOrder::OldestFirst => Box::new(range),
-    };
-    let mut out = Vec::new();
-    for g in iter {
-        if out.len() >= limit {
-            break;
-        }
-        let (_, v) = g.into_inner().io()?;
-        let id = uuid_of("key_ops value", &v)?;
-        if !order.past(&id, cursor) {
-            continue;
-        }
-        let op = require_op(t, id)?;
-        if filter.matches(&op) {
-            out.push(op);
-        }
-    }
-    Ok(out)
 }
