@@ -5,7 +5,7 @@
 // Run by scripts/test-ui, which sets ANNOSTORE_BIN, ANNOSTORE_SHARED and
 // ANNOSTORE_UI_ARTEFACTS. Nothing here skips: a missing binary, model or browser fails.
 
-import { spawn, execFile } from 'node:child_process';
+import { spawn, execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,11 +16,12 @@ import { chromium } from 'playwright-core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(here, '../..');
-const TARGET = process.env.CARGO_TARGET_DIR || path.join(REPO, 'target');
+// Where cargo builds, as scripts/target-dir resolves it (only asked when a path below needs it).
+const target = () => execFileSync(path.join(REPO, 'scripts/target-dir')).toString().trim();
 
-export const BIN = process.env.ANNOSTORE_BIN || path.join(TARGET, 'debug', 'annostore');
+export const BIN = process.env.ANNOSTORE_BIN || path.join(target(), 'debug', 'annostore');
 export const SHARED = process.env.ANNOSTORE_SHARED || findShared();
-export const ARTEFACTS = process.env.ANNOSTORE_UI_ARTEFACTS || path.join(TARGET, 'ui-e2e');
+export const ARTEFACTS = process.env.ANNOSTORE_UI_ARTEFACTS || path.join(target(), 'ui-e2e');
 export const MEDIA_ID = 'slideshow_720p.mp4';
 export const CHROMIUM = '/usr/bin/chromium';
 // Headless, and nothing that reaches for the network (this machine's is closed).
