@@ -39,7 +39,8 @@ pub fn start_server(dir: &Path, env: &[(String, String)]) -> anyhow::Result<(Ser
         .env("ANNOSTORE_LOG", "warn")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(server_log()?)
+        .env_remove("ANNOSTORE_BENCH_SERVER_LOG")
         .spawn()
         .context("starting annostore serve")?;
     let stdout = child.stdout.take().context("server stdout")?;
@@ -56,4 +57,16 @@ pub fn start_server(dir: &Path, env: &[(String, String)]) -> anyhow::Result<(Ser
         }
     }
     bail!("annostore serve exited before listening")
+}
+
+/// Where the server's log goes: the file `ANNOSTORE_BENCH_SERVER_LOG` names (to look at
+/// what it did), else nowhere.
+fn server_log() -> anyhow::Result<Stdio> {
+    Ok(match std::env::var_os("ANNOSTORE_BENCH_SERVER_LOG") {
+        Some(path) => Stdio::from(
+            std::fs::File::create(&path)
+                .with_context(|| format!("creating {}", path.to_string_lossy()))?,
+        ),
+        None => Stdio::null(),
+    })
 }
