@@ -391,11 +391,18 @@ fn parts(f: &SearchFilter) -> Vec<SearchFilter> {
 fn run_case(
     items: Vec<Gen>,
     batch_sizes: Vec<usize>,
-    filter: GenFilter,
+    mut filter: GenFilter,
     scope: GenScope,
     page: usize,
-    spec: AggregateSpec,
+    mut spec: AggregateSpec,
+    scale: i64,
 ) -> Result<(), TestCaseError> {
+    // Times on the scale of milliseconds, seconds, minutes or hours, so that the index's
+    // time cells are crossed at every level.
+    filter.time = filter.time.map(|(s, l, rel)| (s * scale, l * scale, rel));
+    if let Some(h) = &mut spec.histogram {
+        h.interval_ms *= scale;
+    }
     let ops: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
     let mut ids: Vec<Uuid> = Vec::new();
     let annotations: Vec<Annotation> = items
@@ -409,7 +416,8 @@ fn run_case(
                     id
                 }
             };
-            let mut a = suite::annotation(ops[g.op], MEDIA[g.media], g.start, g.start + g.len);
+            let (start, end) = (g.start * scale, (g.start + g.len) * scale);
+            let mut a = suite::annotation(ops[g.op], MEDIA[g.media], start, end);
             a.id = id;
             a.label = g.label.map(|l| LABELS[l].to_owned());
             a.confidence = g.confidence.map(tenths);
@@ -498,7 +506,8 @@ proptest! {
         scope in gen_scope(),
         page in 1usize..9,
         spec in gen_spec(),
+        scale in prop_oneof![Just(1i64), Just(997), Just(65_537), Just(4_194_301)],
     ) {
-        run_case(items, batch_sizes, filter, scope, page, spec)?;
+        run_case(items, batch_sizes, filter, scope, page, spec, scale)?;
     }
 }

@@ -1,6 +1,7 @@
 //! A [`SearchFilter`] as a tantivy query: every filter is a required clause, with the
 //! semantics of [`annostore_core::query::matches`].
 
+use super::cells::{self, CellsQuery};
 use super::columns::{CheckedQuery, ColumnCache, ColumnRange};
 use super::text::FuzzyTokenQuery;
 use super::{CONFIDENCE, END_MS, Fields, START_MS, terms, uuid_text};
@@ -139,11 +140,19 @@ pub(crate) fn build(
         ranges: Vec::new(),
         nothing: false,
     };
-    if let Some(m) = &filter.media_id {
-        c.push(term(Term::from_field_text(f.media_id, m)));
-    }
-    if let Some(ms) = &filter.media_ids {
-        c.push_or_nothing(any_of(f.media_id, ms));
+    match (media_window(filter), &filter.time_range) {
+        // A window of a few media items: the cells near it (which name the media).
+        (Some(media), Some(r)) => c.push(Box::new(CellsQuery::new(
+            f.cells, &media, r.start_ms, r.end_ms,
+        ))),
+        _ => {
+            if let Some(m) = &filter.media_id {
+                c.push(term(Term::from_field_text(f.media_id, m)));
+            }
+            if let Some(ms) = &filter.media_ids {
+                c.push_or_nothing(any_of(f.media_id, ms));
+            }
+        }
     }
     if let Some(t) = &filter.annotation_type {
         c.push(term(Term::from_field_text(f.annotation_type, t)));
@@ -193,6 +202,23 @@ pub(crate) fn build(
         data(&mut c, f, cond);
     }
     Ok(c.finish(columns))
+}
+
+/// The media items a filter allows, when it names a few (at most [`cells::MAX_MEDIA`]):
+/// with a time range, their cells replace their media terms. `media_id` and
+/// `media_ids` both hold, so the items are those of both.
+fn media_window(filter: &SearchFilter) -> Option<Vec<&str>> {
+    let listed: Option<BTreeSet<&str>> = filter
+        .media_ids
+        .as_ref()
+        .map(|ms| ms.iter().map(String::as_str).collect());
+    let media: Vec<&str> = match (&filter.media_id, listed) {
+        (Some(m), None) => vec![m.as_str()],
+        (Some(m), Some(l)) => l.contains(m.as_str()).then(|| vec![m.as_str()])?,
+        (None, Some(l)) => l.into_iter().collect(),
+        (None, None) => return None,
+    };
+    (!media.is_empty() && media.len() <= cells::MAX_MEDIA).then_some(media)
 }
 
 /// The relation as ranges on the start and end columns (see [`TimeRelation::holds`]).

@@ -192,3 +192,91 @@ pub async fn time_range_intersects(index: Arc<dyn Index>) {
         );
     }
 }
+
+/// Windows of one or two media items, against brute force, at the scales of
+/// milliseconds, seconds, minutes, hours and days, with every relation: an index that
+/// narrows a media item's documents by time (tantivy's cells) must find every document
+/// the window relates to, wherever it lies against the engine's own time boundaries.
+pub async fn media_windows_at_every_scale(index: Arc<dyn Index>) {
+    use crate::model::TimeRelation;
+    let op = Uuid::new_v4();
+    let scope = Scope::Operation(op);
+    // Starts and lengths that straddle powers of two and of ten at every scale.
+    let shapes: &[(i64, i64)] = &[
+        (0, 0),
+        (0, 1),
+        (1, 2),
+        (-3, 5),
+        (7, 9),
+        (15, 1),
+        (31, 2),
+        (63, 65),
+        (100, 900),
+        (511, 3),
+        (1000, 24),
+        (-700, 2000),
+        (4095, 4097),
+        (9_999, 1),
+    ];
+    let scales = [1i64, 997, 60_000, 3_600_000, 86_400_000];
+    let mut all = Vec::new();
+    for (i, &scale) in scales.iter().enumerate() {
+        for (j, &(start, len)) in shapes.iter().enumerate() {
+            let media = if (i + j) % 3 == 0 { "mw-b" } else { "mw-a" };
+            let s = start * scale;
+            all.push(annotation(op, media, s, s + len * scale));
+        }
+    }
+    upsert(&index, &all).await;
+    let windows: &[(i64, i64)] = &[
+        (0, 0),
+        (1, 1),
+        (2, 30),
+        (-5, 5),
+        (64, 64),
+        (500, 1500),
+        (1023, 1025),
+        (4096, 4096),
+        (-1_000, 20_000),
+    ];
+    let media_lists: [(Option<&str>, Option<Vec<String>>); 3] = [
+        (Some("mw-a"), None),
+        (None, Some(vec!["mw-a".into(), "mw-b".into()])),
+        (Some("mw-b"), Some(vec!["mw-b".into()])),
+    ];
+    let mut checked = 0;
+    for &scale in &scales {
+        for &(from, to) in windows {
+            for relation in [
+                TimeRelation::Intersects,
+                TimeRelation::Within,
+                TimeRelation::Contains,
+            ] {
+                for (media_id, media_ids) in &media_lists {
+                    let filter = SearchFilter {
+                        media_id: media_id.map(str::to_owned),
+                        media_ids: media_ids.clone(),
+                        time_range: Some(TimeRange {
+                            start_ms: from * scale,
+                            end_ms: to * scale,
+                            relation,
+                        }),
+                        ..Default::default()
+                    };
+                    let expected: Vec<&Annotation> = all
+                        .iter()
+                        .filter(|a| crate::query::matches(&filter, a))
+                        .collect();
+                    let hits = search(&index, &filter, &scope, None, all.len() + 1).await;
+                    assert_eq!(
+                        keys(&hits),
+                        sorted_keys(expected.iter().copied()),
+                        "{filter:?}"
+                    );
+                    checked += usize::from(!expected.is_empty());
+                }
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} windows found anything");
+}

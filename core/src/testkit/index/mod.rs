@@ -29,6 +29,7 @@ pub async fn run_all(index: Arc<dyn Index>) {
     replace_only_named_ids(index.clone()).await;
     filters(index.clone()).await;
     time_range_intersects(index.clone()).await;
+    media_windows_at_every_scale(index.clone()).await;
     scope(index.clone()).await;
     ordering_across_media_and_commits(index.clone()).await;
     paging_returns_each_once(index.clone()).await;
