@@ -37,6 +37,10 @@ pub async fn open_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Res
         .warm_up()
         .await
         .context("loading the active operations")?;
+    service
+        .recover()
+        .await
+        .context("refilling the index from the store")?;
     info!(active, "engines open");
     Ok(service)
 }

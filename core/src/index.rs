@@ -231,4 +231,15 @@ pub trait Index: Send + Sync + 'static {
     /// scheduled commit: someone waits for them (a finish, a preview). A hint, like
     /// Elasticsearch's refresh; an index that commits every write needs nothing here.
     async fn refresh(&self) {}
+    /// True when the index may lack documents the store holds and must be refilled
+    /// from it before serving (`Service::recover`): it was just created, or found in
+    /// an older format and emptied, or a refill was cut short. An index kept apart
+    /// from this process's files (Elasticsearch) answers false.
+    fn needs_rebuild(&self) -> bool {
+        false
+    }
+    /// Records, durably, that the index was refilled from the store.
+    async fn rebuilt(&self) -> Result<(), IndexError> {
+        Ok(())
+    }
 }

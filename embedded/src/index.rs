@@ -18,6 +18,7 @@
 //! ([`terms`]), fuzzy text through [`text`]; aggregations count in [`aggregate`].
 
 mod aggregate;
+mod cells;
 mod collector;
 mod columns;
 mod knn;
@@ -115,6 +116,8 @@ pub(crate) struct Fields {
     pub text: Field,
     /// `data` fields: presence and values ([`terms::data_terms`]).
     pub data: Field,
+    /// Where on its media item's timeline the document lies ([`cells::terms`]).
+    pub cells: Field,
     pub vectors: knn::VectorFields,
 }
 
@@ -156,6 +159,7 @@ impl Fields {
             // Terms only for annotations with text or data.
             text: b.add_bytes_field("text", BytesOptions::default().set_indexed()),
             data: b.add_bytes_field("data", BytesOptions::default().set_indexed()),
+            cells: b.add_bytes_field("cells", BytesOptions::default().set_indexed()),
             vectors: knn::VectorFields::add_to(&mut b),
         };
         (b.build(), fields)
@@ -198,6 +202,9 @@ impl Fields {
         }
         for t in terms::data_terms(a) {
             doc.add_bytes(self.data, &t);
+        }
+        for t in cells::terms(a) {
+            doc.add_bytes(self.cells, &t);
         }
         doc
     }
@@ -248,6 +255,27 @@ struct Inner {
     /// Where the graphs' snapshot is saved at close.
     vectors_dir: std::path::PathBuf,
     vectors_opened: VectorsOpened,
+    /// Present while the index must be refilled from the store ([`REBUILD_MARKER`]).
+    marker: std::path::PathBuf,
+    needs_rebuild: std::sync::atomic::AtomicBool,
+}
+
+/// A file in the index directory that says the index may lack what the store holds:
+/// written when the index is created or emptied, removed once it was refilled
+/// (see [`Index::needs_rebuild`]), so a refill cut short is done again at the next open.
+const REBUILD_MARKER: &str = "REFILL_FROM_STORE";
+
+/// Removes everything in `dir` (an index of an older format, with its graphs).
+fn empty_dir(dir: &Path) -> Result<(), IndexError> {
+    for entry in std::fs::read_dir(dir).map_err(unavailable)? {
+        let path = entry.map_err(unavailable)?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).map_err(unavailable)?;
+        } else {
+            std::fs::remove_file(&path).map_err(unavailable)?;
+        }
+    }
+    Ok(())
 }
 
 /// The tantivy index behind [`Index`].
@@ -265,6 +293,22 @@ impl TantivyIndex {
     pub fn open(dir: &Path, opts: IndexOptions) -> Result<TantivyIndex, IndexError> {
         std::fs::create_dir_all(dir).map_err(unavailable)?;
         let (schema, fields) = Fields::schema();
+        let marker = dir.join(REBUILD_MARKER);
+        let directory = MmapDirectory::open(dir).map_err(unavailable)?;
+        if tantivy::Index::exists(&directory).map_err(unavailable)? {
+            let found = tantivy::Index::open(directory.clone()).map_err(unavailable)?;
+            if found.schema() != schema {
+                warn!(dir = %dir.display(), "the index was written by an older annostore: emptying it, to be refilled from the store");
+                drop(found);
+                empty_dir(dir)?;
+                std::fs::write(&marker, b"").map_err(unavailable)?;
+            }
+        } else {
+            // A new index over a store that may already hold runs (a first start, or
+            // an index directory lost).
+            std::fs::write(&marker, b"").map_err(unavailable)?;
+        }
+        let needs_rebuild = marker.exists();
         let directory = MmapDirectory::open(dir).map_err(unavailable)?;
         let index = tantivy::Index::open_or_create(directory, schema).map_err(unavailable)?;
         let writer: IndexWriter = index
@@ -299,6 +343,8 @@ impl TantivyIndex {
             vectors,
             vectors_dir,
             vectors_opened,
+            marker,
+            needs_rebuild: std::sync::atomic::AtomicBool::new(needs_rebuild),
         });
         let for_thread = inner.clone();
         let committer = std::thread::Builder::new()
@@ -592,5 +638,23 @@ impl Index for TantivyIndex {
     async fn refresh(&self) {
         self.inner.requests.lock().urgent = true;
         self.inner.wake.notify_all();
+    }
+
+    fn needs_rebuild(&self) -> bool {
+        self.inner.needs_rebuild.load(Ordering::Acquire)
+    }
+
+    async fn rebuilt(&self) -> Result<(), IndexError> {
+        // Everything written so far committed first: the marker goes only after that.
+        let adding = Adding::start(&self.inner);
+        self.write(adding, None, Vec::new(), Vec::new(), true)
+            .await?;
+        match std::fs::remove_file(&self.inner.marker) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        self.inner.needs_rebuild.store(false, Ordering::Release);
+        Ok(())
     }
 }

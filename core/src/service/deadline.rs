@@ -109,4 +109,12 @@ impl Index for Deadline {
         // A hint: a refresh that does not answer is given up, like one that failed.
         let _ = tokio::time::timeout(self.timeout(), self.inner.refresh()).await;
     }
+
+    fn needs_rebuild(&self) -> bool {
+        self.inner.needs_rebuild()
+    }
+
+    async fn rebuilt(&self) -> Result<(), IndexError> {
+        self.bounded(self.inner.rebuilt()).await
+    }
 }

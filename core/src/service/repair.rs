@@ -18,6 +18,24 @@ pub struct Reindexed {
 }
 
 impl Service {
+    /// What a node does before serving, after opening its engines: an index that may
+    /// lack what the store holds (just created, found in an older format, or a refill
+    /// cut short: [`crate::index::Index::needs_rebuild`]) is refilled from the store,
+    /// every STARTED and FINISHED run not collected, then recorded as rebuilt.
+    pub async fn recover(&self) -> Result<(), Error> {
+        if self.engines.index.needs_rebuild() {
+            info!("the index is new or was emptied: refilling it from the store");
+            let done = self.reindex(None).await?;
+            self.engines.index.rebuilt().await?;
+            info!(
+                operations = done.operations,
+                annotations = done.annotations,
+                "index refilled from the store"
+            );
+        }
+        Ok(())
+    }
+
     /// Rebuilds the index entries of one operation, or of every STARTED and FINISHED
     /// one not garbage collected, from the store (after losing or damaging the index). Idempotent: each
     /// annotation replaces whatever the index holds under its id. An operation's new

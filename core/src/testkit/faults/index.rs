@@ -245,6 +245,14 @@ impl Index for FaultyIndex {
             })
             .await;
     }
+
+    fn needs_rebuild(&self) -> bool {
+        self.inner.needs_rebuild()
+    }
+
+    async fn rebuilt(&self) -> Result<(), IndexError> {
+        self.read(self.inner.rebuilt()).await
+    }
 }
 
 impl FaultyIndex {
