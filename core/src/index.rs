@@ -193,8 +193,7 @@ pub fn replay_version(operation_version_read_before: u64) -> u64 {
 #[async_trait]
 pub trait Index: Send + Sync + 'static {
     /// Adds or replaces these annotations (by id). Once this returns Ok they are
-    /// searchable and survive a restart of the index. An index may hold writes for a
-    /// while to commit many at once (see [`Index::refresh`]).
+    /// searchable; they survive a restart of the index once [`Index::sync`] says so.
     async fn upsert(
         &self,
         annotations: &[Annotation],
@@ -222,6 +221,13 @@ pub trait Index: Send + Sync + 'static {
     /// Counts over the matching annotations in scope (see [`crate::query::Aggregator`]
     /// for the semantics).
     async fn aggregate(&self, query: &AggregateQuery) -> Result<Aggregates, IndexError>;
+    /// Returns once every write that returned before this call survives a restart of
+    /// the index. An index may hold writes for a while to make many durable at once
+    /// (tantivy: one commit for everything within its commit interval); one that is
+    /// durable on every write returns at once.
+    async fn sync(&self) -> Result<(), IndexError> {
+        Ok(())
+    }
     /// How many annotations of an operation the index holds.
     async fn count_operation(&self, operation_id: Uuid) -> Result<u64, IndexError>;
     /// Removes every document of an operation (garbage collection), durably, and

@@ -7,15 +7,19 @@
 //!
 //! - **Bounded.** At most `max_in_flight` annotations are between store and index. An
 //!   upsert reserves room before it writes, so a slow index slows producers down
-//!   instead of growing a backlog in memory.
+//!   instead of growing a backlog in memory. The room is freed once the index has the
+//!   batch (searchable): what it holds until durable is its own to bound.
 //! - **Ordered where it matters.** A batch that rewrote ids of its own operation
 //!   (`Upserted::replaced`) is indexed only after every batch of that operation the
 //!   store committed before it (ordered by the operation version the store gave each
 //!   batch), so an older copy of an annotation never lands after the newer one.
 //!   Batches of new ids commute and go at once.
 //! - **Observable.** [`IndexPipeline::settle`] waits until every batch of an operation
-//!   acknowledged so far is indexed or handed to the retry queue: a finish settles
-//!   first (a run becomes visible whole), and so does a producer's preview search.
+//!   acknowledged so far is searchable or handed to the retry queue: a finish settles
+//!   first (a run becomes visible whole), and so does a producer's preview search. The
+//!   index makes a batch durable later (one commit for many); until then its pending
+//!   record stays, and [`IndexPipeline::searchable_work`] names it for the finish,
+//!   which the store lets through for that work alone.
 //! - **Apart from replays.** A replay of an operation's work (a finish flushing what
 //!   failed, the retry queue) bars the operation's new batches and waits for those on
 //!   their way, so the two paths never interleave on one operation.
@@ -28,10 +32,10 @@ use crate::index::{Existing, Index};
 use crate::model::Annotation;
 use crate::queue::RetryQueue;
 use crate::reconcile::{Reconciler, ReplayGate};
-use crate::store::Upserted;
+use crate::store::{IndexWork, Upserted};
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -45,12 +49,21 @@ enum Stage {
     Writing,
     /// Stored; the operation's version after this batch orders it among its siblings.
     Stored { version: u64 },
-    /// Indexed, queued for retry, or never stored.
+    /// Searchable in the index, not yet durable there.
+    Searchable,
+    /// Indexed durably, queued for retry, or never stored.
     Done,
 }
 
 struct Slot {
     stage: watch::Sender<Stage>,
+}
+
+impl Stage {
+    /// Searchable, or as far as it will get.
+    fn settled(&self) -> bool {
+        matches!(self, Stage::Searchable | Stage::Done)
+    }
 }
 
 impl Slot {
@@ -83,6 +96,8 @@ struct Ops {
     slots: HashMap<Uuid, Vec<Arc<Slot>>>,
     /// Replays under way per operation; a new batch waits until the count is 0.
     barred: HashMap<Uuid, watch::Sender<usize>>,
+    /// Work searchable in the index whose pending record is still there, by operation.
+    searchable: HashMap<Uuid, HashSet<Uuid>>,
 }
 
 /// An operation's replay in progress; dropping it lets the operation's batches go.
@@ -122,6 +137,25 @@ impl ReplayGate for Registry {
         };
         self.settle(operation_id).await;
         Box::new(guard)
+    }
+
+    fn searchable(&self, work: &IndexWork) {
+        self.ops
+            .lock()
+            .searchable
+            .entry(work.operation_id)
+            .or_default()
+            .insert(work.id);
+    }
+
+    fn settled(&self, work: &IndexWork) {
+        let mut ops = self.ops.lock();
+        if let Some(works) = ops.searchable.get_mut(&work.operation_id) {
+            works.remove(&work.id);
+            if works.is_empty() {
+                ops.searchable.remove(&work.operation_id);
+            }
+        }
     }
 }
 
@@ -164,13 +198,15 @@ impl Registry {
         }
     }
 
+    /// Waits until every batch of the operation reserved so far is searchable (or as
+    /// far as it will get).
     async fn settle(&self, operation_id: Uuid) {
         for slot in self.slots_of(operation_id) {
-            self.hurry(&slot).await;
+            slot.reached(Stage::settled).await;
         }
     }
 
-    /// Waits until `slot` is done, asking the index to commit meanwhile.
+    /// Waits until `slot` is done (durable too), asking the index to commit meanwhile.
     async fn hurry(&self, slot: &Slot) {
         loop {
             self.index.refresh().await;
@@ -205,7 +241,8 @@ pub struct Ticket {
     inner: Arc<Inner>,
     operation_id: Uuid,
     slot: Arc<Slot>,
-    _room: OwnedSemaphorePermit,
+    /// Freed once the batch is searchable.
+    room: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Ticket {
@@ -260,7 +297,7 @@ impl IndexPipeline {
             inner: self.inner.clone(),
             operation_id,
             slot,
-            _room: room,
+            room: Some(room),
         })
     }
 
@@ -281,25 +318,34 @@ impl IndexPipeline {
                 .collect()
         };
         let inner = self.inner.clone();
+        let mut ticket = ticket;
         tokio::spawn(async move {
             for slot in earlier {
                 // Wait until the store has answered that batch; if it was committed
-                // before this one, wait until it is indexed too. Waits only go to lower
-                // versions, so they cannot form a cycle.
+                // before this one, wait until the index has it too (the index applies
+                // writes in the order they come). Waits only go to lower versions, so
+                // they cannot form a cycle.
                 let stage = slot.reached(|s| *s != Stage::Writing).await;
                 if matches!(stage, Stage::Stored { version: v } if v < version) {
-                    slot.reached(|s| *s == Stage::Done).await;
+                    slot.reached(Stage::settled).await;
                 }
             }
-            let indexed = inner
-                .reconciler
-                .index(
-                    &upserted.work,
-                    &annotations,
-                    Existing::Only(&upserted.replaced),
-                    crate::index::batch_version(upserted.operation.version),
-                )
-                .await;
+            let indexed = async {
+                inner
+                    .reconciler
+                    .make_searchable(
+                        &upserted.work,
+                        &annotations,
+                        Existing::Only(&upserted.replaced),
+                        crate::index::batch_version(upserted.operation.version),
+                    )
+                    .await?;
+                drop(annotations);
+                ticket.room.take();
+                ticket.slot.stage.send_replace(Stage::Searchable);
+                inner.reconciler.make_durable(&upserted.work).await
+            }
+            .await;
             if let Err(e) = indexed {
                 metrics::counter!("annostore_index_failures_total").increment(1);
                 warn!(operation = %ticket.operation_id, error = %e, "indexing failed; queued for retry");
@@ -311,12 +357,27 @@ impl IndexPipeline {
         });
     }
 
-    /// Waits until every batch of `operation_id` reserved so far is done.
+    /// Waits until every batch of `operation_id` reserved so far is searchable (or in
+    /// the retry queue).
     pub async fn settle(&self, operation_id: Uuid) {
         self.inner.registry.settle(operation_id).await
     }
 
-    /// Waits until every batch reserved so far, of any operation, is done.
+    /// The operation's work that is searchable in the index and not yet durable there
+    /// (its pending records are still in the store).
+    pub fn searchable_work(&self, operation_id: Uuid) -> Vec<Uuid> {
+        self.inner
+            .registry
+            .ops
+            .lock()
+            .searchable
+            .get(&operation_id)
+            .map(|works| works.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits until every batch reserved so far, of any operation, is done: durable in
+    /// the index, or in the retry queue.
     pub async fn settle_all(&self) {
         let slots: Vec<Arc<Slot>> = {
             let ops = self.inner.registry.ops.lock();

@@ -30,12 +30,17 @@ pub struct Reconciler {
 }
 
 /// What keeps a replay of an operation's work apart from that operation's writes in
-/// progress in this process (the service's index pipeline).
+/// progress in this process (the service's index pipeline), and what hears which work
+/// is searchable before it is durable (a finish counts that work as done).
 #[async_trait]
 pub trait ReplayGate: Send + Sync + 'static {
     /// Holds the operation's new writes back, and returns once those already under way
     /// are done, until the returned guard is dropped.
     async fn exclude(self: Arc<Self>, operation_id: Uuid) -> Box<dyn Send>;
+    /// `work` is in the index and searchable; its pending record is still there.
+    fn searchable(&self, work: &IndexWork);
+    /// `work` is no longer searchable-but-pending: done, or failed.
+    fn settled(&self, work: &IndexWork);
 }
 
 /// What one pass did.
@@ -65,34 +70,57 @@ impl Reconciler {
 
     /// Puts one piece of work into the index and clears its pending record.
     pub async fn apply(&self, work: &IndexWork) -> Result<(), Error> {
-        let _apart = match &self.gate {
-            Some(gate) => Some(gate.clone().exclude(work.operation_id).await),
+        let _apart = self.apart(work.operation_id).await;
+        let (annotations, version) = self.bodies(work).await?;
+        let indexing = self.index(work, &annotations, Existing::Unknown, version);
+        hurried(self.index.as_ref(), indexing).await
+    }
+
+    /// Kept apart from the operation's writes in progress, while held.
+    async fn apart(&self, operation_id: Uuid) -> Option<Box<dyn Send>> {
+        match &self.gate {
+            Some(gate) => Some(gate.clone().exclude(operation_id).await),
             None => None,
-        };
-        match &work.kind {
-            IndexWorkKind::Upsert { annotation_ids } => {
-                // The version is read before the bodies: see `replay_version`.
-                let op = self.store.get_operation(work.operation_id).await?;
-                let version = replay_version(op.as_ref().map_or(0, |o| o.version));
-                let found = self.store.get_annotations(annotation_ids).await?;
-                if found.iter().any(Option::is_none) {
-                    check_missing(work, op.as_ref())?;
-                }
-                let annotations: Vec<_> = found
-                    .into_iter()
-                    .flatten()
-                    .filter(|a| a.operation_id == work.operation_id)
-                    .collect();
-                let indexing = self.index(work, &annotations, Existing::Unknown, version);
-                hurried(self.index.as_ref(), indexing).await
-            }
         }
     }
 
+    /// The annotations a piece of work names, as the store holds them now, and the
+    /// version to index them with.
+    async fn bodies(&self, work: &IndexWork) -> Result<(Vec<Annotation>, u64), Error> {
+        let IndexWorkKind::Upsert { annotation_ids } = &work.kind;
+        // The version is read before the bodies: see `replay_version`.
+        let op = self.store.get_operation(work.operation_id).await?;
+        let version = replay_version(op.as_ref().map_or(0, |o| o.version));
+        let found = self.store.get_annotations(annotation_ids).await?;
+        if found.iter().any(Option::is_none) {
+            check_missing(work, op.as_ref())?;
+        }
+        let annotations = found
+            .into_iter()
+            .flatten()
+            .filter(|a| a.operation_id == work.operation_id)
+            .collect();
+        Ok((annotations, version))
+    }
+
     /// Puts the annotations of `work` into the index, then clears the work's pending
-    /// record: the one path from the store to the index, for the service's fast path
-    /// after an upsert and for every replay.
+    /// record once the index holds them durably: the one path from the store to the
+    /// index, for the service's fast path after an upsert and for every replay.
     pub async fn index(
+        &self,
+        work: &IndexWork,
+        annotations: &[Annotation],
+        existing: Existing<'_>,
+        version: u64,
+    ) -> Result<(), Error> {
+        self.make_searchable(work, annotations, existing, version)
+            .await?;
+        self.make_durable(work).await
+    }
+
+    /// The first half of [`Reconciler::index`]: the annotations are searchable when
+    /// this returns, and the gate hears it.
+    pub async fn make_searchable(
         &self,
         work: &IndexWork,
         annotations: &[Annotation],
@@ -102,8 +130,64 @@ impl Reconciler {
         self.index
             .upsert_versioned(annotations, existing, version)
             .await?;
-        self.store.complete_work(std::slice::from_ref(work)).await?;
+        if let Some(gate) = &self.gate {
+            gate.searchable(work);
+        }
         Ok(())
+    }
+
+    /// The second half: waits until the index holds the work durably, then clears its
+    /// pending record.
+    pub async fn make_durable(&self, work: &IndexWork) -> Result<(), Error> {
+        let done = async {
+            self.index.sync().await?;
+            self.store.complete_work(std::slice::from_ref(work)).await?;
+            Ok(())
+        }
+        .await;
+        if let Some(gate) = &self.gate {
+            gate.settled(work);
+        }
+        done
+    }
+
+    /// Applies many pieces of work at once: each is made searchable in turn (by one
+    /// operation's gate at a time), then one wait makes them all durable and their
+    /// pending records go together. What a node replays before serving.
+    pub async fn apply_all(&self, works: &[IndexWork]) -> Result<(), Error> {
+        let mut searchable = Vec::with_capacity(works.len());
+        let mut result = Ok(());
+        for work in works {
+            let _apart = self.apart(work.operation_id).await;
+            let made = match self.bodies(work).await {
+                Ok((annotations, version)) => {
+                    self.make_searchable(work, &annotations, Existing::Unknown, version)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match made {
+                Ok(()) => searchable.push(work.clone()),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            result = async {
+                hurried(self.index.as_ref(), self.index.sync()).await?;
+                self.store.complete_work(&searchable).await?;
+                Ok(())
+            }
+            .await;
+        }
+        if let Some(gate) = &self.gate {
+            for work in &searchable {
+                gate.settled(work);
+            }
+        }
+        result
     }
 
     /// Applies every pending piece of work of one operation (what a finish waits for).

@@ -120,8 +120,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Upserted>;
     /// Finishes an operation (see [`crate::lifecycle::finish`]) and moves the key's active
     /// pointer, recording the plan's activation in the key's history. Fails with
-    /// `PendingIndexWork` while index work of the operation remains.
-    async fn finish_operation(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<FinishPlan>;
+    /// `PendingIndexWork` while index work of the operation remains, but for the work
+    /// named in `searchable`: work the caller's index has made searchable and will make
+    /// durable (its pending record goes then), checked in the same atomic step.
+    async fn finish_operation_with(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+        searchable: &[Uuid],
+    ) -> StoreResult<FinishPlan>;
+    /// [`Store::finish_operation_with`], counting no work as searchable.
+    async fn finish_operation(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<FinishPlan> {
+        self.finish_operation_with(id, now, &[]).await
+    }
     /// Makes a FINISHED run its key's active one again, a rollback or a roll forward
     /// (see [`crate::lifecycle::activate`]): the run, the run it deactivates, the key's
     /// active pointer and the history entry, atomically against finishes, other
@@ -183,6 +194,16 @@ pub trait Store: Send + Sync + 'static {
         operation_id: Option<Uuid>,
         limit: usize,
     ) -> StoreResult<Vec<IndexWork>>;
+    /// The ids of an operation's pending work, in no particular order: what a preview
+    /// compares with the work its index already serves.
+    async fn pending_work_ids(&self, operation_id: Uuid) -> StoreResult<Vec<Uuid>> {
+        Ok(self
+            .pending_work(Some(operation_id), usize::MAX)
+            .await?
+            .into_iter()
+            .map(|w| w.id)
+            .collect())
+    }
     /// Removes pending work once the index holds it. Unknown ids are ignored.
     async fn complete_work(&self, work: &[IndexWork]) -> StoreResult<()>;
 }

@@ -21,6 +21,7 @@ mod aggregate;
 mod cells;
 mod collector;
 mod columns;
+mod fresh;
 mod knn;
 mod query;
 mod terms;
@@ -37,9 +38,11 @@ use annostore_core::index::{
 use annostore_core::model::Annotation;
 use annostore_core::query::{Aggregates, Corners, MISSING_RANK, SortOrder};
 use annostore_core::visibility::op_key;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use collector::{ConfidenceRank, NoRank, Rank, SortedCollector};
 use columns::ColumnCache;
+use fresh::Fresh;
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashSet;
 use std::path::Path;
@@ -68,12 +71,15 @@ pub struct IndexOptions {
     pub memory_budget_bytes: usize,
     /// Indexing threads of the writer.
     pub indexing_threads: usize,
-    /// Writes wait at most this long for a commit, unless [`Index::refresh`] asks
-    /// for one sooner. Every commit makes new segments (fsynced files, later merged),
-    /// so fewer, larger commits cost much less per document.
+    /// Writes are searchable at once ([`fresh`]) and made durable by a commit at most
+    /// this long after, unless [`Index::refresh`] asks for one sooner. Every commit
+    /// makes new segments (fsynced files, later merged), so fewer, larger commits cost
+    /// much less per document.
     pub commit_interval: Duration,
-    /// ... or until this many documents wait.
+    /// ... or as soon as this many documents wait ...
     pub commit_docs: usize,
+    /// ... or this many bytes of them (about), which the fresh documents hold in memory.
+    pub commit_bytes: usize,
     /// Nearest-neighbour search: the graphs' parameters and the exact-search threshold.
     pub vectors: VectorOptions,
 }
@@ -86,7 +92,9 @@ impl Default for IndexOptions {
             // (measured on 2 cores: one indexing thread indexes faster than two).
             indexing_threads: crate::half_the_cores(),
             commit_interval: Duration::from_millis(500),
-            commit_docs: 200_000,
+            // Fresh documents are searched by brute force: a bounded number of them.
+            commit_docs: 50_000,
+            commit_bytes: 64 << 20,
             vectors: VectorOptions::default(),
         }
     }
@@ -237,13 +245,22 @@ struct Inner {
     /// (measured: about 2% of documents lost with 4 concurrent producers).
     writer: Mutex<IndexWriter>,
     reader: IndexReader,
+    /// What searches read: the committed searcher and the fresh documents, swapped
+    /// together (see [`fresh`]). Changed only under `view_lock`.
+    view: ArcSwap<View>,
+    view_lock: Mutex<()>,
     /// The batch that adds join now; only changes under the writer lock.
     open_batch: AtomicU64,
+    /// The newest batch any add joined (what [`Index::sync`] waits for).
+    last_added: AtomicU64,
     requests: Mutex<Requests>,
     /// Callers building or handing over documents (see [`Adding`]).
     adding: AtomicUsize,
     /// Documents added since the last commit.
     uncommitted: AtomicUsize,
+    /// About the bytes of the fresh documents added since the last commit.
+    uncommitted_bytes: AtomicUsize,
+    commit_bytes: usize,
     commit_interval: Duration,
     commit_docs: usize,
     wake: Condvar,
@@ -258,6 +275,43 @@ struct Inner {
     /// Present while the index must be refilled from the store ([`REBUILD_MARKER`]).
     marker: std::path::PathBuf,
     needs_rebuild: std::sync::atomic::AtomicBool,
+}
+
+/// A committed searcher and the documents handed to the writer since its commit.
+pub(crate) struct View {
+    searcher: Searcher,
+    fresh: Fresh,
+}
+
+/// How an add changes the fresh documents.
+pub(crate) enum FreshChange {
+    /// An upsert's documents (one copy per id) and the ids that may rewrite older copies.
+    Add(Vec<Annotation>, Vec<u128>),
+    /// Garbage collection of one operation.
+    RemoveOperation(Uuid),
+    None,
+}
+
+impl FreshChange {
+    /// About the memory the change adds to the fresh documents.
+    fn bytes(&self) -> usize {
+        match self {
+            FreshChange::Add(docs, _) => docs.iter().map(approx_bytes).sum(),
+            _ => 0,
+        }
+    }
+}
+
+/// About the bytes an annotation takes in memory: its vector, its strings, a guess for
+/// `data` (measuring it would cost more than the bound is worth), and the struct.
+fn approx_bytes(a: &Annotation) -> usize {
+    std::mem::size_of::<Annotation>()
+        + a.embedding.as_ref().map_or(0, |v| v.len() * 4)
+        + a.media_id.len()
+        + a.label.as_ref().map_or(0, String::len)
+        + a.annotation_type.len()
+        + a.pivot_id.len()
+        + a.data.as_ref().map_or(0, |_| 256)
 }
 
 /// A file in the index directory that says the index may lack what the store holds:
@@ -327,15 +381,24 @@ impl TantivyIndex {
             info!(?vectors_opened, "vector graphs restored");
         }
         let (tx, rx) = watch::channel(Committed::default());
+        let view = ArcSwap::from_pointee(View {
+            searcher: reader.searcher(),
+            fresh: Fresh::default(),
+        });
         let inner = Arc::new(Inner {
             fields,
             columns: Arc::new(ColumnCache::default()),
             writer: Mutex::new(writer),
             reader,
+            view,
+            view_lock: Mutex::new(()),
             open_batch: AtomicU64::new(1),
+            last_added: AtomicU64::new(0),
             requests: Mutex::new(Requests::default()),
             adding: AtomicUsize::new(0),
             uncommitted: AtomicUsize::new(0),
+            uncommitted_bytes: AtomicUsize::new(0),
+            commit_bytes: opts.commit_bytes.max(1),
             commit_interval: opts.commit_interval,
             commit_docs: opts.commit_docs.max(1),
             wake: Condvar::new(),
@@ -369,23 +432,25 @@ impl TantivyIndex {
     /// every key no live document has ([`crate::vectors::Vectors::batch_done`]), and
     /// kNN only ever considers live documents anyway.
     ///
-    /// The count is of the committed snapshot before the delete: documents of the run
-    /// still waiting for a commit go too, uncounted (a collected run receives none).
+    /// The count is of the documents searchable before the delete, fresh ones
+    /// included.
     pub async fn delete_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {
         let term = Term::from_field_text(
             self.inner.fields.operation_id,
             uuid_text(&operation_id).as_ref(),
         );
         let adding = Adding::start(&self.inner);
-        let before = self.count_of(&self.inner.reader.searcher(), term.clone())?;
-        self.write(
-            adding,
-            None,
-            vec![UserOperation::Delete(term)],
-            Vec::new(),
-            true,
-        )
-        .await?;
+        let before = self.count_operation_in(&self.inner.view(), operation_id)?;
+        let batch = self
+            .add(
+                adding,
+                None,
+                vec![UserOperation::Delete(term)],
+                Vec::new(),
+                FreshChange::RemoveOperation(operation_id),
+            )
+            .await?;
+        self.committed(batch, true).await?;
         debug!(operation = %operation_id, removed = before, "index documents deleted");
         Ok(before)
     }
@@ -395,6 +460,27 @@ impl TantivyIndex {
         let q = TermQuery::new(term, IndexRecordOption::Basic);
         let n = searcher.search(&q, &Count).map_err(unavailable)?;
         Ok(n as u64)
+    }
+
+    /// Current documents of an operation in a view: committed ones (but those a fresh
+    /// copy replaces) and fresh ones.
+    fn count_operation_in(&self, view: &View, operation_id: Uuid) -> Result<u64, IndexError> {
+        let term = Term::from_field_text(
+            self.inner.fields.operation_id,
+            uuid_text(&operation_id).as_ref(),
+        );
+        let committed = match view.fresh.masks() {
+            None => self.count_of(&view.searcher, term)?,
+            Some(mask) => {
+                let q = TermQuery::new(term, IndexRecordOption::Basic);
+                let collector = collector::Ids;
+                let ids = view.searcher.search(&q, &collector).map_err(unavailable)?;
+                ids.into_iter()
+                    .filter(|(hi, lo)| !mask.hides(*hi, *lo))
+                    .count() as u64
+            }
+        };
+        Ok(committed + view.fresh.count_operation(operation_id))
     }
 
     /// Documents added and not yet committed.
@@ -422,48 +508,87 @@ impl TantivyIndex {
         &self,
         query: &KnnQuery,
     ) -> Result<(Vec<KnnHit>, KnnPath), IndexError> {
-        let searcher = self.inner.searcher();
+        let view = self.inner.view();
         let q = query::build(&self.inner.fields, &self.inner.columns, &query.filter)?;
         let inner = self.inner.clone();
         let query = query.clone();
         // A wide filter passes over every document: off the async workers.
         tokio::task::spawn_blocking(move || {
-            knn::search(&inner.vectors, &inner.columns, &searcher, &*q, &query)
+            let mask = view.fresh.masks();
+            let (mut hits, path) = knn::search(
+                &inner.vectors,
+                &inner.columns,
+                &view.searcher,
+                &*q,
+                &query,
+                mask.as_ref(),
+            )?;
+            if !view.fresh.is_empty() {
+                hits.extend(view.fresh.nearest(
+                    &query.filter,
+                    &query.scope,
+                    &query.vector,
+                    query.k,
+                ));
+                hits.sort_by(|a, b| {
+                    b.similarity
+                        .total_cmp(&a.similarity)
+                        .then_with(|| a.key.cmp(&b.key))
+                });
+                hits.truncate(query.k);
+            }
+            Ok::<_, tantivy::TantivyError>((hits, path))
         })
         .await
         .map_err(unavailable)?
         .map_err(unavailable)
     }
 
-    /// Live documents in the current snapshot.
+    /// Live documents in the current snapshot, committed and fresh copies alike.
     pub fn num_docs(&self) -> u64 {
-        self.inner.reader.searcher().num_docs()
+        let view = self.inner.view();
+        view.searcher.num_docs() + view.fresh.len() as u64
     }
 
-    /// Applies `ops` and waits until a commit holding them is searchable; `urgent`
-    /// asks for that commit now rather than at the interval.
-    async fn write(
+    /// Hands `ops` to the writer (and the fresh documents, see [`fresh`]): searchable
+    /// once this returns; durable once the returned batch is committed.
+    async fn add(
         &self,
         adding: Adding<'_>,
         delete: Option<DocPredicateQuery>,
         ops: Vec<UserOperation>,
         vectors: Vec<(u64, Vec<f32>)>,
-        urgent: bool,
-    ) -> Result<(), IndexError> {
-        let mut committed = self.inner.committed.clone();
+        fresh: FreshChange,
+    ) -> Result<u64, IndexError> {
         let inner = self.inner.clone();
         // Adding may wait for a commit in progress (the writer lock), and vectors go
         // into their graphs first: off the runtime.
-        let batch =
-            tokio::task::spawn_blocking(move || inner.add_with_vectors(delete, ops, vectors))
-                .await
-                .map_err(unavailable)??;
+        let batch = tokio::task::spawn_blocking(move || {
+            inner.add_with_vectors(delete, ops, vectors, fresh)
+        })
+        .await
+        .map_err(unavailable)??;
+        // A commit of it is due at the interval at the latest.
+        self.inner.requests.lock().requested_batch(batch);
+        self.inner.wake.notify_all();
+        drop(adding);
+        Ok(batch)
+    }
+
+    /// Waits until `batch` is committed; `urgent` asks for that commit now rather than
+    /// at the interval.
+    async fn committed(&self, batch: u64, urgent: bool) -> Result<(), IndexError> {
+        if batch == 0 {
+            // Nothing was ever added.
+            return Ok(());
+        }
+        let mut committed = self.inner.committed.clone();
         {
             let mut req = self.inner.requests.lock();
             req.requested_batch(batch);
             req.urgent |= urgent;
         }
-        drop(adding);
+        self.inner.wake.notify_all();
         let state = committed
             .wait_for(|c| c.done >= batch)
             .await
@@ -480,7 +605,7 @@ impl TantivyIndex {
         if query.limit == 0 {
             return Ok(Vec::new());
         }
-        let searcher = self.inner.searcher();
+        let view = self.inner.view();
         let q = query::build(&self.inner.fields, &self.inner.columns, &query.filter)?;
         let after = query.after.as_ref().map(|p| {
             let rank = if R::RANKED {
@@ -493,14 +618,32 @@ impl TantivyIndex {
         let collector = SortedCollector::<R>::new(
             self.inner.columns.clone(),
             query.scope.clone(),
-            after,
+            view.fresh.masks(),
+            after.clone(),
             query.limit,
         );
+        let (filter, scope, limit) = (query.filter.clone(), query.scope.clone(), query.limit);
+        let order = if R::RANKED {
+            SortOrder::Confidence
+        } else {
+            SortOrder::Time
+        };
         // A catalogue-wide query can scan for 100 ms: off the async workers.
-        let keys = tokio::task::spawn_blocking(move || searcher.search(&*q, &collector))
-            .await
-            .map_err(unavailable)?
-            .map_err(unavailable)?;
+        let keys = tokio::task::spawn_blocking(move || {
+            let mut keys = view.searcher.search(&*q, &collector)?;
+            if !view.fresh.is_empty() {
+                keys.extend(
+                    view.fresh
+                        .ranked(&filter, &scope, order, after.as_ref(), limit),
+                );
+                keys.sort_unstable();
+                keys.truncate(limit);
+            }
+            Ok::<_, tantivy::TantivyError>(keys)
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)?;
         Ok(keys
             .into_iter()
             .map(|(rank, key)| Hit {
@@ -532,11 +675,48 @@ fn ids_query(ids: HashSet<(u64, u64)>) -> DocPredicateQuery {
 }
 
 impl Inner {
-    /// The current searcher, the column cache pruned to its segments.
-    fn searcher(&self) -> Searcher {
-        let searcher = self.reader.searcher();
-        self.columns.prune(&searcher);
-        searcher
+    /// The writer's operations for these annotations, and the vectors (with new keys)
+    /// to put into their graphs first.
+    #[allow(clippy::type_complexity)]
+    fn documents<'a>(
+        &self,
+        annotations: impl Iterator<Item = &'a Annotation>,
+    ) -> (Vec<UserOperation>, Vec<(u64, Vec<f32>)>) {
+        let f = &self.fields;
+        let mut vectors = Vec::new();
+        let ops = annotations
+            .map(|a| {
+                let mut doc = f.document(a);
+                if let Some(v) = knn::embedding(a) {
+                    let key = self.vectors.next_key();
+                    f.vectors.add(&mut doc, key, v);
+                    vectors.push((key, v.to_vec()));
+                }
+                UserOperation::Add(doc)
+            })
+            .collect();
+        (ops, vectors)
+    }
+
+    /// Hands a chunk of fresh documents to the writer again (see
+    /// [`writer`]'s rollback): each replaces whatever copy of its id the index holds.
+    fn readd_chunk(&self, writer: &IndexWriter, chunk: &fresh::Chunk) -> Result<u64, IndexError> {
+        let ids: HashSet<(u64, u64)> = chunk.docs().iter().map(|a| a.id.as_u64_pair()).collect();
+        let (ops, vectors) = self.documents(chunk.docs().iter());
+        let keys: Vec<u64> = vectors.iter().map(|(k, _)| *k).collect();
+        let refs: Vec<(u64, &[f32])> = vectors.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+        if let Err(e) = self.vectors.add(&refs) {
+            self.vectors.handed(keys, true);
+            return Err(IndexError::Unavailable(e));
+        }
+        self.add_locked(writer, Some(ids_query(ids)), ops, keys, FreshChange::None)
+    }
+
+    /// The current view, the column cache pruned to its searcher's segments.
+    fn view(&self) -> Arc<View> {
+        let view = self.view.load_full();
+        self.columns.prune(&view.searcher);
+        view
     }
 }
 
@@ -570,7 +750,6 @@ impl Index for TantivyIndex {
         if annotations.is_empty() {
             return Ok(());
         }
-        let f = &self.inner.fields;
         let adding = Adding::start(&self.inner);
         // The same id twice in one call keeps the last version.
         let latest = latest_per_id(annotations);
@@ -580,21 +759,22 @@ impl Index for TantivyIndex {
             .filter(|a| may_exist.contains(&a.id))
             .map(|a| a.id.as_u64_pair())
             .collect();
-        let delete = (!replaced.is_empty()).then(|| ids_query(replaced));
-        let mut vectors = Vec::new();
-        let ops = latest
-            .iter()
-            .map(|a| {
-                let mut doc = f.document(a);
-                if let Some(v) = knn::embedding(a) {
-                    let key = self.inner.vectors.next_key();
-                    f.vectors.add(&mut doc, key, v);
-                    vectors.push((key, v.to_vec()));
-                }
-                UserOperation::Add(doc)
-            })
+        let delete = (!replaced.is_empty()).then(|| ids_query(replaced.clone()));
+        let rewrites: Vec<u128> = replaced
+            .into_iter()
+            .map(|(hi, lo)| (u128::from(hi) << 64) | u128::from(lo))
             .collect();
-        self.write(adding, delete, ops, vectors, false).await
+        let docs: Vec<Annotation> = latest.iter().map(|a| (*a).clone()).collect();
+        let (ops, vectors) = self.inner.documents(latest.iter().copied());
+        self.add(
+            adding,
+            delete,
+            ops,
+            vectors,
+            FreshChange::Add(docs, rewrites),
+        )
+        .await
+        .map(drop)
     }
 
     async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError> {
@@ -612,27 +792,39 @@ impl Index for TantivyIndex {
     }
 
     async fn aggregate(&self, query: &AggregateQuery) -> Result<Aggregates, IndexError> {
+        let view = self.inner.view();
         let collector = aggregate::AggregateCollector::new(
             self.inner.columns.clone(),
             query.scope.clone(),
             query.spec.clone(),
+            view.fresh.masks(),
         )?;
-        let searcher = self.inner.searcher();
         let q = query::build(&self.inner.fields, &self.inner.columns, &query.filter)?;
+        let query = query.clone();
         // A catalogue-wide count visits every document: off the async workers.
-        let counts = tokio::task::spawn_blocking(move || searcher.search(&*q, &collector))
-            .await
-            .map_err(unavailable)?
-            .map_err(unavailable)??;
-        Ok(counts.finish(&query.spec)?)
+        let counts = tokio::task::spawn_blocking(move || {
+            view.searcher.search(&*q, &collector).map(|counts| {
+                counts.and_then(|mut c| {
+                    view.fresh
+                        .count_into(&mut c, &query.filter, &query.scope, &query.spec)?;
+                    c.finish(&query.spec)
+                })
+            })
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)??;
+        Ok(counts)
     }
 
     async fn count_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {
-        let term = Term::from_field_text(
-            self.inner.fields.operation_id,
-            uuid_text(&operation_id).as_ref(),
-        );
-        self.count_of(&self.inner.reader.searcher(), term)
+        self.count_operation_in(&self.inner.view(), operation_id)
+    }
+
+    async fn sync(&self) -> Result<(), IndexError> {
+        // Every add that returned joined a batch up to this one.
+        let batch = self.inner.last_added.load(Ordering::Acquire);
+        self.committed(batch, false).await
     }
 
     async fn refresh(&self) {
@@ -646,9 +838,8 @@ impl Index for TantivyIndex {
 
     async fn rebuilt(&self) -> Result<(), IndexError> {
         // Everything written so far committed first: the marker goes only after that.
-        let adding = Adding::start(&self.inner);
-        self.write(adding, None, Vec::new(), Vec::new(), true)
-            .await?;
+        let batch = self.inner.last_added.load(Ordering::Acquire);
+        self.committed(batch, true).await?;
         match std::fs::remove_file(&self.inner.marker) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -36,25 +36,32 @@ fn lazy(commit_docs: usize) -> IndexOptions {
     }
 }
 
+/// Documents in the index's files, as a second reader of the directory sees them.
+fn on_disk(dir: &std::path::Path) -> u64 {
+    let index = tantivy::Index::open_in_dir(dir).unwrap();
+    index.reader().unwrap().searcher().num_docs()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_held_write_commits_when_refresh_asks() {
+async fn a_write_is_searchable_at_once_and_durable_when_refresh_asks() {
     let dir = tempfile::tempdir().unwrap();
     let index = Arc::new(TantivyIndex::open(dir.path(), lazy(1_000)).unwrap());
     let op = Uuid::new_v4();
     let xs: Vec<Annotation> = (0..10).map(|i| suite::annotation(op, "m", i, i)).collect();
-    let writer = {
+    index.upsert(&xs, Existing::Unknown).await.unwrap();
+    // Searchable without a commit (none can happen now: an hour, or 1,000 documents).
+    assert_eq!(index.count_operation(op).await.unwrap(), 10);
+    assert_eq!(index.uncommitted_docs(), 10);
+    assert_eq!(on_disk(dir.path()), 0);
+    let syncing = {
         let index = index.clone();
-        tokio::spawn(async move { index.upsert(&xs, Existing::Unknown).await })
+        tokio::spawn(async move { index.sync().await })
     };
-    // Held: nothing is searchable until a commit, which only refresh can cause now.
-    // (Polling for the add to reach tantivy, not for time: the commit cannot happen.)
-    while index.uncommitted_docs() < 10 {
-        tokio::task::yield_now().await;
-    }
-    assert_eq!(index.count_operation(op).await.unwrap(), 0);
-    assert!(!writer.is_finished());
+    tokio::task::yield_now().await;
+    assert!(!syncing.is_finished(), "durable without a commit");
     index.refresh().await;
-    writer.await.unwrap().unwrap();
+    syncing.await.unwrap().unwrap();
+    assert_eq!(on_disk(dir.path()), 10);
     assert_eq!(index.count_operation(op).await.unwrap(), 10);
 }
 
@@ -65,6 +72,11 @@ async fn enough_held_documents_commit_without_asking() {
     let op = Uuid::new_v4();
     let xs: Vec<Annotation> = (0..10).map(|i| suite::annotation(op, "m", i, i)).collect();
     index.upsert(&xs, Existing::Unknown).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(60), index.sync())
+        .await
+        .expect("ten documents are enough for a commit")
+        .unwrap();
+    assert_eq!(on_disk(dir.path()), 10);
     assert_eq!(index.count_operation(op).await.unwrap(), 10);
 }
 

@@ -20,9 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// Commits only when the test asks (see [`run_case`]'s `commits`).
 fn small() -> IndexOptions {
     IndexOptions {
-        commit_interval: Duration::from_millis(1),
+        commit_interval: Duration::from_secs(3_600),
+        commit_docs: 1_000_000,
         memory_budget_bytes: 32 << 20,
         indexing_threads: 1,
         ..IndexOptions::default()
@@ -395,7 +397,7 @@ fn run_case(
     scope: GenScope,
     page: usize,
     mut spec: AggregateSpec,
-    scale: i64,
+    (scale, commits): (i64, u8),
 ) -> Result<(), TestCaseError> {
     // Times on the scale of milliseconds, seconds, minutes or hours, so that the index's
     // time cells are crossed at every level.
@@ -470,13 +472,19 @@ fn run_case(
         let dir = tempfile::tempdir().unwrap();
         let index: Arc<dyn Index> = Arc::new(TantivyIndex::open(dir.path(), small()).unwrap());
         let mut rest = &annotations[..];
-        for n in batch_sizes.iter().cycle() {
+        for (i, n) in batch_sizes.iter().cycle().enumerate() {
             if rest.is_empty() {
                 break;
             }
             let n = (*n).clamp(1, rest.len());
             index.upsert(&rest[..n], Existing::Unknown).await.unwrap();
             rest = &rest[n..];
+            // Never (every document fresh), after every batch (every one committed),
+            // or after every other one (a mix, with fresh copies over committed ones).
+            if commits == 1 || (commits == 2 && i % 2 == 0) {
+                index.refresh().await;
+                index.sync().await.unwrap();
+            }
         }
         for part in parts(&filter) {
             // Checks each hit list against the brute force.
@@ -507,7 +515,8 @@ proptest! {
         page in 1usize..9,
         spec in gen_spec(),
         scale in prop_oneof![Just(1i64), Just(997), Just(65_537), Just(4_194_301)],
+        commits in 0u8..3,
     ) {
-        run_case(items, batch_sizes, filter, scope, page, spec, scale)?;
+        run_case(items, batch_sizes, filter, scope, page, spec, (scale, commits))?;
     }
 }

@@ -221,6 +221,8 @@ async fn knn_equals_brute_force_on_both_paths() {
         let all = dataset(op, 600, 7);
         for chunk in all.chunks(200) {
             index.upsert(chunk, Existing::Only(&[])).await.unwrap();
+            // Committed: the paths below are the committed documents'.
+            index.sync().await.unwrap();
         }
         check_all(&index, &all, &suite::visible(&[op]), path).await;
         // One operation's scope sees the same.
@@ -236,6 +238,8 @@ async fn a_replaced_vector_is_found_by_its_new_value_only() {
         let op = Uuid::new_v4();
         let mut all = dataset(op, 300, 11);
         index.upsert(&all, Existing::Unknown).await.unwrap();
+        // Committed: the paths below are the committed documents'.
+        index.sync().await.unwrap();
         // Move every 3rd annotation far away: its old vector must not be found.
         let mut moved = Vec::new();
         for a in all.iter_mut().step_by(3) {
@@ -250,6 +254,8 @@ async fn a_replaced_vector_is_found_by_its_new_value_only() {
             .upsert(&moved, Existing::Only(&moved_ids))
             .await
             .unwrap();
+        // Committed: the paths below are the committed documents'.
+        index.sync().await.unwrap();
         assert_eq!(index.num_docs(), 300);
         // The sweep after the commit took the old versions out of the graphs.
         assert_eq!(index.vectors_in_graphs(), 300);
@@ -278,7 +284,11 @@ async fn a_superseded_run_never_comes_back() {
         // The new run: same places, other vectors.
         let new = dataset(new_run, 300, 5);
         index.upsert(&old, Existing::Only(&[])).await.unwrap();
+        // Committed: the paths below are the committed documents'.
+        index.sync().await.unwrap();
         index.upsert(&new, Existing::Only(&[])).await.unwrap();
+        // Committed: the paths below are the committed documents'.
+        index.sync().await.unwrap();
         let both: Vec<Annotation> = old.iter().chain(&new).cloned().collect();
         check_all(&index, &both, &suite::visible(&[old_run]), path).await;
         // The new run becomes the active one: only its vectors are found...
@@ -313,6 +323,8 @@ async fn vectors_survive_close_and_reopen() {
             .upsert(&all[..200], Existing::Only(&[]))
             .await
             .unwrap();
+        // Committed: the paths below are the committed documents'.
+        index.sync().await.unwrap();
     }
     // A snapshot of the graphs as of this close, kept to play a stale one later.
     let stale = tempfile::tempdir().unwrap();
@@ -329,6 +341,8 @@ async fn vectors_survive_close_and_reopen() {
             .upsert(&all[200..], Existing::Only(&[]))
             .await
             .unwrap();
+        // Committed: the paths below are the committed documents'.
+        index.sync().await.unwrap();
         // Replace the first 50 with new vectors.
         for a in &mut all[..50] {
             a.embedding = Some(a.embedding.as_ref().unwrap().iter().map(|x| -x).collect());
@@ -338,6 +352,8 @@ async fn vectors_survive_close_and_reopen() {
             .upsert(&all[..50], Existing::Only(&replaced))
             .await
             .unwrap();
+        // Committed: the paths below are the committed documents'.
+        index.sync().await.unwrap();
     }
     {
         let index = open(dir.path(), Path_::Graph);
@@ -401,6 +417,8 @@ async fn only_vectors_of_the_query_dimension_match() {
             }
         }
         index.upsert(&all, Existing::Only(&[])).await.unwrap();
+        // Committed: the paths below are the committed documents'.
+        index.sync().await.unwrap();
         let scope = suite::visible(&[op]);
         check_all(&index, &all, &scope, path).await;
         let mut rng = Rng(5);
@@ -416,4 +434,82 @@ async fn only_vectors_of_the_query_dimension_match() {
         let q = query(SearchFilter::default(), scope.clone(), Vec::new(), 10);
         assert!(index.knn(&q).await.unwrap().is_empty());
     }
+}
+
+/// Exact answers for every filter, a few vectors and k values.
+async fn check_exact(index: &TantivyIndex, all: &[Annotation], scope: &Scope, what: &str) {
+    let mut rng = Rng(31);
+    for (name, filter) in filters() {
+        for k in [1, 10, 1_000] {
+            for _ in 0..3 {
+                let v: Vec<f32> = (0..DIM).map(|_| rng.unit()).collect();
+                let q = query(filter.clone(), scope.clone(), v, k);
+                let hits = index.knn(&q).await.unwrap();
+                assert_eq!(
+                    ids(&hits),
+                    brute_force(all, &q),
+                    "{what}: filter {name}, k {k}"
+                );
+            }
+        }
+    }
+}
+
+/// Documents not yet committed are searched exactly, alone and beside committed ones,
+/// and a fresh copy of an id hides its committed copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_and_committed_vectors_answer_as_brute_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = TantivyIndex::open(
+        dir.path(),
+        IndexOptions {
+            // Commits only when asked.
+            commit_interval: Duration::from_secs(3_600),
+            commit_docs: 1_000_000,
+            ..options(Path_::Exact)
+        },
+    )
+    .unwrap();
+    let op = Uuid::new_v4();
+    let scope = suite::visible(&[op]);
+    let mut all = dataset(op, 300, 17);
+    index
+        .upsert(&all[..150], Existing::Only(&[]))
+        .await
+        .unwrap();
+    check_exact(&index, &all[..150], &scope, "fresh only").await;
+    assert_eq!(index.uncommitted_docs(), 150);
+
+    index.refresh().await;
+    index.sync().await.unwrap();
+    index
+        .upsert(&all[150..], Existing::Only(&[]))
+        .await
+        .unwrap();
+    check_exact(&index, &all, &scope, "half committed, half fresh").await;
+
+    // Every 4th committed one moves far away, as a fresh copy.
+    let mut moved = Vec::new();
+    for a in all[..150].iter_mut().step_by(4) {
+        for x in a.embedding.as_mut().unwrap().iter_mut() {
+            *x = -*x + 0.5;
+        }
+        moved.push(a.clone());
+    }
+    let moved_ids: Vec<Uuid> = moved.iter().map(|a| a.id).collect();
+    index
+        .upsert(&moved, Existing::Only(&moved_ids))
+        .await
+        .unwrap();
+    assert_eq!(
+        index.num_docs(),
+        300 + moved.len() as u64,
+        "copies, old and new"
+    );
+    check_exact(&index, &all, &scope, "fresh copies over committed ones").await;
+
+    index.refresh().await;
+    index.sync().await.unwrap();
+    assert_eq!(index.num_docs(), 300);
+    check_exact(&index, &all, &scope, "all committed").await;
 }

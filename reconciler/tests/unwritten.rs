@@ -100,8 +100,13 @@ impl Store for Unwritten {
             .upsert_annotations(operation_id, annotations, now)
             .await
     }
-    async fn finish_operation(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<FinishPlan> {
-        self.inner.finish_operation(id, now).await
+    async fn finish_operation_with(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+        searchable: &[Uuid],
+    ) -> StoreResult<FinishPlan> {
+        self.inner.finish_operation_with(id, now, searchable).await
     }
     async fn cancel_operation(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<Operation> {
         self.inner.cancel_operation(id, now).await

@@ -213,8 +213,22 @@ async fn reconcile_once_audits_and_repairs_a_lost_index() {
         srv.reconcile_once()["audit"],
         json!({"checked": 1, "mismatched": 0, "repaired": 0})
     );
-    // The index is lost; the store still has the run.
+    // The index is lost; the store still has the run: refilled when the engines open,
+    // before the audit looks.
     std::fs::remove_dir_all(srv.data_dir().join("index")).unwrap();
+    assert_eq!(
+        srv.reconcile_once()["audit"],
+        json!({"checked": 1, "mismatched": 0, "repaired": 0})
+    );
+    // An index that lost the run without knowing it (another node's empty one): the
+    // audit finds the run missing and reindexes it.
+    let mut blank = Server::start();
+    blank.kill9();
+    std::fs::remove_dir_all(srv.data_dir().join("index")).unwrap();
+    copy_dir(
+        &blank.data_dir().join("index"),
+        &srv.data_dir().join("index"),
+    );
     assert_eq!(
         srv.reconcile_once()["audit"],
         json!({"checked": 1, "mismatched": 1, "repaired": 1})
@@ -222,6 +236,19 @@ async fn reconcile_once_audits_and_repairs_a_lost_index() {
 
     srv.restart();
     assert_eq!(srv.search_all(&json!({}), 10).await.len(), 3);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 #[test]

@@ -357,8 +357,13 @@ impl Store for CassandraStore {
         self.upsert_batch(operation_id, annotations, now).await
     }
 
-    async fn finish_operation(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<FinishPlan> {
-        self.finish(id, now).await
+    async fn finish_operation_with(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+        searchable: &[Uuid],
+    ) -> StoreResult<FinishPlan> {
+        self.finish(id, now, searchable).await
     }
 
     async fn cancel_operation(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<Operation> {

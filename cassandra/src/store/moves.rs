@@ -8,7 +8,12 @@ use super::*;
 use annostore_core::model::OperationStatus;
 
 impl CassandraStore {
-    pub(super) async fn finish(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<FinishPlan> {
+    pub(super) async fn finish(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+        searchable: &[Uuid],
+    ) -> StoreResult<FinishPlan> {
         let mut attempts = Attempts::new("finish operation");
         loop {
             attempts.take()?;
@@ -44,7 +49,7 @@ impl CassandraStore {
             }
             if op.status == OperationStatus::Started
                 && !lifecycle::lease_lapsed(&op, now)
-                && self.has_pending(id).await?
+                && self.has_unsearchable(id, searchable).await?
             {
                 return Err(StoreError::PendingIndexWork(id));
             }

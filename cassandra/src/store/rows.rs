@@ -121,13 +121,20 @@ impl CassandraStore {
         }
     }
 
-    pub(super) async fn has_pending(&self, op: Uuid) -> StoreResult<bool> {
+    /// Whether the operation has pending index work other than `searchable`'s.
+    pub(super) async fn has_unsearchable(
+        &self,
+        op: Uuid,
+        searchable: &[Uuid],
+    ) -> StoreResult<bool> {
         let rows = self
             .st()
             .pending_op_get
             .rows(self.s(), vec![uuid(op)])
             .await?;
-        Ok(!rows.is_empty())
+        Ok(super::decode_work(&rows)?
+            .iter()
+            .any(|w| !searchable.contains(&w.id)))
     }
 
     pub(super) async fn write_batch(

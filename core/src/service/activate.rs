@@ -193,6 +193,7 @@ impl Service {
             "the index lacks part of a run about to become active; reindexing it first"
         );
         self.reindex_operation(op).await?;
+        self.durable_now().await?;
         let indexed = self.engines.index.count_operation(op.id).await?;
         if indexed == op.annotation_count {
             return Ok(());

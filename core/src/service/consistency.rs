@@ -142,7 +142,10 @@ impl Service {
                 .map(drop)
                 .map_err(Error::from)
         } else {
-            self.reindex_operation(op).await.map(drop)
+            match self.reindex_operation(op).await {
+                Ok(_) => self.durable_now().await,
+                Err(e) => Err(e),
+            }
         };
         if let Err(e) = outcome {
             warn!(operation = %op.id, error = %e, "consistency repair failed");

@@ -100,6 +100,10 @@ impl Index for Deadline {
         self.bounded(self.inner.count_operation(operation_id)).await
     }
 
+    async fn sync(&self) -> Result<(), IndexError> {
+        self.bounded(self.inner.sync()).await
+    }
+
     async fn delete_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {
         self.bounded(self.inner.delete_operation(operation_id))
             .await

@@ -454,7 +454,8 @@ impl Service {
     }
 
     /// Finishes an operation. Its index work is settled (and what failed of it flushed)
-    /// first, so the run becomes visible whole or not at all.
+    /// first, so the run becomes visible whole or not at all: every batch is searchable
+    /// when the store records the finish.
     pub async fn finish(&self, id: Uuid) -> Result<Operation, Error> {
         let op = self.operation(id).await?;
         // Store write and visibility change happen under the key's lock, so two finishes
@@ -462,10 +463,13 @@ impl Service {
         let _key = self.key_locks[key_stripe(&op.key())].lock().await;
         for _ in 0..FINISH_ATTEMPTS {
             self.pipeline.settle(id).await;
+            // What the index already serves counts as done: its pending records go
+            // once the index holds it durably.
+            let searchable = self.pipeline.searchable_work(id);
             match self
                 .engines
                 .store
-                .finish_operation(id, self.clock.now())
+                .finish_operation_with(id, self.clock.now(), &searchable)
                 .await
             {
                 Ok(plan) => {

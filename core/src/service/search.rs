@@ -184,7 +184,7 @@ impl Service {
                 return Ok(None);
             }
             // Read-your-writes for the producer: its acknowledged batches first.
-            self.pipeline.settle(id).await;
+            self.settle_preview(id).await?;
             return Ok(Some(PageScope {
                 scope: Scope::Operation(id),
                 view: 0,
@@ -213,6 +213,30 @@ impl Service {
             scope: Scope::Visible(view),
             view_changed,
         }))
+    }
+
+    /// Everything of the operation the store holds is searchable: its batches in the
+    /// pipeline, and work the pipeline does not hold (after a restart, or an index
+    /// write that failed) replayed now.
+    async fn settle_preview(&self, id: Uuid) -> Result<(), Error> {
+        self.pipeline.settle(id).await;
+        let pending = self.engines.store.pending_work_ids(id).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let searchable: HashSet<Uuid> = self.pipeline.searchable_work(id).into_iter().collect();
+        if pending.iter().all(|w| searchable.contains(w)) {
+            return Ok(());
+        }
+        let rest: Vec<_> = self
+            .engines
+            .store
+            .pending_work(Some(id), usize::MAX)
+            .await?
+            .into_iter()
+            .filter(|w| !searchable.contains(&w.id))
+            .collect();
+        self.reconciler().apply_all(&rest).await
     }
 
     /// A page in time or confidence order, filled from the index in rounds.

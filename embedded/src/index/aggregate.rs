@@ -11,8 +11,10 @@
 //! request is refused instead of growing without bound, whatever the annotations span.
 
 use super::columns::{ColumnCache, SegmentColumns};
-use super::{ANNOTATION_TYPE, ANNOTATION_TYPE_VERSION, END_MS, LABEL, OP, START_MS};
+use super::fresh::Mask;
+use super::{ANNOTATION_TYPE, ANNOTATION_TYPE_VERSION, END_MS, ID_HI, ID_LO, LABEL, OP, START_MS};
 use annostore_core::index::{IndexError, Scope};
+use annostore_core::model::Annotation;
 use annostore_core::query::{self, AggregateSpec, Aggregates, HistogramSpec, MAX_BUCKETS};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -78,6 +80,44 @@ impl Counts {
         }
         if self.histogram.len() > MAX_KEYS {
             return Err(too_many_buckets());
+        }
+        Ok(())
+    }
+
+    /// Counts one annotation as a segment counts its document (the fresh documents,
+    /// [`super::fresh`]).
+    pub(crate) fn add(&mut self, a: &Annotation, spec: &AggregateSpec) -> Result<(), Problem> {
+        self.total += 1;
+        if spec.labels.is_some()
+            && let Some(l) = &a.label
+        {
+            *self.labels.entry(l.clone()).or_default() += 1;
+        }
+        if spec.types {
+            *self
+                .types
+                .entry((a.annotation_type.clone(), a.annotation_type_version))
+                .or_default() += 1;
+        }
+        if let Some(h) = spec.histogram {
+            let buckets = query::buckets_of(a.start_ms, a.end_ms, h.interval_ms);
+            let first = *buckets.start();
+            let after = buckets.end().checked_add(1).ok_or_else(|| {
+                Problem::Rejected(
+                    "a histogram bucket starts outside the range of milliseconds".into(),
+                )
+            })?;
+            let label = a.label.as_ref().filter(|_| h.by_label);
+            for (key, n) in [(first, 1), (after, -1)] {
+                let d = self.histogram.entry(key).or_default();
+                d.0 += n;
+                if let Some(l) = label {
+                    *d.1.entry(l.clone()).or_default() += n;
+                }
+            }
+            if self.histogram.len() > MAX_KEYS {
+                return Err(too_many_buckets());
+            }
         }
         Ok(())
     }
@@ -155,6 +195,8 @@ pub(crate) struct AggregateCollector {
     columns: Arc<ColumnCache>,
     scope: Scope,
     spec: AggregateSpec,
+    /// Documents whose current copy is fresh (counted from there).
+    mask: Option<Mask>,
 }
 
 impl AggregateCollector {
@@ -163,6 +205,7 @@ impl AggregateCollector {
         columns: Arc<ColumnCache>,
         scope: Scope,
         spec: AggregateSpec,
+        mask: Option<Mask>,
     ) -> Result<AggregateCollector, Problem> {
         if let Some(h) = spec.histogram
             && h.interval_ms < 1
@@ -175,9 +218,13 @@ impl AggregateCollector {
             columns,
             scope,
             spec,
+            mask,
         })
     }
 }
+
+/// A mask with the id columns it is checked on.
+type MaskColumns = (Mask, Arc<dyn ColumnValues<u64>>, Arc<dyn ColumnValues<u64>>);
 
 /// A string fast field's dictionary and ordinals.
 type Strings = Option<(Arc<Dictionary>, Column<u64>)>;
@@ -191,6 +238,8 @@ fn strings(columns: &SegmentColumns, field: &'static str) -> tantivy::Result<Str
 
 pub(crate) struct AggregateSegment {
     scope: Scope,
+    /// With the id columns it is checked on.
+    mask: Option<MaskColumns>,
     spec: AggregateSpec,
     op: Arc<dyn ColumnValues<u64>>,
     label: Strings,
@@ -215,8 +264,17 @@ impl Collector for AggregateCollector {
         segment: &SegmentReader,
     ) -> tantivy::Result<AggregateSegment> {
         let columns = self.columns.of(segment);
+        let mask = match &self.mask {
+            Some(m) => Some((
+                m.clone(),
+                columns.u64(ID_HI)?.first_or_default_col(0),
+                columns.u64(ID_LO)?.first_or_default_col(0),
+            )),
+            None => None,
+        };
         Ok(AggregateSegment {
             scope: self.scope.clone(),
+            mask,
             spec: self.spec.clone(),
             op: columns.u64(OP)?.first_or_default_col(0),
             label: strings(&columns, LABEL)?,
@@ -349,6 +407,11 @@ impl SegmentCollector for AggregateSegment {
 
     fn collect(&mut self, doc: DocId, _score: Score) {
         if self.problem.is_some() || !self.scope.allows_key(self.op.get_val(doc)) {
+            return;
+        }
+        if let Some((mask, hi, lo)) = &self.mask
+            && mask.hides(hi.get_val(doc), lo.get_val(doc))
+        {
             return;
         }
         self.total += 1;

@@ -10,6 +10,7 @@
 //! type parameter ([`Rank`]), so time order pays nothing for it.
 
 use super::columns::{ColumnCache, SegmentColumns};
+use super::fresh::Mask;
 use super::{CONFIDENCE, ID_HI, ID_LO, MEDIA_ID, OP, START_MS};
 use annostore_core::index::Scope;
 use annostore_core::model::SortKey;
@@ -106,6 +107,8 @@ pub(crate) type Ranked = (u32, SortKey);
 pub(crate) struct SortedCollector<R> {
     columns: Arc<ColumnCache>,
     scope: Scope,
+    /// Documents whose current copy is fresh (found there).
+    mask: Option<Mask>,
     after: Option<Ranked>,
     limit: usize,
     rank: PhantomData<fn() -> R>,
@@ -116,12 +119,14 @@ impl<R: Rank> SortedCollector<R> {
     pub(crate) fn new(
         columns: Arc<ColumnCache>,
         scope: Scope,
+        mask: Option<Mask>,
         after: Option<Ranked>,
         limit: usize,
     ) -> SortedCollector<R> {
         SortedCollector {
             columns,
             scope,
+            mask,
             after,
             limit,
             rank: PhantomData,
@@ -153,6 +158,7 @@ impl Cursor {
 
 pub(crate) struct SortedSegmentCollector<R> {
     scope: Scope,
+    mask: Option<Mask>,
     rank: R,
     cursor: Cursor,
     limit: usize,
@@ -225,6 +231,7 @@ impl<R: Rank> Collector for SortedCollector<R> {
         };
         Ok(SortedSegmentCollector {
             scope: self.scope.clone(),
+            mask: self.mask.clone(),
             rank: R::open(&columns)?,
             cursor,
             limit: self.limit,
@@ -433,11 +440,12 @@ impl<R: Rank> SegmentCollector for SortedSegmentCollector<R> {
         {
             return;
         }
+        let (hi, lo) = (self.hi.get_val(doc), self.lo.get_val(doc));
         let key: SegKey = (
             rank,
             ord,
             self.start.get_val(doc),
-            (u128::from(self.hi.get_val(doc)) << 64) | u128::from(self.lo.get_val(doc)),
+            (u128::from(hi) << 64) | u128::from(lo),
         );
         if !self.cursor.passes(&key) {
             return;
@@ -445,7 +453,9 @@ impl<R: Rank> SegmentCollector for SortedSegmentCollector<R> {
         if full && self.heap.peek().is_some_and(|top| key >= *top) {
             return;
         }
-        if !self.scope.allows_key(self.op.get_val(doc)) {
+        if !self.scope.allows_key(self.op.get_val(doc))
+            || self.mask.as_ref().is_some_and(|m| m.hides(hi, lo))
+        {
             return;
         }
         if full {
@@ -461,6 +471,54 @@ impl<R: Rank> SegmentCollector for SortedSegmentCollector<R> {
         // Only reached through the default `collect_segment`, which this collector
         // overrides; errors are reported by `finish` there.
         self.finish().unwrap_or_default()
+    }
+}
+
+/// The ids of the matching live documents (what counting an operation's documents
+/// reads when some committed copies are not current).
+pub(crate) struct Ids;
+
+pub(crate) struct SegmentIds {
+    hi: Arc<dyn ColumnValues<u64>>,
+    lo: Arc<dyn ColumnValues<u64>>,
+    ids: Vec<(u64, u64)>,
+}
+
+impl Collector for Ids {
+    type Fruit = Vec<(u64, u64)>;
+    type Child = SegmentIds;
+
+    fn for_segment(
+        &self,
+        _segment_local_id: SegmentOrdinal,
+        segment: &SegmentReader,
+    ) -> tantivy::Result<SegmentIds> {
+        let ff = segment.fast_fields();
+        Ok(SegmentIds {
+            hi: ff.u64(ID_HI)?.first_or_default_col(0),
+            lo: ff.u64(ID_LO)?.first_or_default_col(0),
+            ids: Vec::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Vec<(u64, u64)>>) -> tantivy::Result<Vec<(u64, u64)>> {
+        Ok(fruits.into_iter().flatten().collect())
+    }
+}
+
+impl SegmentCollector for SegmentIds {
+    type Fruit = Vec<(u64, u64)>;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        self.ids.push((self.hi.get_val(doc), self.lo.get_val(doc)));
+    }
+
+    fn harvest(self) -> Vec<(u64, u64)> {
+        self.ids
     }
 }
 

@@ -16,6 +16,7 @@
 //! ordered by similarity, then time key.
 
 use super::columns::{ColumnCache, SegmentColumns};
+use super::fresh::Mask;
 use super::{ID_HI, ID_LO, MEDIA_ID, OP, START_MS};
 use crate::vectors::Vectors;
 use annostore_core::index::{KnnHit, KnnQuery, Scope};
@@ -100,12 +101,13 @@ pub(crate) fn search(
     searcher: &Searcher,
     filter: &dyn Query,
     query: &KnnQuery,
+    mask: Option<&Mask>,
 ) -> tantivy::Result<(Vec<KnnHit>, KnnPath)> {
     let dim = query.vector.len();
     if query.k == 0 || dim == 0 {
         return Ok((Vec::new(), KnnPath::Empty));
     }
-    let mut matched = Matched::of(columns, searcher, filter, query)?;
+    let mut matched = Matched::of(columns, searcher, filter, query, mask)?;
     if matched.count == 0 {
         return Ok((Vec::new(), KnnPath::Empty));
     }
@@ -173,11 +175,13 @@ struct Matched<'a> {
 }
 
 impl<'a> Matched<'a> {
+    /// `mask`: documents whose current copy is fresh, left out.
     fn of(
         columns: &ColumnCache,
         searcher: &Searcher,
         filter: &dyn Query,
         query: &'a KnnQuery,
+        mask: Option<&Mask>,
     ) -> tantivy::Result<Matched<'a>> {
         let weight = filter.weight(EnableScoring::disabled_from_searcher(searcher))?;
         let mut segments = Vec::new();
@@ -191,6 +195,19 @@ impl<'a> Matched<'a> {
                 }
                 count += docs.len();
             })?;
+            if let Some(mask) = mask {
+                let hi = cols.u64(ID_HI)?.first_or_default_col(0);
+                let lo = cols.u64(ID_LO)?.first_or_default_col(0);
+                let mut docs = BitSetDocSet::from(matched.clone());
+                let mut doc = docs.doc();
+                while doc != TERMINATED {
+                    if mask.hides(hi.get_val(doc), lo.get_val(doc)) {
+                        matched.remove(doc);
+                        count -= 1;
+                    }
+                    doc = docs.advance();
+                }
+            }
             segments.push(SegmentMatches {
                 matched,
                 alive: reader.alive_bitset().cloned(),

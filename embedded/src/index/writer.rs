@@ -2,12 +2,13 @@
 //! one committer thread commits every pending batch at once (group commit, see the
 //! module comment of [`super`]) and tells the waiters how their batch ended.
 
-use super::{Inner, knn, unavailable};
+use super::{FreshChange, Inner, View, knn, unavailable};
 use annostore_core::index::IndexError;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tantivy::IndexWriter;
 use tantivy::indexer::UserOperation;
 use tantivy::query::doc_predicate_query::DocPredicateQuery;
 use tokio::sync::watch;
@@ -91,6 +92,7 @@ impl Inner {
         delete: Option<DocPredicateQuery>,
         ops: Vec<UserOperation>,
         vectors: Vec<(u64, Vec<f32>)>,
+        fresh: FreshChange,
     ) -> Result<u64, IndexError> {
         let keys: Vec<u64> = vectors.iter().map(|(k, _)| *k).collect();
         let refs: Vec<(u64, &[f32])> = vectors.iter().map(|(k, v)| (*k, v.as_slice())).collect();
@@ -99,17 +101,21 @@ impl Inner {
             self.vectors.handed(keys, true);
             return Err(IndexError::Unavailable(e));
         }
-        self.add(delete, ops, keys)
+        let writer = self.writer.lock();
+        self.add_locked(&writer, delete, ops, keys, fresh)
     }
 
-    /// Adds operations to the open batch; returns the batch.
-    pub(super) fn add(
+    /// Adds operations to the open batch, and changes the fresh documents to match
+    /// (under the writer lock, so the committer sees them in the batch they joined);
+    /// returns the batch.
+    pub(super) fn add_locked(
         &self,
+        writer: &IndexWriter,
         delete: Option<DocPredicateQuery>,
         ops: Vec<UserOperation>,
         vector_keys: Vec<u64>,
+        fresh: FreshChange,
     ) -> Result<u64, IndexError> {
-        let writer = self.writer.lock();
         let deletes =
             delete.is_some() || ops.iter().any(|op| matches!(op, UserOperation::Delete(_)));
         let batch = self.open_batch.load(Ordering::Acquire);
@@ -119,24 +125,79 @@ impl Inner {
             None => Ok(()),
         };
         let docs = ops.len();
+        let bytes = fresh.bytes();
         let result = deleted.and_then(|()| writer.run(ops).map(|_| ()));
         self.vectors.handed(vector_keys, deletes || result.is_err());
         match result {
             Ok(_) => {
-                if self.uncommitted.fetch_add(docs, Ordering::AcqRel) + docs >= self.commit_docs {
+                self.change_fresh(batch, fresh);
+                self.last_added.fetch_max(batch, Ordering::AcqRel);
+                let many =
+                    self.uncommitted.fetch_add(docs, Ordering::AcqRel) + docs >= self.commit_docs;
+                let large = self.uncommitted_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes
+                    >= self.commit_bytes;
+                if many || large {
                     let _req = self.requests.lock();
                     self.wake.notify_all();
                 }
                 Ok(batch)
             }
             Err(e) => {
-                drop(writer);
                 // A dead writer recovers through the committer's rollback: ask for a commit.
                 self.requests.lock().requested_batch(batch);
                 self.wake.notify_all();
                 Err(unavailable(e))
             }
         }
+    }
+}
+
+impl Inner {
+    fn change_fresh(&self, batch: u64, change: FreshChange) {
+        let _changing = self.view_lock.lock();
+        let view = self.view.load();
+        let fresh = match change {
+            FreshChange::Add(docs, rewrites) => view.fresh.with(batch, docs, rewrites),
+            FreshChange::RemoveOperation(op) => view.fresh.without_operation(op),
+            FreshChange::None => return,
+        };
+        self.view.store(Arc::new(View {
+            searcher: view.searcher.clone(),
+            fresh,
+        }));
+    }
+
+    /// Searches read the reloaded searcher, without the documents it now holds.
+    fn publish_committed(&self, batch: u64) {
+        let _changing = self.view_lock.lock();
+        let view = self.view.load();
+        self.view.store(Arc::new(View {
+            searcher: self.reader.searcher(),
+            fresh: view.fresh.after_batch(batch),
+        }));
+    }
+
+    /// After a rollback: every fresh document is handed to the writer again (the
+    /// rollback dropped them all; none was added since, the writer lock being held),
+    /// in the order they came, into the open batch, so they stay searchable and reach
+    /// a later commit.
+    fn readd_fresh(&self, writer: &IndexWriter) {
+        let chunks = self.view.load().fresh.up_to_batch(u64::MAX);
+        let mut moved = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            match self.readd_chunk(writer, &chunk) {
+                Ok(batch) => moved.push(chunk.in_batch(batch)),
+                Err(e) => {
+                    error!(error = %e, "cannot hand fresh documents to the writer again after a failed commit; the retry queue replays them")
+                }
+            }
+        }
+        let _changing = self.view_lock.lock();
+        let view = self.view.load();
+        self.view.store(Arc::new(View {
+            searcher: view.searcher.clone(),
+            fresh: view.fresh.replacing(moved),
+        }));
     }
 }
 
@@ -158,6 +219,7 @@ pub(super) fn commit_loop(inner: &Inner, tx: watch::Sender<Committed>) {
             while !req.urgent
                 && !req.shutdown
                 && inner.uncommitted.load(Ordering::Acquire) < inner.commit_docs
+                && inner.uncommitted_bytes.load(Ordering::Acquire) < inner.commit_bytes
             {
                 if inner.wake.wait_until(&mut req, deadline).timed_out() {
                     break;
@@ -176,6 +238,7 @@ pub(super) fn commit_loop(inner: &Inner, tx: watch::Sender<Committed>) {
         let batch = inner.open_batch.fetch_add(1, Ordering::AcqRel);
         let closing = inner.vectors.close_batch();
         inner.uncommitted.store(0, Ordering::Release);
+        inner.uncommitted_bytes.store(0, Ordering::Release);
         let ok = match writer.commit() {
             Ok(_) => true,
             Err(e) => {
@@ -183,14 +246,19 @@ pub(super) fn commit_loop(inner: &Inner, tx: watch::Sender<Committed>) {
                 if let Err(e) = writer.rollback() {
                     error!(error = %e, "index rollback failed");
                 }
+                inner.readd_fresh(&writer);
                 false
             }
         };
         drop(writer);
         let ok = ok
             && match inner.reader.reload() {
-                Ok(()) => true,
+                Ok(()) => {
+                    inner.publish_committed(batch);
+                    true
+                }
                 Err(e) => {
+                    // The fresh documents stay until a later reload holds them.
                     warn!(error = %e, "index reader reload failed");
                     false
                 }

@@ -50,8 +50,8 @@ use annostore_core::model::{
 use annostore_core::store::{IndexWork, PutType, Store, StoreError, StoreResult, Upserted};
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
@@ -343,6 +343,20 @@ impl Store for FjallStore {
         .await
     }
 
+    async fn pending_work_ids(&self, operation_id: Uuid) -> StoreResult<Vec<Uuid>> {
+        // The keys alone: no work record is read or parsed.
+        self.read(move |t| {
+            t.pending_by_op
+                .prefix(operation_id.as_bytes())
+                .map(|g| {
+                    let k = g.key().io()?;
+                    uuid_of("pending_by_op key", k.get(16..).unwrap_or_default())
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn upsert_annotations(
         &self,
         operation_id: Uuid,
@@ -352,12 +366,18 @@ impl Store for FjallStore {
         self.upsert_batch(operation_id, annotations, now).await
     }
 
-    async fn finish_operation(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<FinishPlan> {
+    async fn finish_operation_with(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+        searchable: &[Uuid],
+    ) -> StoreResult<FinishPlan> {
+        let searchable: HashSet<Uuid> = searchable.iter().copied().collect();
         self.write(move |t| {
             let op = require_op(t, id)?;
             if op.status == OperationStatus::Started
                 && !lifecycle::lease_lapsed(&op, now)
-                && t.pending_by_op.prefix(id.as_bytes()).next().is_some()
+                && unsearchable_work(t, id, &searchable)?
             {
                 return Err(StoreError::PendingIndexWork(id));
             }

@@ -245,6 +245,22 @@ pub(crate) fn load_work(t: &Tables, id: &[u8]) -> StoreResult<Option<IndexWork>>
     }
 }
 
+/// Whether the operation has pending index work other than `searchable`'s.
+pub(crate) fn unsearchable_work(
+    t: &Tables,
+    op: Uuid,
+    searchable: &std::collections::HashSet<Uuid>,
+) -> StoreResult<bool> {
+    for entry in t.pending_by_op.prefix(op.as_bytes()) {
+        let key = entry.key().io()?;
+        let work = uuid_of("pending_by_op key", key.get(16..).unwrap_or_default())?;
+        if !searchable.contains(&work) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Records the expiry of a lapsed operation (its own batch); true if it wrote.
 pub(crate) fn record_expiry(t: &Tables, op: &Operation, now: OffsetDateTime) -> StoreResult<bool> {
     match lifecycle::expire_if_lapsed(op, now) {

@@ -233,6 +233,10 @@ impl Index for FaultyIndex {
         self.read(self.inner.count_operation(operation_id)).await
     }
 
+    async fn sync(&self) -> Result<(), IndexError> {
+        self.read(self.inner.sync()).await
+    }
+
     async fn delete_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {
         self.read(self.inner.delete_operation(operation_id)).await
     }

@@ -174,8 +174,14 @@ impl Store for FaultyStore {
         .await
     }
 
-    async fn finish_operation(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<FinishPlan> {
-        self.write(self.inner.finish_operation(id, now)).await
+    async fn finish_operation_with(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+        searchable: &[Uuid],
+    ) -> StoreResult<FinishPlan> {
+        self.write(self.inner.finish_operation_with(id, now, searchable))
+            .await
     }
 
     async fn cancel_operation(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<Operation> {
