@@ -89,6 +89,61 @@ async fn conformance_suite() {
     suite::run_search_language(index).await;
 }
 
+/// Every document searched while fresh: the index never commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_suite_with_every_document_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = TantivyIndex::open(dir.path(), lazy(usize::MAX)).unwrap();
+    let index: Arc<dyn Index> = Arc::new(index);
+    suite::run_all(index.clone()).await;
+    suite::run_operating(index.clone()).await;
+    suite::run_search_language(index).await;
+}
+
+/// Every document committed before anything reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_suite_with_every_document_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = TantivyIndex::open(dir.path(), lazy(usize::MAX)).unwrap();
+    let index: Arc<dyn Index> = Arc::new(Committing(index));
+    suite::run_all(index.clone()).await;
+    suite::run_operating(index.clone()).await;
+    suite::run_search_language(index).await;
+}
+
+/// An index whose writes return once committed.
+struct Committing(TantivyIndex);
+
+#[async_trait::async_trait]
+impl Index for Committing {
+    async fn upsert(&self, xs: &[Annotation], existing: Existing<'_>) -> Result<(), IndexError> {
+        self.0.upsert(xs, existing).await?;
+        self.0.refresh().await;
+        self.0.sync().await
+    }
+    async fn search(&self, q: &IndexQuery) -> Result<Vec<annostore_core::index::Hit>, IndexError> {
+        self.0.search(q).await
+    }
+    async fn knn(
+        &self,
+        q: &annostore_core::index::KnnQuery,
+    ) -> Result<Vec<annostore_core::index::KnnHit>, IndexError> {
+        self.0.knn(q).await
+    }
+    async fn aggregate(
+        &self,
+        q: &annostore_core::index::AggregateQuery,
+    ) -> Result<annostore_core::query::Aggregates, IndexError> {
+        self.0.aggregate(q).await
+    }
+    async fn count_operation(&self, op: Uuid) -> Result<u64, IndexError> {
+        self.0.count_operation(op).await
+    }
+    async fn delete_operation(&self, op: Uuid) -> Result<u64, IndexError> {
+        Index::delete_operation(&self.0, op).await
+    }
+}
+
 #[tokio::test]
 async fn score_order_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -21,7 +21,7 @@
 use super::aggregate::Counts;
 use super::collector::{Ranked, rank_key};
 use annostore_core::index::{KnnHit, Scope};
-use annostore_core::model::{Annotation, SearchFilter, SortKey};
+use annostore_core::model::{Annotation, SearchFilter, SortKey, TimeRange};
 use annostore_core::query::{self, AggregateSpec, MISSING_RANK, SortOrder};
 use std::collections::{BTreeSet, BinaryHeap};
 use std::sync::Arc;
@@ -36,16 +36,31 @@ pub(crate) struct Chunk {
     seq: u64,
     /// One copy per id (the last of the upsert), sorted by time key.
     docs: Vec<Annotation>,
+    /// The longest `end_ms - start_ms` of the documents (how far before a window a
+    /// document that reaches into it can start).
+    max_len: i64,
     /// Ids that may have older copies elsewhere.
     rewrites: Vec<u128>,
 }
 
 impl Chunk {
-    /// The documents of media item `m`.
-    fn of_media(&self, m: &str) -> &[Annotation] {
+    /// The documents of media item `m` that can relate to `window`: those starting
+    /// from `max_len` before its start up to its end (every relation holds only for
+    /// documents that intersect the window).
+    fn of_media(&self, m: &str, window: Option<&TimeRange>) -> &[Annotation] {
         let from = self.docs.partition_point(|a| a.media_id.as_str() < m);
-        let to = from + self.docs[from..].partition_point(|a| a.media_id == m);
-        &self.docs[from..to]
+        let docs = &self.docs[from..];
+        let docs = &docs[..docs.partition_point(|a| a.media_id == m)];
+        match window {
+            None => docs,
+            Some(w) => {
+                let (lo, hi) = (w.start_ms.min(w.end_ms), w.start_ms.max(w.end_ms));
+                let first = lo.saturating_sub(self.max_len);
+                let start = docs.partition_point(|a| a.start_ms < first);
+                let end = docs.partition_point(|a| a.start_ms <= hi);
+                &docs[start..end.max(start)]
+            }
+        }
     }
 
     /// The same documents in another batch (a failed commit's, written again).
@@ -54,6 +69,7 @@ impl Chunk {
             batch,
             seq: self.seq,
             docs: self.docs.clone(),
+            max_len: self.max_len,
             rewrites: self.rewrites.clone(),
         }
     }
@@ -85,11 +101,17 @@ impl Fresh {
         for id in &rewrites {
             current.insert(*id, seq);
         }
+        let max_len = docs
+            .iter()
+            .map(|a| a.end_ms.saturating_sub(a.start_ms).max(0))
+            .max()
+            .unwrap_or(0);
         let mut chunks = self.chunks.clone();
         chunks.push(Arc::new(Chunk {
             batch,
             seq,
             docs,
+            max_len,
             rewrites,
         }));
         Fresh {
@@ -144,6 +166,7 @@ impl Fresh {
                     Arc::new(Chunk {
                         batch: c.batch,
                         seq: c.seq,
+                        max_len: c.max_len,
                         docs: c
                             .docs
                             .iter()
@@ -206,7 +229,10 @@ impl Fresh {
         let media = media_of(filter);
         self.chunks.iter().flat_map(move |chunk| {
             let parts: Vec<&'a [Annotation]> = match &media {
-                Some(ms) => ms.iter().map(|m| chunk.of_media(m)).collect(),
+                Some(ms) => ms
+                    .iter()
+                    .map(|m| chunk.of_media(m, filter.time_range.as_ref()))
+                    .collect(),
                 None => vec![&chunk.docs[..]],
             };
             parts.into_iter().flatten().filter(move |a| {
