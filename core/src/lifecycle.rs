@@ -120,6 +120,11 @@ pub struct FinishPlan {
     pub changed: bool,
     /// The key's activation history entry, when this finish made the run active.
     pub activation: Option<Activation>,
+    /// When the run is not the key's active one: the run that is, as the finish found
+    /// it (the newer run that superseded it). A node whose snapshot lags the store (a
+    /// finish of that run applied, its answer lost) learns of it here, before it
+    /// answers this finish.
+    pub active_run: Option<Operation>,
 }
 
 impl FinishPlan {
@@ -144,6 +149,7 @@ pub fn finish(
                 deactivated: None,
                 changed: false,
                 activation: None,
+                active_run: active.filter(|a| a.id != op.id && !op.active).cloned(),
             });
         }
         OperationStatus::Started if !lease_lapsed(op, now) => {}
@@ -175,6 +181,7 @@ pub fn finish(
                 deactivated: None,
                 changed: true,
                 activation: None,
+                active_run: Some(current.clone()),
             })
         }
         current => {
@@ -195,6 +202,7 @@ pub fn finish(
                 )),
                 operation,
                 changed: true,
+                active_run: None,
             })
         }
     }

@@ -183,3 +183,107 @@ async fn a_media_items_keys_are_cached_until_a_run_naming_it_starts() {
     // Each key lists its run, newest first.
     assert!(third.keys.iter().all(|k| k.runs.len() == 1));
 }
+
+/// An index that hands out no copies of what it matched (as Elasticsearch), so every
+/// hit is read from the store and checked against it.
+struct WithoutCopies(Arc<dyn annostore_core::index::Index>);
+
+#[async_trait::async_trait]
+impl annostore_core::index::Index for WithoutCopies {
+    async fn upsert(
+        &self,
+        xs: &[annostore_core::model::Annotation],
+        existing: Existing<'_>,
+    ) -> Result<(), annostore_core::index::IndexError> {
+        self.0.upsert(xs, existing).await
+    }
+    async fn search(
+        &self,
+        q: &annostore_core::index::IndexQuery,
+    ) -> Result<Vec<annostore_core::index::Hit>, annostore_core::index::IndexError> {
+        let mut hits = self.0.search(q).await?;
+        for h in &mut hits {
+            h.annotation = None;
+        }
+        Ok(hits)
+    }
+    async fn knn(
+        &self,
+        q: &annostore_core::index::KnnQuery,
+    ) -> Result<Vec<annostore_core::index::KnnHit>, annostore_core::index::IndexError> {
+        let mut hits = self.0.knn(q).await?;
+        for h in &mut hits {
+            h.annotation = None;
+        }
+        Ok(hits)
+    }
+    async fn aggregate(
+        &self,
+        q: &annostore_core::index::AggregateQuery,
+    ) -> Result<annostore_core::query::Aggregates, annostore_core::index::IndexError> {
+        self.0.aggregate(q).await
+    }
+    async fn count_operation(&self, op: Uuid) -> Result<u64, annostore_core::index::IndexError> {
+        self.0.count_operation(op).await
+    }
+    async fn delete_operation(&self, op: Uuid) -> Result<u64, annostore_core::index::IndexError> {
+        self.0.delete_operation(op).await
+    }
+    async fn sync(&self) -> Result<(), annostore_core::index::IndexError> {
+        self.0.sync().await
+    }
+}
+
+/// A newer run's finish applied in the store but its answer lost: this node's snapshot
+/// still shows the run before it. An older run's finish then answers "superseded", and
+/// from that answer on no search may show a run older than the one that superseded it
+/// (the finish brings the snapshot up to the store's active run first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseded_finish_brings_the_newer_run_into_view() {
+    use annostore_core::testkit::faults::{FaultyStore, StoreFaults, WriteFault};
+    let dir = tempfile::tempdir().unwrap();
+    let (_, engines) = common::service(dir.path(), Arc::new(SystemClock)).await;
+    let store = FaultyStore::new(engines.store.clone());
+    let engines = annostore_core::service::Engines {
+        store: store.clone(),
+        ..engines
+    };
+    let service = annostore_core::service::Service::new(
+        engines,
+        annostore_core::validate::Limits::default(),
+        Arc::new(SystemClock),
+    );
+    let mut runs = Vec::new();
+    for n in 0..3 {
+        let op = service
+            .start(start_request("objects", 1, "k"))
+            .await
+            .unwrap();
+        let item = json!({"media_id": "m", "start_ms": n, "end_ms": n + 1});
+        service.upsert(op.id, &[item]).await.unwrap();
+        runs.push(op.id);
+    }
+    let (oldest, older, newest) = (runs[0], runs[1], runs[2]);
+    service.finish(oldest).await.unwrap();
+    let shown = |page: annostore_core::model::SearchPage| -> Vec<Uuid> {
+        page.annotations.iter().map(|a| a.operation_id).collect()
+    };
+    let req = SearchRequest::default();
+    assert_eq!(shown(service.search(&req).await.unwrap()), vec![oldest]);
+
+    store.inject(
+        StoreFaults {
+            fail_percent: 100,
+            when: WriteFault::After,
+        },
+        1,
+    );
+    assert!(service.finish(newest).await.is_err(), "its answer was lost");
+    store.heal();
+    // The store has the newest run active; this node has not heard.
+    assert_eq!(shown(service.search(&req).await.unwrap()), vec![oldest]);
+
+    let superseded = service.finish(older).await.unwrap();
+    assert!(!superseded.active);
+    assert_eq!(shown(service.search(&req).await.unwrap()), vec![newest]);
+}

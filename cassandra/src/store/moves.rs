@@ -38,13 +38,16 @@ impl CassandraStore {
                         operation: settled.operation,
                         deactivated: settled.deactivated,
                         activation: settled.activation,
+                        active_run: None,
                     });
                 }
+                let active_run = cell.current().await?.run.filter(|r| r.id != op.id);
                 return Ok(FinishPlan {
                     operation: op,
                     deactivated: None,
                     changed: false,
                     activation: None,
+                    active_run,
                 });
             }
             if op.status == OperationStatus::Started
@@ -87,6 +90,7 @@ impl CassandraStore {
                 deactivated: settled.deactivated,
                 changed: true,
                 activation: settled.activation,
+                active_run: None,
             });
         }
     }

@@ -45,6 +45,7 @@ fn newer_finish_supersedes_the_active_one() {
     let two = started(2);
     let plan = finish(&two, Some(&one), from_unix_ms(3_000)).unwrap();
     assert!(plan.operation.active);
+    assert_eq!(plan.active_run, None, "the finished run is the active one");
     let old = plan.deactivated.unwrap();
     assert!(!old.active);
     assert_eq!(old.superseded_by, Some(two.id));
@@ -61,6 +62,12 @@ fn older_finish_after_newer_stays_inactive() {
     assert_eq!(plan.operation.superseded_by, Some(two.id));
     assert_eq!(plan.new_active(), None);
     assert!(plan.deactivated.is_none());
+    // The run that superseded it, for a node whose snapshot has not heard of it.
+    assert_eq!(plan.active_run, Some(two.clone()));
+    // And again when the older run's finish is retried.
+    let again = finish(&plan.operation, Some(&two), from_unix_ms(4_000)).unwrap();
+    assert!(!again.changed);
+    assert_eq!(again.active_run, Some(two));
 }
 
 #[test]

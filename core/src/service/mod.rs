@@ -482,6 +482,12 @@ impl Service {
                     // back, and the key's lock is held.
                     if plan.operation.active {
                         self.engines.cache.activate(&plan.operation);
+                    } else if let Some(newer) = plan.active_run.as_ref().filter(|r| r.active) {
+                        // A newer run superseded this one; this node may not have heard
+                        // (its finish applied, its answer lost): after this answer no
+                        // search may show an older run of the key.
+                        self.engines.cache.put(std::slice::from_ref(newer));
+                        self.engines.cache.activate(newer);
                     }
                     if plan.changed {
                         metrics::counter!("annostore_operations_finished_total").increment(1);
