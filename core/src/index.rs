@@ -91,12 +91,19 @@ impl Position {
 }
 
 /// A matching annotation: its id and position in search order (`rank` as in
-/// [`Position`]).
+/// [`Position`]), and the annotation itself when the index keeps a copy of what it
+/// matched (the service then reads no store for it; see [`Hit::annotation`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
     pub id: Uuid,
     pub key: SortKey,
     pub rank: Option<f32>,
+    /// The copy the index matched, as the store held it when the index was written.
+    /// An index keeps copies only where it is written in the store's order for each
+    /// id (one process's pipeline, invariant 9), so a copy of a run that finished is
+    /// that run's annotation: a finish waits until the index holds every batch, and a
+    /// finished run takes no writes.
+    pub annotation: Option<Annotation>,
 }
 
 impl Hit {
@@ -127,6 +134,8 @@ pub struct KnnHit {
     pub id: Uuid,
     pub key: SortKey,
     pub similarity: f32,
+    /// As [`Hit::annotation`].
+    pub annotation: Option<Annotation>,
 }
 
 /// Counts over the annotations in scope that match `filter`.

@@ -368,10 +368,12 @@ impl Index for ElasticIndex {
                 });
                 // Exact plans need no check; it is kept as a guard on the answer.
                 if query.scope.allows_key(h.op_key) {
+                    // Written by many nodes, in no one order: the store confirms.
                     out.push(Hit {
                         id: h.key.id,
                         key: h.key,
                         rank: h.rank,
+                        annotation: None,
                     });
                     if out.len() == query.limit {
                         metrics::histogram!("annostore_elastic_search_rounds").record(round as f64);
@@ -441,6 +443,7 @@ impl Index for ElasticIndex {
                     id: h.key.id,
                     key: h.key,
                     similarity: h.similarity,
+                    annotation: None,
                 })
                 .collect();
             // All that match (fewer than asked for) or k in scope: the answer.

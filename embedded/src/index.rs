@@ -40,14 +40,14 @@ use annostore_core::query::{Aggregates, Corners, MISSING_RANK, SortOrder};
 use annostore_core::visibility::op_key;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use collector::{ConfidenceRank, NoRank, Rank, SortedCollector};
+use collector::{ConfidenceRank, NoRank, Rank, Ranked, SortedCollector};
 use columns::ColumnCache;
 use fresh::Fresh;
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tantivy::collector::Count;
@@ -55,14 +55,17 @@ use tantivy::directory::MmapDirectory;
 use tantivy::indexer::UserOperation;
 use tantivy::query::TermQuery;
 use tantivy::query::doc_predicate_query::{DocPredicateQuery, FunctionPredicate};
+use tantivy::schema::Value as _;
 use tantivy::schema::{
     BytesOptions, FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, SchemaBuilder,
 };
-use tantivy::{IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
+use tantivy::{
+    DocAddress, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
+};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
-use writer::{Adding, Committed, Requests, commit_loop};
+use writer::{Requests, commit_loop};
 
 /// How the index writer is sized.
 #[derive(Debug, Clone)]
@@ -126,10 +129,13 @@ pub(crate) struct Fields {
     pub data: Field,
     /// Where on its media item's timeline the document lies ([`cells::terms`]).
     pub cells: Field,
+    /// The annotation itself ([`crate::codec`]), stored: what a search answers with.
+    pub body: Field,
     pub vectors: knn::VectorFields,
 }
 
 pub(crate) const ID_HI: &str = "id_hi";
+pub(crate) const BODY: &str = "body";
 pub(crate) const ID_LO: &str = "id_lo";
 pub(crate) const OP: &str = "op";
 pub(crate) const MEDIA_ID: &str = "media_id";
@@ -168,6 +174,7 @@ impl Fields {
             text: b.add_bytes_field("text", BytesOptions::default().set_indexed()),
             data: b.add_bytes_field("data", BytesOptions::default().set_indexed()),
             cells: b.add_bytes_field("cells", BytesOptions::default().set_indexed()),
+            body: b.add_bytes_field(BODY, BytesOptions::default().set_stored()),
             vectors: knn::VectorFields::add_to(&mut b),
         };
         (b.build(), fields)
@@ -214,6 +221,9 @@ impl Fields {
         for t in cells::terms(a) {
             doc.add_bytes(self.cells, &t);
         }
+        let mut body = Vec::with_capacity(160);
+        crate::codec::encode(a, &mut body);
+        doc.add_bytes(self.body, &body);
         doc
     }
 }
@@ -238,35 +248,27 @@ struct Inner {
     fields: Fields,
     /// Fast-field columns kept open per segment (see [`columns`]).
     columns: Arc<ColumnCache>,
-    /// One lock for adding and committing. Adds must not run concurrently even though
-    /// tantivy's `run` takes `&self`: it stamps operations, then queues deletes, then
-    /// sends adds, and two interleaved calls leave the delete queue out of opstamp
-    /// order, after which a delete can remove the document added right after it
-    /// (measured: about 2% of documents lost with 4 concurrent producers).
+    /// Used by the committer thread only (and rollbacks), one entry after the other:
+    /// tantivy's `run` stamps operations, then queues deletes, then sends adds, and two
+    /// interleaved calls would leave the delete queue out of opstamp order.
     writer: Mutex<IndexWriter>,
     reader: IndexReader,
     /// What searches read: the committed searcher and the fresh documents, swapped
     /// together (see [`fresh`]). Changed only under `view_lock`.
     view: ArcSwap<View>,
     view_lock: Mutex<()>,
-    /// The batch that adds join now; only changes under the writer lock.
-    open_batch: AtomicU64,
-    /// The newest batch any add joined (what [`Index::sync`] waits for).
-    last_added: AtomicU64,
     requests: Mutex<Requests>,
-    /// Callers building or handing over documents (see [`Adding`]).
-    adding: AtomicUsize,
-    /// Documents added since the last commit.
-    uncommitted: AtomicUsize,
-    /// About the bytes of the fresh documents added since the last commit.
-    uncommitted_bytes: AtomicUsize,
-    commit_bytes: usize,
     commit_interval: Duration,
     commit_docs: usize,
+    commit_bytes: usize,
+    /// Adds wait while the fresh documents hold this many bytes or documents (the
+    /// committer is behind).
+    max_fresh_bytes: usize,
+    max_fresh_docs: usize,
     wake: Condvar,
-    /// Cloned by each waiter. The only sender lives in the committer thread: when the
-    /// thread dies, waiting fails instead of hanging.
-    committed: watch::Receiver<Committed>,
+    /// The newest fresh entry committed. Cloned by each waiter; the only sender lives in
+    /// the committer thread: when the thread dies, waiting fails instead of hanging.
+    committed: watch::Receiver<u64>,
     /// The HNSW graphs of the documents' vectors (see [`knn`]).
     vectors: Vectors,
     /// Where the graphs' snapshot is saved at close.
@@ -281,37 +283,6 @@ struct Inner {
 pub(crate) struct View {
     searcher: Searcher,
     fresh: Fresh,
-}
-
-/// How an add changes the fresh documents.
-pub(crate) enum FreshChange {
-    /// An upsert's documents (one copy per id) and the ids that may rewrite older copies.
-    Add(Vec<Annotation>, Vec<u128>),
-    /// Garbage collection of one operation.
-    RemoveOperation(Uuid),
-    None,
-}
-
-impl FreshChange {
-    /// About the memory the change adds to the fresh documents.
-    fn bytes(&self) -> usize {
-        match self {
-            FreshChange::Add(docs, _) => docs.iter().map(approx_bytes).sum(),
-            _ => 0,
-        }
-    }
-}
-
-/// About the bytes an annotation takes in memory: its vector, its strings, a guess for
-/// `data` (measuring it would cost more than the bound is worth), and the struct.
-fn approx_bytes(a: &Annotation) -> usize {
-    std::mem::size_of::<Annotation>()
-        + a.embedding.as_ref().map_or(0, |v| v.len() * 4)
-        + a.media_id.len()
-        + a.label.as_ref().map_or(0, String::len)
-        + a.annotation_type.len()
-        + a.pivot_id.len()
-        + a.data.as_ref().map_or(0, |_| 256)
 }
 
 /// A file in the index directory that says the index may lack what the store holds:
@@ -380,7 +351,7 @@ impl TantivyIndex {
         if vectors_opened.from_snapshot + vectors_opened.added > 0 {
             info!(?vectors_opened, "vector graphs restored");
         }
-        let (tx, rx) = watch::channel(Committed::default());
+        let (tx, rx) = watch::channel(0u64);
         let view = ArcSwap::from_pointee(View {
             searcher: reader.searcher(),
             fresh: Fresh::default(),
@@ -392,15 +363,12 @@ impl TantivyIndex {
             reader,
             view,
             view_lock: Mutex::new(()),
-            open_batch: AtomicU64::new(1),
-            last_added: AtomicU64::new(0),
             requests: Mutex::new(Requests::default()),
-            adding: AtomicUsize::new(0),
-            uncommitted: AtomicUsize::new(0),
-            uncommitted_bytes: AtomicUsize::new(0),
-            commit_bytes: opts.commit_bytes.max(1),
             commit_interval: opts.commit_interval,
             commit_docs: opts.commit_docs.max(1),
+            commit_bytes: opts.commit_bytes.max(1),
+            max_fresh_bytes: opts.commit_bytes.max(1).saturating_mul(4),
+            max_fresh_docs: opts.commit_docs.max(1).saturating_mul(4),
             wake: Condvar::new(),
             committed: rx,
             vectors,
@@ -414,6 +382,7 @@ impl TantivyIndex {
             .name("annostore-index-commit".into())
             .spawn(move || commit_loop(&for_thread, tx))
             .map_err(unavailable)?;
+        crate::priority::lower_background_threads();
         Ok(TantivyIndex {
             inner,
             committer: Some(committer),
@@ -435,22 +404,19 @@ impl TantivyIndex {
     /// The count is of the documents searchable before the delete, fresh ones
     /// included.
     pub async fn delete_operation(&self, operation_id: Uuid) -> Result<u64, IndexError> {
-        let term = Term::from_field_text(
-            self.inner.fields.operation_id,
-            uuid_text(&operation_id).as_ref(),
-        );
-        let adding = Adding::start(&self.inner);
-        let before = self.count_operation_in(&self.inner.view(), operation_id)?;
-        let batch = self
-            .add(
-                adding,
-                None,
-                vec![UserOperation::Delete(term)],
-                Vec::new(),
-                FreshChange::RemoveOperation(operation_id),
-            )
-            .await?;
-        self.committed(batch, true).await?;
+        let (before, seq) = {
+            let _changing = self.inner.view_lock.lock();
+            let view = self.inner.view.load_full();
+            let before = self.count_operation_in(&view, operation_id)?;
+            let fresh = view.fresh.deleting(operation_id);
+            let seq = fresh.last_seq();
+            self.inner.view.store(Arc::new(View {
+                searcher: view.searcher.clone(),
+                fresh,
+            }));
+            (before, seq)
+        };
+        self.committed(seq, true).await?;
         debug!(operation = %operation_id, removed = before, "index documents deleted");
         Ok(before)
     }
@@ -485,7 +451,7 @@ impl TantivyIndex {
 
     /// Documents added and not yet committed.
     pub fn uncommitted_docs(&self) -> usize {
-        self.inner.uncommitted.load(Ordering::Acquire)
+        self.inner.view.load().fresh.len()
     }
 
     /// What open found about the vectors (snapshot, catch-up, time).
@@ -550,52 +516,56 @@ impl TantivyIndex {
         view.searcher.num_docs() + view.fresh.len() as u64
     }
 
-    /// Hands `ops` to the writer (and the fresh documents, see [`fresh`]): searchable
-    /// once this returns; durable once the returned batch is committed.
-    async fn add(
-        &self,
-        adding: Adding<'_>,
-        delete: Option<DocPredicateQuery>,
-        ops: Vec<UserOperation>,
-        vectors: Vec<(u64, Vec<f32>)>,
-        fresh: FreshChange,
-    ) -> Result<u64, IndexError> {
-        let inner = self.inner.clone();
-        // Adding may wait for a commit in progress (the writer lock), and vectors go
-        // into their graphs first: off the runtime.
-        let batch = tokio::task::spawn_blocking(move || {
-            inner.add_with_vectors(delete, ops, vectors, fresh)
-        })
-        .await
-        .map_err(unavailable)??;
-        // A commit of it is due at the interval at the latest.
-        self.inner.requests.lock().requested_batch(batch);
+    /// Adds an upsert's documents to the fresh documents (searchable when this returns)
+    /// for the committer to make durable; waits first while the committer is too far
+    /// behind.
+    async fn add(&self, docs: Vec<Annotation>, rewrites: Vec<u128>) -> Result<(), IndexError> {
+        let mut committed = self.inner.committed.clone();
+        loop {
+            let view = self.inner.view.load();
+            if view.fresh.bytes() < self.inner.max_fresh_bytes
+                && view.fresh.len() < self.inner.max_fresh_docs
+            {
+                break;
+            }
+            drop(view);
+            committed
+                .changed()
+                .await
+                .map_err(|_| IndexError::Unavailable("the index committer stopped".into()))?;
+        }
+        {
+            let _changing = self.inner.view_lock.lock();
+            let view = self.inner.view.load();
+            let fresh = view.fresh.with(docs, rewrites);
+            self.inner.view.store(Arc::new(View {
+                searcher: view.searcher.clone(),
+                fresh,
+            }));
+        }
+        // Under the lock, so the committer cannot miss it between test and wait.
+        let _req = self.inner.requests.lock();
         self.inner.wake.notify_all();
-        drop(adding);
-        Ok(batch)
+        Ok(())
     }
 
-    /// Waits until `batch` is committed; `urgent` asks for that commit now rather than
-    /// at the interval.
-    async fn committed(&self, batch: u64, urgent: bool) -> Result<(), IndexError> {
-        if batch == 0 {
+    /// Waits until the fresh entries up to `seq` are committed; `urgent` asks for that
+    /// commit now rather than at the interval.
+    async fn committed(&self, seq: u64, urgent: bool) -> Result<(), IndexError> {
+        if seq == 0 {
             // Nothing was ever added.
             return Ok(());
         }
         let mut committed = self.inner.committed.clone();
-        {
-            let mut req = self.inner.requests.lock();
-            req.requested_batch(batch);
-            req.urgent |= urgent;
+        if urgent {
+            self.inner.requests.lock().urgent = true;
+            self.inner.wake.notify_all();
         }
-        self.inner.wake.notify_all();
-        let state = committed
-            .wait_for(|c| c.done >= batch)
+        committed
+            .wait_for(|done| *done >= seq)
             .await
-            .map_err(|_| IndexError::Unavailable("the index committer stopped".into()))?;
-        state
-            .outcome(batch)
-            .unwrap_or_else(|| Err(IndexError::Unavailable("commit outcome unknown".into())))
+            .map(drop)
+            .map_err(|_| IndexError::Unavailable("the index committer stopped".into()))
     }
 }
 
@@ -628,31 +598,76 @@ impl TantivyIndex {
         } else {
             SortOrder::Time
         };
-        // A catalogue-wide query can scan for 100 ms: off the async workers.
-        let keys = tokio::task::spawn_blocking(move || {
-            let mut keys = view.searcher.search(&*q, &collector)?;
+        let body = self.inner.fields.body;
+        let narrow = query::is_narrow(&query.filter);
+        let search = move || {
+            let mut found: Vec<(Ranked, Source)> = view
+                .searcher
+                .search(&*q, &collector)?
+                .into_iter()
+                .map(|(r, at)| (r, Source::Committed(at)))
+                .collect();
             if !view.fresh.is_empty() {
-                keys.extend(
-                    view.fresh
-                        .ranked(&filter, &scope, order, after.as_ref(), limit),
+                let fresh = view
+                    .fresh
+                    .ranked(&filter, &scope, order, after.as_ref(), limit);
+                found.extend(
+                    fresh
+                        .into_iter()
+                        .map(|(r, a)| (r, Source::Fresh(Box::new(a)))),
                 );
-                keys.sort_unstable();
-                keys.truncate(limit);
+                found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                found.truncate(limit);
             }
-            Ok::<_, tantivy::TantivyError>(keys)
-        })
-        .await
-        .map_err(unavailable)?
-        .map_err(unavailable)?;
-        Ok(keys
-            .into_iter()
-            .map(|(rank, key)| Hit {
-                id: key.id,
-                key,
-                rank: R::RANKED.then(|| collector::rank_of_key(rank)),
-            })
-            .collect())
+            found
+                .into_iter()
+                .map(|((rank, key), source)| {
+                    let annotation = match source {
+                        Source::Fresh(a) => *a,
+                        Source::Committed(at) => stored(&view.searcher, body, at)?,
+                    };
+                    Ok(Hit {
+                        id: key.id,
+                        key,
+                        rank: R::RANKED.then(|| collector::rank_of_key(rank)),
+                        annotation: Some(annotation),
+                    })
+                })
+                .collect::<tantivy::Result<Vec<Hit>>>()
+        };
+        if narrow {
+            search().map_err(unavailable)
+        } else {
+            // A catalogue-wide query can scan for 100 ms: off the async workers.
+            tokio::task::spawn_blocking(search)
+                .await
+                .map_err(unavailable)?
+                .map_err(unavailable)
+        }
     }
+}
+
+/// Where a hit's annotation comes from.
+enum Source {
+    Committed(DocAddress),
+    Fresh(Box<Annotation>),
+}
+
+/// The annotation a committed document keeps ([`codec`]).
+pub(crate) fn stored(
+    searcher: &Searcher,
+    body: Field,
+    at: DocAddress,
+) -> tantivy::Result<Annotation> {
+    let doc: TantivyDocument = searcher.doc(at)?;
+    let bytes = doc
+        .get_first(body)
+        .and_then(|v| v.as_bytes())
+        .ok_or_else(|| {
+            tantivy::TantivyError::InternalError("a document without its body".into())
+        })?;
+    crate::codec::decode(bytes, true)
+        .map_err(|e| tantivy::TantivyError::InternalError(e.to_string()))
 }
 
 /// Matches the documents whose id is in `ids`, from the id fast fields. Replacing by id
@@ -698,20 +713,6 @@ impl Inner {
         (ops, vectors)
     }
 
-    /// Hands a chunk of fresh documents to the writer again (see
-    /// [`writer`]'s rollback): each replaces whatever copy of its id the index holds.
-    fn readd_chunk(&self, writer: &IndexWriter, chunk: &fresh::Chunk) -> Result<u64, IndexError> {
-        let ids: HashSet<(u64, u64)> = chunk.docs().iter().map(|a| a.id.as_u64_pair()).collect();
-        let (ops, vectors) = self.documents(chunk.docs().iter());
-        let keys: Vec<u64> = vectors.iter().map(|(k, _)| *k).collect();
-        let refs: Vec<(u64, &[f32])> = vectors.iter().map(|(k, v)| (*k, v.as_slice())).collect();
-        if let Err(e) = self.vectors.add(&refs) {
-            self.vectors.handed(keys, true);
-            return Err(IndexError::Unavailable(e));
-        }
-        self.add_locked(writer, Some(ids_query(ids)), ops, keys, FreshChange::None)
-    }
-
     /// The current view, the column cache pruned to its searcher's segments.
     fn view(&self) -> Arc<View> {
         let view = self.view.load_full();
@@ -750,31 +751,16 @@ impl Index for TantivyIndex {
         if annotations.is_empty() {
             return Ok(());
         }
-        let adding = Adding::start(&self.inner);
         // The same id twice in one call keeps the last version.
         let latest = latest_per_id(annotations);
         let may_exist = existing.lookup();
-        let replaced: HashSet<(u64, u64)> = latest
+        let rewrites: Vec<u128> = latest
             .iter()
             .filter(|a| may_exist.contains(&a.id))
-            .map(|a| a.id.as_u64_pair())
+            .map(|a| a.id.as_u128())
             .collect();
-        let delete = (!replaced.is_empty()).then(|| ids_query(replaced.clone()));
-        let rewrites: Vec<u128> = replaced
-            .into_iter()
-            .map(|(hi, lo)| (u128::from(hi) << 64) | u128::from(lo))
-            .collect();
-        let docs: Vec<Annotation> = latest.iter().map(|a| (*a).clone()).collect();
-        let (ops, vectors) = self.inner.documents(latest.iter().copied());
-        self.add(
-            adding,
-            delete,
-            ops,
-            vectors,
-            FreshChange::Add(docs, rewrites),
-        )
-        .await
-        .map(drop)
+        let docs: Vec<Annotation> = latest.into_iter().cloned().collect();
+        self.add(docs, rewrites).await
     }
 
     async fn search(&self, query: &IndexQuery) -> Result<Vec<Hit>, IndexError> {
@@ -822,9 +808,9 @@ impl Index for TantivyIndex {
     }
 
     async fn sync(&self) -> Result<(), IndexError> {
-        // Every add that returned joined a batch up to this one.
-        let batch = self.inner.last_added.load(Ordering::Acquire);
-        self.committed(batch, false).await
+        // Every add that returned is an entry up to this one.
+        let seq = self.inner.view.load().fresh.last_seq();
+        self.committed(seq, false).await
     }
 
     async fn refresh(&self) {
@@ -838,8 +824,8 @@ impl Index for TantivyIndex {
 
     async fn rebuilt(&self) -> Result<(), IndexError> {
         // Everything written so far committed first: the marker goes only after that.
-        let batch = self.inner.last_added.load(Ordering::Acquire);
-        self.committed(batch, true).await?;
+        let seq = self.inner.view.load().fresh.last_seq();
+        self.committed(seq, true).await?;
         match std::fs::remove_file(&self.inner.marker) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -4,7 +4,9 @@
 //! - [`queue`]: the retry queue, in the same fjall database.
 //! - [`index`]: the search index on tantivy.
 
+mod codec;
 pub mod index;
+mod priority;
 pub mod queue;
 pub mod store;
 mod vectors;

@@ -46,17 +46,11 @@ fn run(op: Uuid, n: usize, salt: f32) -> Vec<Annotation> {
 }
 
 /// Upserts and asks for the commit the upsert waits for (the index commits lazily).
+/// Upserts and commits at once (this index commits only when asked).
 async fn upsert_now(index: &Arc<TantivyIndex>, xs: &[Annotation]) {
-    let writer = {
-        let (index, xs) = (index.clone(), xs.to_vec());
-        tokio::spawn(async move { index.upsert(&xs, Existing::Unknown).await })
-    };
-    // Polling for the add to reach tantivy, not for time.
-    while index.uncommitted_docs() < xs.len() {
-        tokio::task::yield_now().await;
-    }
+    index.upsert(xs, Existing::Unknown).await.unwrap();
     index.refresh().await;
-    writer.await.unwrap().unwrap();
+    bounded(index.sync()).await.unwrap();
 }
 
 async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {

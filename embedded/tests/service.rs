@@ -1,5 +1,6 @@
 //! The service over the embedded engines, where it must correct what the index says:
-//! documents the store disagrees with never reach a client.
+//! documents the store disagrees with never reach a client (on an index that keeps no
+//! copies, as Elasticsearch: the store confirms every hit).
 
 use annostore_core::clock::SystemClock;
 use annostore_core::index::Existing;
@@ -14,7 +15,16 @@ mod common;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_and_duplicate_documents_are_not_returned() {
     let dir = tempfile::tempdir().unwrap();
-    let (service, engines) = common::service(dir.path(), Arc::new(SystemClock)).await;
+    let (_, engines) = common::service(dir.path(), Arc::new(SystemClock)).await;
+    let engines = annostore_core::service::Engines {
+        index: Arc::new(WithoutCopies(engines.index.clone())),
+        ..engines
+    };
+    let service = annostore_core::service::Service::new(
+        engines.clone(),
+        annostore_core::validate::Limits::default(),
+        Arc::new(SystemClock),
+    );
     let op = service
         .start(start_request("objects", 1, "p"))
         .await
@@ -28,14 +38,15 @@ async fn stale_and_duplicate_documents_are_not_returned() {
     service.upsert(op.id, &items).await.unwrap();
     service.finish(op.id).await.unwrap();
 
-    // What two racing rewrites of one id can leave in the index: a copy at an old
-    // position, and a second copy at the right one.
+    // What two racing rewrites of one id can leave in an index written by many nodes:
+    // a copy at an old position (first in order here), and a second copy at the right
+    // one.
     let current = engines.store.get_annotations(&ids[..1]).await.unwrap()[0]
         .clone()
         .unwrap();
     let mut stale = current.clone();
-    stale.start_ms = 900;
-    stale.end_ms = 950;
+    stale.start_ms = -900;
+    stale.end_ms = -850;
     engines
         .index
         .upsert(&[stale, current.clone()], Existing::Only(&[]))

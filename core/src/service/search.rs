@@ -1,4 +1,5 @@
-//! Search: the index proposes, the store confirms, the page is filled.
+//! Search: the index proposes, the store confirms (or the index's own copy of what it
+//! matched, where it keeps one), the page is filled.
 //!
 //! A search reads one view (a visibility snapshot) from its first page to its last:
 //! the token carries the view's fingerprint and recent views are kept (see [`Views`]),
@@ -256,11 +257,16 @@ impl Service {
         // by two racing rewrites of one id fails this), not already on the page (two
         // documents of one retried batch). Then the index is asked again past them.
         loop {
-            let hits = self.engines.index.search(&query).await?;
+            let mut hits = self.engines.index.search(&query).await?;
             let exhausted = hits.len() < query.limit;
             let last = hits.last().map(|h| h.position());
-            let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
-            let found = self.engines.store.get_annotations(&ids).await?;
+            let found = self
+                .annotations_of(
+                    hits.iter_mut()
+                        .map(|h| (h.id, h.annotation.take()))
+                        .collect(),
+                )
+                .await?;
             for (hit, a) in hits.iter().zip(found) {
                 let Some(a) = a else { continue };
                 let rank_agrees =
@@ -300,7 +306,7 @@ impl Service {
         vector: Vec<f32>,
     ) -> Result<SearchPage, Error> {
         let (filter, order, ps, limit) = (ask.filter, ask.order, &ask.scope, ask.limit);
-        let hits = self
+        let mut hits = self
             .engines
             .index
             .knn(&KnnQuery {
@@ -310,8 +316,13 @@ impl Service {
                 k: k as usize,
             })
             .await?;
-        let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
-        let found = self.engines.store.get_annotations(&ids).await?;
+        let found = self
+            .annotations_of(
+                hits.iter_mut()
+                    .map(|h| (h.id, h.annotation.take()))
+                    .collect(),
+            )
+            .await?;
         let mut seen: HashSet<Uuid> = HashSet::with_capacity(hits.len());
         let mut items: Vec<(Position, f32, Annotation)> = Vec::with_capacity(hits.len());
         for (hit, a) in hits.iter().zip(found) {
@@ -348,6 +359,35 @@ impl Service {
         };
         let (scores, annotations) = items.into_iter().map(|(_, s, a)| (s, a)).unzip();
         Ok(ps.page(annotations, Some(scores), next, &ask.shape))
+    }
+
+    /// The annotations of hits: the index's copy where it kept one (see
+    /// [`crate::index::Hit::annotation`]), the store's for the rest, read at once.
+    async fn annotations_of(
+        &self,
+        hits: Vec<(Uuid, Option<Annotation>)>,
+    ) -> Result<Vec<Option<Annotation>>, Error> {
+        let missing: Vec<Uuid> = hits
+            .iter()
+            .filter(|(_, a)| a.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        if missing.is_empty() {
+            return Ok(hits.into_iter().map(|(_, a)| a).collect());
+        }
+        let mut read = self
+            .engines
+            .store
+            .get_annotations(&missing)
+            .await?
+            .into_iter();
+        Ok(hits
+            .into_iter()
+            .map(|(_, a)| match a {
+                Some(a) => Some(a),
+                None => read.next().flatten(),
+            })
+            .collect())
     }
 
     /// The query vector of a nearest-neighbour search, checked.

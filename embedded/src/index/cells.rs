@@ -72,8 +72,24 @@ pub(crate) fn terms(a: &Annotation) -> Vec<Vec<u8>> {
 #[derive(Debug, Clone)]
 pub(crate) struct CellsQuery {
     field: Field,
-    /// Inclusive term ranges: per media item, one per level and one for [`ALL`].
-    ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Inclusive term ranges, with how many cells each spans: per media item, one per
+    /// level and one for [`ALL`].
+    ranges: Vec<(Vec<u8>, Vec<u8>, u64)>,
+}
+
+/// Ranges of at most this many cells are read by looking each cell up.
+const LOOKUPS: u64 = 16;
+
+/// The cell a term names (its last 8 bytes).
+fn first_cell(term: &[u8]) -> i64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&term[term.len() - 8..]);
+    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
+}
+
+fn set_cell(term: &mut [u8], cell: i64) {
+    let n = term.len();
+    term[n - 8..].copy_from_slice(&((cell as u64) ^ (1 << 63)).to_be_bytes());
 }
 
 impl CellsQuery {
@@ -82,13 +98,12 @@ impl CellsQuery {
         let mut ranges = Vec::with_capacity(media_ids.len() * (usize::from(LEVELS) + 1));
         for m in media_ids {
             for level in 0..LEVELS {
-                ranges.push((
-                    term(m, level, cell(from, level)),
-                    term(m, level, cell(to, level)),
-                ));
+                let (first, last) = (cell(from, level), cell(to, level));
+                let cells = (last as i128 - first as i128 + 1).min(u64::MAX as i128) as u64;
+                ranges.push((term(m, level, first), term(m, level, last), cells));
             }
             let all = term(m, ALL, 0);
-            ranges.push((all.clone(), all));
+            ranges.push((all.clone(), all, 1));
         }
         CellsQuery { field, ranges }
     }
@@ -104,15 +119,32 @@ impl CellsQuery {
     /// The matching documents of one segment, in order, each once.
     fn docs(&self, reader: &SegmentReader) -> tantivy::Result<Vec<DocId>> {
         let inverted = reader.inverted_index(self.field)?;
+        let dict = inverted.terms();
         let mut docs = Vec::new();
-        for (lo, hi) in &self.ranges {
-            let mut terms = inverted.terms().range().ge(lo).le(hi).into_stream()?;
-            while terms.advance() {
-                let mut postings = inverted
-                    .read_block_postings_from_terminfo(terms.value(), IndexRecordOption::Basic)?;
-                while !postings.docs().is_empty() {
-                    docs.extend_from_slice(postings.docs());
-                    postings.advance();
+        let mut add = |info: &tantivy::postings::TermInfo| -> tantivy::Result<()> {
+            let mut postings =
+                inverted.read_block_postings_from_terminfo(info, IndexRecordOption::Basic)?;
+            while !postings.docs().is_empty() {
+                docs.extend_from_slice(postings.docs());
+                postings.advance();
+            }
+            Ok(())
+        };
+        for (lo, hi, cells) in &self.ranges {
+            if *cells <= LOOKUPS {
+                // A few cells: looked up one by one (setting up a range stream of the
+                // dictionary costs more than several lookups).
+                let mut term = lo.clone();
+                for i in 0..*cells {
+                    set_cell(&mut term, first_cell(lo) + i as i64);
+                    if let Some(info) = dict.get(&term)? {
+                        add(&info)?;
+                    }
+                }
+            } else {
+                let mut terms = dict.range().ge(lo).le(hi).into_stream()?;
+                while terms.advance() {
+                    add(terms.value())?;
                 }
             }
         }
@@ -235,7 +267,7 @@ mod tests {
                         assert!(
                             doc_terms
                                 .iter()
-                                .any(|t| q.ranges.iter().any(|(lo, hi)| lo <= t && t <= hi)),
+                                .any(|t| q.ranges.iter().any(|(lo, hi, _)| lo <= t && t <= hi)),
                             "[{s}, {e}] intersects [{from}, {to}] but none of its cells is read"
                         );
                         checked += 1;
@@ -251,6 +283,6 @@ mod tests {
         // "m" and "m\0..." must not overlap: the length prefix keeps them apart.
         let a = CellsQuery::new(Field::from_field_id(0), &["m"], 0, 10_000);
         let t = term("m\u{0}", 0, 0);
-        assert!(!a.ranges.iter().any(|(lo, hi)| *lo <= t && t <= *hi));
+        assert!(!a.ranges.iter().any(|(lo, hi, _)| *lo <= t && t <= *hi));
     }
 }

@@ -24,14 +24,15 @@ use tantivy::index::SegmentReader;
 use tantivy::query::BitSetDocSet;
 use tantivy::schema::IndexRecordOption;
 use tantivy::{
-    BitSet, COLLECT_BLOCK_BUFFER_LEN, DocId, DocSet, Score, SegmentOrdinal, TERMINATED,
+    BitSet, COLLECT_BLOCK_BUFFER_LEN, DocAddress, DocId, DocSet, Score, SegmentOrdinal, TERMINATED,
     TantivyError,
 };
 use uuid::Uuid;
 
-/// A key within one segment: (rank key, media ordinal + 1, start_ms, id as u128).
+/// A key within one segment: (rank key, media ordinal + 1, start_ms, id as u128), and
+/// the document last (ids are unique, so it never decides an order).
 /// Ordinal 0 stands for a document without a media id value, which sorts as "".
-type SegKey = (u32, u64, i64, u128);
+type SegKey = (u32, u64, i64, u128, DocId);
 
 /// The media column's value for a document without one (no ordinal is this large).
 const NO_MEDIA: u64 = u64::MAX;
@@ -103,6 +104,9 @@ pub(crate) fn rank_of_key(key: u32) -> f32 {
 
 /// A position as the collector compares it: rank key and time key.
 pub(crate) type Ranked = (u32, SortKey);
+
+/// A document found, in order: its position and where it is.
+pub(crate) type Found = (Ranked, DocAddress);
 
 pub(crate) struct SortedCollector<R> {
     columns: Arc<ColumnCache>,
@@ -181,7 +185,7 @@ fn io_error(e: std::io::Error) -> TantivyError {
 }
 
 impl<R: Rank> Collector for SortedCollector<R> {
-    type Fruit = Vec<Ranked>;
+    type Fruit = Vec<Found>;
     type Child = SortedSegmentCollector<R>;
 
     fn for_segment(
@@ -219,11 +223,12 @@ impl<R: Rank> Collector for SortedCollector<R> {
                     },
                 };
                 let id = after.id.as_u128();
+                // The cursor's own document is never after it, whatever its doc id.
                 if exact {
-                    Cursor::After((rank, ord, after.start_ms, id))
+                    Cursor::After((rank, ord, after.start_ms, id, DocId::MAX))
                 } else if after.media_id.is_empty() {
                     // "" is not a term here: documents without a media value are "".
-                    Cursor::After((rank, 0, after.start_ms, id))
+                    Cursor::After((rank, 0, after.start_ms, id, DocId::MAX))
                 } else {
                     Cursor::FromOrd(rank, ord)
                 }
@@ -250,9 +255,9 @@ impl<R: Rank> Collector for SortedCollector<R> {
         false
     }
 
-    fn merge_fruits(&self, fruits: Vec<Vec<Ranked>>) -> tantivy::Result<Vec<Ranked>> {
-        let mut all: Vec<Ranked> = fruits.into_iter().flatten().collect();
-        all.sort_unstable();
+    fn merge_fruits(&self, fruits: Vec<Vec<Found>>) -> tantivy::Result<Vec<Found>> {
+        let mut all: Vec<Found> = fruits.into_iter().flatten().collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         all.truncate(self.limit);
         Ok(all)
     }
@@ -262,7 +267,7 @@ impl<R: Rank> Collector for SortedCollector<R> {
         weight: &dyn tantivy::query::Weight,
         segment_ord: u32,
         reader: &SegmentReader,
-    ) -> tantivy::Result<Vec<Ranked>> {
+    ) -> tantivy::Result<Vec<Found>> {
         let mut child = self.for_segment(segment_ord, reader)?;
         let alive = reader.alive_bitset();
         let mut scorer = weight.scorer(reader, 1.0)?;
@@ -291,7 +296,7 @@ impl<R: Rank> Collector for SortedCollector<R> {
                     doc = docs.advance();
                 }
             }
-            return child.finish();
+            return child.finish(segment_ord);
         }
         // Every match, a block at a time (as tantivy's own `for_each_no_score` does).
         let mut docs = [0; COLLECT_BLOCK_BUFFER_LEN];
@@ -311,7 +316,7 @@ impl<R: Rank> Collector for SortedCollector<R> {
                 None => child.collect_block(&docs[..n]),
             }
         }
-        child.finish()
+        child.finish(segment_ord)
     }
 }
 
@@ -368,8 +373,8 @@ impl<R: Rank> SortedSegmentCollector<R> {
         Ok(true)
     }
 
-    /// The kept keys, ordinals resolved to media ids.
-    fn finish(self) -> tantivy::Result<Vec<Ranked>> {
+    /// The kept keys, ordinals resolved to media ids, with their documents.
+    fn finish(self, segment: SegmentOrdinal) -> tantivy::Result<Vec<Found>> {
         let keys = self.heap.into_vec();
         let mut ords: Vec<u64> = keys.iter().filter(|k| k.1 > 0).map(|k| k.1 - 1).collect();
         ords.sort_unstable();
@@ -397,7 +402,7 @@ impl<R: Rank> SortedSegmentCollector<R> {
             }
         }
         keys.into_iter()
-            .map(|(rank, ord, start_ms, id)| {
+            .map(|(rank, ord, start_ms, id, doc)| {
                 let media_id = if ord == 0 {
                     String::new()
                 } else {
@@ -406,12 +411,15 @@ impl<R: Rank> SortedSegmentCollector<R> {
                     })?
                 };
                 Ok((
-                    rank,
-                    SortKey {
-                        media_id,
-                        start_ms,
-                        id: Uuid::from_u128(id),
-                    },
+                    (
+                        rank,
+                        SortKey {
+                            media_id,
+                            start_ms,
+                            id: Uuid::from_u128(id),
+                        },
+                    ),
+                    DocAddress::new(segment, doc),
                 ))
             })
             .collect()
@@ -419,7 +427,7 @@ impl<R: Rank> SortedSegmentCollector<R> {
 }
 
 impl<R: Rank> SegmentCollector for SortedSegmentCollector<R> {
-    type Fruit = Vec<Ranked>;
+    type Fruit = Vec<Found>;
 
     #[inline]
     fn collect(&mut self, doc: DocId, _score: Score) {
@@ -446,6 +454,7 @@ impl<R: Rank> SegmentCollector for SortedSegmentCollector<R> {
             ord,
             self.start.get_val(doc),
             (u128::from(hi) << 64) | u128::from(lo),
+            doc,
         );
         if !self.cursor.passes(&key) {
             return;
@@ -467,10 +476,10 @@ impl<R: Rank> SegmentCollector for SortedSegmentCollector<R> {
         }
     }
 
-    fn harvest(self) -> Vec<Ranked> {
+    fn harvest(self) -> Vec<Found> {
         // Only reached through the default `collect_segment`, which this collector
         // overrides; errors are reported by `finish` there.
-        self.finish().unwrap_or_default()
+        self.finish(0).unwrap_or_default()
     }
 }
 

@@ -1,12 +1,16 @@
-//! The fresh documents: what upserts handed to the writer since the last commit, kept
-//! as annotations beside the committed searcher and searched by brute force, so a
-//! document is searchable the moment its upsert returns, not at the next commit.
+//! The fresh documents: what upserts wrote since the last commit, kept as annotations
+//! beside the committed searcher and searched by brute force, so a document is
+//! searchable the moment its upsert returns. They are the index's write log too: the
+//! committer thread takes them in order ([`Fresh::after`]), hands them to tantivy's
+//! writer, commits, and drops them from the view once the new searcher holds them. An
+//! upsert never waits for tantivy (documents built, vectors in graphs, a commit).
 //!
 //! A tantivy commit writes every segment file and the reader reloads: about 11 ms for
-//! even a few documents here. Waiting for one made every finish cost that much (a
-//! finish waits until the run's documents are searchable); now commits only make the
-//! documents durable, in the background, and the store's pending records cover what a
-//! crash loses meanwhile (`Service::recover` replays them before serving).
+//! even a few documents here, tens of milliseconds for many. Waiting for one made every
+//! finish cost that much (a finish waits until the run's documents are searchable);
+//! now commits only make the documents durable, in the background, and the store's
+//! pending records cover what a crash loses meanwhile (`Service::recover` replays them
+//! before serving).
 //!
 //! The semantics are [`annostore_core::query::matches`] itself, the definition every
 //! engine is tested against. Each upsert's documents are one [`Chunk`], sorted by time
@@ -27,12 +31,9 @@ use std::collections::{BTreeSet, BinaryHeap};
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// One upsert's documents, as handed to the writer.
+/// One upsert's documents.
 pub(crate) struct Chunk {
-    /// The commit batch the documents joined: they leave the fresh documents when it
-    /// is committed and searchable.
-    pub(crate) batch: u64,
-    /// Orders chunks: a higher one holds newer copies.
+    /// Orders the log: a higher one is newer (and holds newer copies).
     seq: u64,
     /// One copy per id (the last of the upsert), sorted by time key.
     docs: Vec<Annotation>,
@@ -41,6 +42,8 @@ pub(crate) struct Chunk {
     max_len: i64,
     /// Ids that may have older copies elsewhere.
     rewrites: Vec<u128>,
+    /// About the memory the documents take.
+    bytes: usize,
 }
 
 impl Chunk {
@@ -63,36 +66,63 @@ impl Chunk {
         }
     }
 
-    /// The same documents in another batch (a failed commit's, written again).
-    pub(crate) fn in_batch(&self, batch: u64) -> Chunk {
-        Chunk {
-            batch,
-            seq: self.seq,
-            docs: self.docs.clone(),
-            max_len: self.max_len,
-            rewrites: self.rewrites.clone(),
-        }
-    }
-
     pub(crate) fn docs(&self) -> &[Annotation] {
         &self.docs
+    }
+
+    /// Ids that may have older copies in the committed searcher.
+    pub(crate) fn rewrites(&self) -> &[u128] {
+        &self.rewrites
+    }
+}
+
+/// A change to the index, in the order the committer hands them to tantivy.
+#[derive(Clone)]
+pub(crate) enum Entry {
+    Add(Arc<Chunk>),
+    /// Every document of an operation goes (garbage collection).
+    DeleteOperation(u64, Uuid),
+}
+
+impl Entry {
+    pub(crate) fn seq(&self) -> u64 {
+        match self {
+            Entry::Add(c) => c.seq,
+            Entry::DeleteOperation(seq, _) => *seq,
+        }
     }
 }
 
 /// The fresh documents of one view. Cheap to clone (shared chunks, a persistent map).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Fresh {
     /// Oldest first.
     chunks: Vec<Arc<Chunk>>,
+    /// Deletions of whole operations not yet committed, oldest first.
+    deletes: Vec<(u64, Uuid)>,
     /// For each id that may have several copies, the chunk holding the current one.
     current: imbl::HashMap<u128, u64>,
+    /// The sequence number the next entry takes (1 first: 0 means none).
     next_seq: u64,
+    bytes: usize,
+}
+
+impl Default for Fresh {
+    fn default() -> Fresh {
+        Fresh {
+            chunks: Vec::new(),
+            deletes: Vec::new(),
+            current: imbl::HashMap::new(),
+            next_seq: 1,
+            bytes: 0,
+        }
+    }
 }
 
 impl Fresh {
-    /// Adds an upsert's documents (`docs`: one copy per id), joined to `batch`.
-    /// `rewrites`: the ids that may have older copies (all of them for a replay).
-    pub(crate) fn with(&self, batch: u64, mut docs: Vec<Annotation>, rewrites: Vec<u128>) -> Fresh {
+    /// Adds an upsert's documents (`docs`: one copy per id). `rewrites`: the ids that
+    /// may have older copies (all of them for a replay).
+    pub(crate) fn with(&self, mut docs: Vec<Annotation>, rewrites: Vec<u128>) -> Fresh {
         docs.sort_unstable_by(|a, b| {
             (a.media_id.as_str(), a.start_ms, a.id).cmp(&(b.media_id.as_str(), b.start_ms, b.id))
         });
@@ -106,81 +136,94 @@ impl Fresh {
             .map(|a| a.end_ms.saturating_sub(a.start_ms).max(0))
             .max()
             .unwrap_or(0);
+        let bytes: usize = docs.iter().map(approx_bytes).sum();
         let mut chunks = self.chunks.clone();
         chunks.push(Arc::new(Chunk {
-            batch,
             seq,
             docs,
             max_len,
             rewrites,
+            bytes,
         }));
         Fresh {
             chunks,
+            deletes: self.deletes.clone(),
             current,
             next_seq: seq + 1,
+            bytes: self.bytes + bytes,
         }
     }
 
-    /// Without the chunks of batches up to `batch` (committed and searchable now).
-    pub(crate) fn after_batch(&self, batch: u64) -> Fresh {
-        self.rebuilt(
-            self.chunks
-                .iter()
-                .filter(|c| c.batch > batch)
-                .cloned()
-                .collect(),
-        )
-    }
-
-    /// The chunks of batches up to `batch` (a failed commit's, to be written again).
-    pub(crate) fn up_to_batch(&self, batch: u64) -> Vec<Arc<Chunk>> {
-        self.chunks
-            .iter()
-            .filter(|c| c.batch <= batch)
-            .cloned()
-            .collect()
-    }
-
-    /// With `replacements` in place of the chunks of the same sequence numbers.
-    pub(crate) fn replacing(&self, replacements: Vec<Chunk>) -> Fresh {
-        let mut by_seq: std::collections::HashMap<u64, Chunk> =
-            replacements.into_iter().map(|c| (c.seq, c)).collect();
-        let chunks = self
-            .chunks
-            .iter()
-            .map(|c| match by_seq.remove(&c.seq) {
-                Some(r) => Arc::new(r),
-                None => c.clone(),
-            })
-            .collect();
-        self.rebuilt(chunks)
-    }
-
-    /// Without the documents of one operation (garbage collection).
-    pub(crate) fn without_operation(&self, operation_id: Uuid) -> Fresh {
+    /// Without the documents of one operation, and with its deletion logged for the
+    /// committer (garbage collection).
+    pub(crate) fn deleting(&self, operation_id: Uuid) -> Fresh {
         let chunks = self
             .chunks
             .iter()
             .map(|c| {
                 if c.docs.iter().any(|a| a.operation_id == operation_id) {
+                    let docs: Vec<Annotation> = c
+                        .docs
+                        .iter()
+                        .filter(|a| a.operation_id != operation_id)
+                        .cloned()
+                        .collect();
                     Arc::new(Chunk {
-                        batch: c.batch,
                         seq: c.seq,
                         max_len: c.max_len,
-                        docs: c
-                            .docs
-                            .iter()
-                            .filter(|a| a.operation_id != operation_id)
-                            .cloned()
-                            .collect(),
                         rewrites: c.rewrites.clone(),
+                        bytes: docs.iter().map(approx_bytes).sum(),
+                        docs,
                     })
                 } else {
                     c.clone()
                 }
             })
             .collect();
-        self.rebuilt(chunks)
+        let mut deletes = self.deletes.clone();
+        deletes.push((self.next_seq, operation_id));
+        Fresh {
+            deletes,
+            next_seq: self.next_seq + 1,
+            ..self.rebuilt(chunks)
+        }
+    }
+
+    /// The entries after `seq`, in order: what the committer has not handed over yet.
+    pub(crate) fn after(&self, seq: u64) -> Vec<Entry> {
+        let mut out: Vec<Entry> = self
+            .chunks
+            .iter()
+            .filter(|c| c.seq > seq)
+            .map(|c| Entry::Add(c.clone()))
+            .chain(
+                self.deletes
+                    .iter()
+                    .filter(|(s, _)| *s > seq)
+                    .map(|(s, op)| Entry::DeleteOperation(*s, *op)),
+            )
+            .collect();
+        out.sort_unstable_by_key(Entry::seq);
+        out
+    }
+
+    /// Without the entries up to `seq` (committed, and in the searcher now).
+    pub(crate) fn committed_through(&self, seq: u64) -> Fresh {
+        Fresh {
+            deletes: self
+                .deletes
+                .iter()
+                .filter(|(s, _)| *s > seq)
+                .copied()
+                .collect(),
+            ..self.rebuilt(
+                self.chunks
+                    .iter()
+                    .filter(|c| c.seq > seq)
+                    .cloned()
+                    .collect(),
+            )
+        }
     }
 
     fn rebuilt(&self, chunks: Vec<Arc<Chunk>>) -> Fresh {
@@ -191,7 +234,9 @@ impl Fresh {
             }
         }
         Fresh {
+            bytes: chunks.iter().map(|c| c.bytes).sum(),
             chunks,
+            deletes: self.deletes.clone(),
             current,
             next_seq: self.next_seq,
         }
@@ -201,9 +246,24 @@ impl Fresh {
         self.chunks.is_empty()
     }
 
+    /// Whether anything waits for a commit.
+    pub(crate) fn has_entries(&self) -> bool {
+        !self.chunks.is_empty() || !self.deletes.is_empty()
+    }
+
+    /// The newest entry's sequence number (0 when none was ever made).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
     /// Documents held (copies, current or not).
     pub(crate) fn len(&self) -> usize {
         self.chunks.iter().map(|c| c.docs.len()).sum()
+    }
+
+    /// About the memory the documents take.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The ids whose copies in the committed searcher are not current (a fresh copy
@@ -243,7 +303,8 @@ impl Fresh {
         })
     }
 
-    /// The best `limit` matches after `after`, as the collector ranks them.
+    /// The best `limit` matches after `after`, as the collector ranks them, with
+    /// copies of the annotations.
     pub(crate) fn ranked(
         &self,
         filter: &SearchFilter,
@@ -251,9 +312,9 @@ impl Fresh {
         order: SortOrder,
         after: Option<&Ranked>,
         limit: usize,
-    ) -> Vec<Ranked> {
+    ) -> Vec<(Ranked, Annotation)> {
         // The best `limit` by reference, then owned.
-        let mut heap: BinaryHeap<(u32, &str, i64, Uuid)> = BinaryHeap::with_capacity(limit + 1);
+        let mut heap: BinaryHeap<(RefKey<'_>, Best<'_>)> = BinaryHeap::with_capacity(limit + 1);
         let after = after.map(|(r, k)| (*r, k.media_id.as_str(), k.start_ms, k.id));
         for a in self.matching(filter, scope) {
             let rank = match order {
@@ -265,26 +326,24 @@ impl Fresh {
                 continue;
             }
             if heap.len() < limit {
-                heap.push(key);
-            } else if heap.peek().is_some_and(|top| key < *top) {
+                heap.push((key, Best(a)));
+            } else if heap.peek().is_some_and(|top| key < top.0) {
                 heap.pop();
-                heap.push(key);
+                heap.push((key, Best(a)));
             }
         }
-        let mut out: Vec<Ranked> = heap
+        let mut out: Vec<(Ranked, Annotation)> = heap
             .into_iter()
-            .map(|(rank, media_id, start_ms, id)| {
-                (
-                    rank,
-                    SortKey {
-                        media_id: media_id.to_owned(),
-                        start_ms,
-                        id,
-                    },
-                )
+            .map(|((rank, media_id, start_ms, id), a)| {
+                let key = SortKey {
+                    media_id: media_id.to_owned(),
+                    start_ms,
+                    id,
+                };
+                ((rank, key), a.0.clone())
             })
             .collect();
-        out.sort_unstable();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
@@ -297,24 +356,31 @@ impl Fresh {
         vector: &[f32],
         k: usize,
     ) -> Vec<KnnHit> {
-        let mut hits: Vec<KnnHit> = self
+        let mut hits: Vec<(f32, &Annotation)> = self
             .matching(filter, scope)
             .filter_map(|a| {
                 let v = a.embedding.as_deref().filter(|v| v.len() == vector.len())?;
-                Some(KnnHit {
-                    id: a.id,
-                    key: SortKey::of(a),
-                    similarity: query::cosine(vector, v),
-                })
+                Some((query::cosine(vector, v), a))
             })
             .collect();
         hits.sort_by(|a, b| {
-            b.similarity
-                .total_cmp(&a.similarity)
-                .then_with(|| a.key.cmp(&b.key))
+            b.0.total_cmp(&a.0).then_with(|| {
+                (a.1.media_id.as_str(), a.1.start_ms, a.1.id).cmp(&(
+                    b.1.media_id.as_str(),
+                    b.1.start_ms,
+                    b.1.id,
+                ))
+            })
         });
         hits.truncate(k);
-        hits
+        hits.into_iter()
+            .map(|(similarity, a)| KnnHit {
+                id: a.id,
+                key: SortKey::of(a),
+                similarity,
+                annotation: Some(a.clone()),
+            })
+            .collect()
     }
 
     /// Adds the matches to `counts`.
@@ -338,6 +404,32 @@ impl Fresh {
     }
 }
 
+/// A rank key and time key by reference (what [`Fresh::ranked`] orders by).
+type RefKey<'a> = (u32, &'a str, i64, Uuid);
+
+/// An annotation riding along with its key in a heap ordered by the key alone.
+struct Best<'a>(&'a Annotation);
+
+impl PartialEq for Best<'_> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Best<'_> {}
+
+impl PartialOrd for Best<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Best<'_> {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
 /// Ids whose committed copies a search must skip (see [`Fresh::masks`]).
 #[derive(Clone)]
 pub(crate) struct Mask(imbl::HashMap<u128, u64>);
@@ -348,6 +440,18 @@ impl Mask {
         self.0
             .contains_key(&((u128::from(hi) << 64) | u128::from(lo)))
     }
+}
+
+/// About the bytes an annotation takes in memory: its vector, its strings, a guess for
+/// `data` (measuring it would cost more than the bound is worth), and the struct.
+fn approx_bytes(a: &Annotation) -> usize {
+    std::mem::size_of::<Annotation>()
+        + a.embedding.as_ref().map_or(0, |v| v.len() * 4)
+        + a.media_id.len()
+        + a.label.as_ref().map_or(0, String::len)
+        + a.annotation_type.len()
+        + a.pivot_id.len()
+        + a.data.as_ref().map_or(0, |_| 256)
 }
 
 /// The media items a filter allows, when it names some (`media_id` and `media_ids`

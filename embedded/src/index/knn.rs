@@ -445,24 +445,36 @@ fn top(
         kept.extend(ties);
         scored = kept;
     }
-    let mut hits: Vec<KnnHit> = scored
+    let mut hits: Vec<(KnnHit, Candidate)> = scored
         .into_iter()
         .map(|(similarity, i)| {
             let key = sort_key(columns, searcher, candidates[i])?;
-            Ok(KnnHit {
+            let hit = KnnHit {
                 id: key.id,
                 key,
                 similarity,
-            })
+                annotation: None,
+            };
+            Ok((hit, candidates[i]))
         })
         .collect::<tantivy::Result<_>>()?;
-    hits.sort_by(|a, b| {
+    hits.sort_by(|(a, _), (b, _)| {
         b.similarity
             .total_cmp(&a.similarity)
             .then_with(|| a.key.cmp(&b.key))
     });
     hits.truncate(k);
-    Ok(hits)
+    let body = searcher.schema().get_field(super::BODY)?;
+    hits.into_iter()
+        .map(|(mut hit, c)| {
+            hit.annotation = Some(super::stored(
+                searcher,
+                body,
+                tantivy::DocAddress::new(c.segment, c.doc),
+            )?);
+            Ok(hit)
+        })
+        .collect()
 }
 
 fn sort_key(columns: &ColumnCache, searcher: &Searcher, c: Candidate) -> tantivy::Result<SortKey> {

@@ -204,6 +204,19 @@ pub(crate) fn build(
     Ok(c.finish(columns))
 }
 
+/// Windows up to this long are narrow (see [`is_narrow`]).
+const NARROW_WINDOW_MS: i64 = 10 * 60 * 1_000;
+
+/// Whether a search reads few documents: a window of at most ten minutes of a few media
+/// items, read through their cells. Such a search answers in well under a millisecond,
+/// so it runs on the request's own thread; the rest (a catalogue-wide scan can take
+/// 100 ms) go to the blocking pool.
+pub(crate) fn is_narrow(filter: &SearchFilter) -> bool {
+    filter.time_range.is_some_and(|r| {
+        r.end_ms.saturating_sub(r.start_ms).unsigned_abs() <= NARROW_WINDOW_MS as u64
+    }) && media_window(filter).is_some()
+}
+
 /// The media items a filter allows, when it names a few (at most [`cells::MAX_MEDIA`]):
 /// with a time range, their cells replace their media terms. `media_id` and
 /// `media_ids` both hold, so the items are those of both.

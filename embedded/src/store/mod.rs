@@ -164,6 +164,7 @@ impl FjallStore {
             .open()
             .io()?;
         let tables = Arc::new(Tables::open(db).io()?);
+        crate::priority::lower_background_threads();
         let writer = Writer::spawn(tables.clone(), opts.max_group)
             .map_err(|e| StoreError::Io(format!("cannot start the store writer: {e}")))?;
         Ok(FjallStore {
